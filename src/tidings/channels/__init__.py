@@ -1,0 +1,1 @@
+"""Channel providers: one file per provider, all behind :class:`tidings.channels.base.Provider`."""

@@ -1,0 +1,94 @@
+"""The one exception tree of tidings.
+
+::
+
+    TidingsError
+    ├── ConfigError                 the configuration is invalid (names the key path)
+    ├── InvalidInput                a request/event is malformed (names the field) → 400/422
+    │   └── PayloadTooLarge         → 413
+    ├── NotFound                    → 404
+    ├── Conflict                    → 409 (e.g. switching off a required category)
+    ├── ProviderError               a provider refused or failed a send
+    │   ├── TransientProviderError  worth retrying, maybe after ``retry_after`` seconds
+    │   └── PermanentProviderError  retrying cannot help
+    │       └── DestinationGone     the device token / endpoint is dead: deactivate it
+    ├── BrokerError                 the queue backend failed
+    └── StoreError                  the database failed
+
+Third-party exceptions are mapped at the boundary with ``raise … from exc``.
+"""
+
+from __future__ import annotations
+
+
+class TidingsError(Exception):
+    """Base class of every error tidings raises on purpose."""
+
+
+class ConfigError(TidingsError):
+    """The configuration is invalid; ``path`` names the faulty key (``rules[2].channels``)."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class InvalidInput(TidingsError):
+    """Input that cannot be accepted; ``field`` names the offending field (JSON pointer-ish)."""
+
+    status = 422
+
+    def __init__(self, message: str, field: str | None = None, status: int | None = None) -> None:
+        self.field = field
+        if status is not None:
+            self.status = status
+        super().__init__(message)
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is over the limit."""
+
+    status = 413
+
+
+class NotFound(TidingsError):
+    """The named resource does not exist."""
+
+
+class Conflict(TidingsError):
+    """The request contradicts the configuration or the current state."""
+
+
+class ProviderError(TidingsError):
+    """A provider did not take the message."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class TransientProviderError(ProviderError):
+    """A failure worth retrying (5xx, timeout, 429); ``retry_after`` is the provider's wish."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, code: str | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, code=code)
+
+
+class PermanentProviderError(ProviderError):
+    """A failure that retrying cannot fix (bad request, payload too large, auth refused)."""
+
+
+class DestinationGone(PermanentProviderError):
+    """The destination no longer exists (FCM UNREGISTERED, APNs 410, Web Push 404/410,
+    webhook 410): the device or endpoint is deactivated."""
+
+
+class BrokerError(TidingsError):
+    """The queue backend failed."""
+
+
+class StoreError(TidingsError):
+    """The database failed."""
