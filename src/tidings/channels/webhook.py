@@ -1,0 +1,113 @@
+"""Signed webhooks (Standard Webhooks): a JSON POST to a subscriber's endpoint.
+
+Each request carries ``webhook-id`` (the delivery id, stable across retries so the receiver
+can deduplicate), ``webhook-timestamp`` (unix seconds) and ``webhook-signature``
+(``v1,`` + base64 HMAC-SHA256 over ``{id}.{timestamp}.{body}`` with the endpoint's
+``whsec_`` secret). See https://www.standardwebhooks.com/.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from tidings.channels.base import Channel, Message, ProviderContext, Receipt
+from tidings.channels.http import make_client, raise_for_status, transport_errors
+from tidings.channels.ssrf import guard
+from tidings.config import ProviderSettings
+from tidings.errors import DestinationGone, PermanentProviderError
+
+SECRET_PREFIX = "whsec_"
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret (the prefix is optional)."""
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PermanentProviderError("webhook secret is not base64", code="secret") from exc
+    if not key:
+        raise PermanentProviderError("webhook secret is empty", code="secret")
+    return key
+
+
+def sign(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one request."""
+    to_sign = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, to_sign, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def payload(message: Message, now: datetime | None = None) -> dict[str, Any]:
+    """The Standard Webhooks envelope for ``message``."""
+    when = now or datetime.now(UTC)
+    return {
+        "type": message.event_type,
+        "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": {
+            **message.data,
+            "notification": {
+                "id": message.notification_id,
+                "title": message.title,
+                "body": message.body,
+                "category": message.category,
+            },
+            "event_id": message.event_id,
+            "subject": message.subject,
+        },
+    }
+
+
+class WebhookProvider:
+    """Posts signed JSON to ``destination.address`` over a pooled keep-alive client."""
+
+    kind: ClassVar[str] = "webhook"
+    channel: ClassVar[Channel] = "webhook"
+    destinations: ClassVar[frozenset[str]] = frozenset({"webhook"})
+
+    def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
+        self.name = settings.name or self.kind
+        self.timeout = float(settings.timeout or context.timeout)
+        self.allow_private = bool(settings.option("allow_private_networks", False))
+        max_connections = int(settings.option("max_connections", settings.concurrency or 100))
+        self._client = make_client(timeout=self.timeout, max_connections=max_connections)
+
+    async def send(self, message: Message) -> Receipt:
+        """POST the signed event; 2xx is delivered, 410 means the endpoint is gone."""
+        destination = message.destination
+        if not destination.secret:
+            raise PermanentProviderError(
+                f"{self.name}: the endpoint has no signing secret", code="secret"
+            )
+        key = secret_key(destination.secret)
+        url = destination.address
+        await guard(url, self.allow_private)
+        body = json.dumps(
+            payload(message), ensure_ascii=False, separators=(",", ":"), default=str
+        ).encode("utf-8")
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "tidings-webhooks",
+            "webhook-id": message.delivery_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(key, message.delivery_id, timestamp, body),
+        }
+        async with transport_errors(self.name):
+            # redirects are not followed: a 3xx could lead past the address guard
+            response = await self._client.post(url, content=body, headers=headers)
+        if response.status_code == 410:
+            raise DestinationGone(f"{self.name}: endpoint answered 410 Gone", code="410")
+        raise_for_status(self.name, response)
+        return Receipt(status="delivered", provider_message_id=message.delivery_id)
+
+    async def aclose(self) -> None:
+        """Close the pooled client."""
+        await self._client.aclose()
