@@ -15,7 +15,6 @@ from tidings.errors import ConfigError
 
 PROVIDER_KINDS: dict[str, str] = {
     "console": "tidings.channels.console:ConsoleProvider",
-    "inapp": "tidings.channels.inapp:InboxProvider",
     "smtp": "tidings.channels.smtp:SmtpProvider",
     "webhook": "tidings.channels.webhook:WebhookProvider",
     "fcm": "tidings.channels.fcm:FcmProvider",

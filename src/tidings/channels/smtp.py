@@ -137,7 +137,8 @@ class SmtpProvider:
             )
             for _ in range(pool_size)
         ]
-        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        # LIFO: the most recently used (warm) connection goes out first, idle ones stay shut
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         for client in self._clients:
             self._idle.put_nowait(client)
 

@@ -1,0 +1,1 @@
+"""Events in: the CloudEvents envelope and the e-commerce catalog."""

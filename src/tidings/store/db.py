@@ -1,0 +1,133 @@
+"""Database engine, schema creation and the group-commit writer.
+
+Every write goes through :class:`Writer`: concurrent callers' operations are run in one
+transaction and committed together, so durability (a commit before ``202``) costs one fsync
+per batch rather than one per request. A failed batch is replayed one operation at a time
+so that one bad operation fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from tidings.config import sqlalchemy_url
+from tidings.errors import StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Operation = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, or ``None`` for another backend / memory."""
+    parsed = make_url(sqlalchemy_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout on every connection."""
+    full = sqlalchemy_url(url)
+    if full.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(full, poolclass=NullPool if path is None else None)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives any process crash (kill -9); only power loss
+            # may roll back the last transactions.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+class Writer:
+    """Runs write operations in shared transactions (group commit)."""
+
+    def __init__(self, engine: AsyncEngine, *, lanes: int = 1, max_batch: int = 512) -> None:
+        self._engine = engine
+        self._queue: asyncio.Queue[tuple[Operation, asyncio.Future[Any]]] = asyncio.Queue()
+        self._lanes = lanes
+        self._max_batch = max_batch
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0
+        self.operations = 0
+
+    def start(self) -> None:
+        """Start the writer task(s)."""
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run()) for _ in range(self._lanes)]
+
+    async def aclose(self) -> None:
+        """Finish queued operations, then stop."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def __call__(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``operation`` in a transaction; return its result once committed."""
+        if not self._tasks:
+            async with self._engine.begin() as conn:
+                return await operation(conn)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((operation, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
+        self.batches += 1
+        self.operations += len(batch)
+        try:
+            results = []
+            async with self._engine.begin() as conn:
+                for operation, _ in batch:
+                    results.append(await operation(conn))
+        except Exception as exc:
+            if len(batch) == 1:
+                self._fail(batch[0][1], exc)
+                return
+            for single in batch:  # isolate the operation that failed
+                await self._commit([single])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    @staticmethod
+    def _fail(future: asyncio.Future[Any], exc: Exception) -> None:
+        if isinstance(exc, SQLAlchemyError):
+            log.warning("write failed: %s", type(exc).__name__)
+            wrapped = StoreError(f"database write failed: {type(exc).__name__}")
+            wrapped.__cause__ = exc
+            exc = wrapped
+        if not future.done():
+            future.set_exception(exc)

@@ -1,0 +1,205 @@
+"""The tables (SQLAlchemy Core), one metadata for SQLite and PostgreSQL.
+
+Times are epoch seconds (``Float``) so that both backends compare and index them alike.
+PII columns end in ``_enc`` and hold :class:`tidings.crypto.Cipher` ciphertext.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("scopes", String(64), nullable=False),
+    Column("label", String(128), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("source", String(512), nullable=False),
+    Column("event_id", String(512), nullable=False),
+    Column("type", String(256), nullable=False),
+    Column("subject", String(512)),
+    Column("time", Float),
+    Column("envelope", JSON, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("processed_at", Float),
+    UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+)
+Index("ix_events_unprocessed", events.c.processed_at, events.c.received_at)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("event_pk", String(36), ForeignKey("events.id"), nullable=False, index=True),
+    Column("rule_id", String(128), nullable=False),
+    Column("recipient_id", String(256)),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("until", Float),
+    Column("notification_ids", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("event_pk", String(36), nullable=False, index=True),
+    Column("rule_id", String(128), nullable=False),
+    Column("subscriber_id", String(256), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("subject", String(512)),
+    Column("locale", String(35), nullable=False),
+    Column("content", JSON, nullable=False),
+    Column("channels", JSON, nullable=False),
+    Column("fallback", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("dedup_key", String(700), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("expires_at", Float),
+)
+Index("ix_notifications_subscriber", notifications.c.subscriber_id, notifications.c.id)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("notification_id", String(36), nullable=False, index=True),
+    Column("channel", String(16), nullable=False),
+    Column("destination_kind", String(16), nullable=False),
+    Column("device_id", String(36)),
+    Column("provider", String(64)),
+    Column("lane", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("is_fallback", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("accepted_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("enqueued_at", Float),
+    Column("lease_until", Float),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("tp", Float),
+    Column("tc", Float),
+    Column("td", Float),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.due_at)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(36), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("error", Text),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("delivery_id", String(36), nullable=False, index=True),
+    Column("channel", String(16), nullable=False),
+    Column("provider", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("replayed_at", Float),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", String(256), primary_key=True),
+    Column("name_enc", Text),
+    Column("email_enc", Text),
+    Column("phone_enc", Text),
+    Column("locale", String(35)),
+    Column("timezone", String(64)),
+    Column("role", String(32)),
+    Column("attributes", JSON, nullable=False),
+    Column("preferences", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subscriber_id", String(256), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("token_enc", Text, nullable=False),
+    Column("token_index", String(64), nullable=False),
+    Column("keys_enc", Text),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("deactivated_at", Float),
+    Column("deactivated_reason", Text),
+    UniqueConstraint("subscriber_id", "token_index", name="uq_devices_token"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subscriber_id", String(256), nullable=False, index=True),
+    Column("url_enc", Text, nullable=False),
+    Column("secret_enc", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("deactivated_at", Float),
+)
+
+inbox_items = Table(
+    "inbox_items",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subscriber_id", String(256), nullable=False),
+    Column("notification_id", String(36), nullable=False, unique=True),
+    Column("category", String(64), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("seen_at", Float),
+    Column("read_at", Float),
+    Column("archived_at", Float),
+)
+Index("ix_inbox_subscriber", inbox_items.c.subscriber_id, inbox_items.c.id)

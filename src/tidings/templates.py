@@ -1,0 +1,154 @@
+"""Rendering per locale: a sandboxed Jinja2 environment with money and date filters.
+
+Each template has one variant per locale (``en-US``, ``zh-CN`` …); the subscriber's locale is
+matched exactly, then by language, then the default locale, then the first variant. Fields named
+``html`` are autoescaped; every other field is plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from babel.core import Locale, UnknownLocaleError
+from babel.dates import format_datetime
+from babel.numbers import format_currency, format_decimal
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined, pass_context
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tidings.errors import ConfigError
+
+def _babel_locale(tag: str) -> Locale:
+    try:
+        return Locale.parse(tag.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en_US")
+
+
+def money(amount: Any, currency: str = "USD", locale: str = "en-US") -> str:
+    """``99.00`` + ``CNY`` → ``¥99.00`` in zh-CN, ``CN¥99.00`` in en-US."""
+    try:
+        value = Decimal(str(amount))
+    except (InvalidOperation, ValueError):
+        return str(amount)
+    return format_currency(value, str(currency), locale=_babel_locale(locale))
+
+
+def number(value: Any, locale: str = "en-US") -> str:
+    """A decimal number in the locale's spelling."""
+    try:
+        return format_decimal(Decimal(str(value)), locale=_babel_locale(locale))
+    except (InvalidOperation, ValueError):
+        return str(value)
+
+
+def date(value: Any, fmt: str = "medium", locale: str = "en-US", tz: str = "UTC") -> str:
+    """An RFC 3339 string or epoch seconds as a date-time in the locale's spelling."""
+    try:
+        if isinstance(value, int | float):
+            moment = datetime.fromtimestamp(value, UTC)
+        else:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return format_datetime(moment, fmt, tzinfo=tz, locale=_babel_locale(locale))
+
+
+@pass_context
+def _money_filter(context: Context, amount: Any, currency: str = "USD") -> str:
+    return money(amount, currency, context.get("locale", "en-US"))
+
+
+@pass_context
+def _number_filter(context: Context, value: Any) -> str:
+    return number(value, context.get("locale", "en-US"))
+
+
+@pass_context
+def _date_filter(context: Context, value: Any, fmt: str = "medium") -> str:
+    return date(value, fmt, context.get("locale", "en-US"), context.get("timezone") or "UTC")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    pass
+
+
+def _environment(undefined: type[Undefined]) -> _Environment:
+    env = _Environment(undefined=undefined, autoescape=False, trim_blocks=True)
+    env.filters.update(money=_money_filter, date=_date_filter, number=_number_filter)
+    return env
+
+
+_TEXT = _environment(Undefined)
+_HTML = _environment(Undefined)
+_HTML.autoescape = True
+_STRICT_TEXT = _environment(StrictUndefined)
+_STRICT_HTML = _environment(StrictUndefined)
+_STRICT_HTML.autoescape = True
+
+
+def pick_locale(available: Mapping[str, Any], wanted: str | None, default: str) -> str:
+    """The best variant for ``wanted``: exact, same language, default, then the first."""
+    if wanted and wanted in available:
+        return wanted
+    if wanted:
+        language = wanted.split("-")[0].lower()
+        for tag in available:
+            if tag.split("-")[0].lower() == language:
+                return tag
+    if default in available:
+        return default
+    return next(iter(available))
+
+
+class Templates:
+    """Compiled templates: ``render(name, locale, context)`` → the rendered fields."""
+
+    def __init__(
+        self, templates: Mapping[str, Mapping[str, Mapping[str, Any]]], default_locale: str
+    ) -> None:
+        self.default_locale = default_locale
+        self._sources = templates
+        self._compiled: dict[tuple[str, bool], Template] = {}
+
+    def locales(self, name: str) -> list[str]:
+        """The locales ``name`` has variants for."""
+        return list(self._sources[name])
+
+    def render(
+        self, name: str, locale: str | None, context: Mapping[str, Any], *, strict: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        """Render every field of the best variant; returns ``(locale used, fields)``."""
+        variants = self._sources[name]
+        used = pick_locale(variants, locale, self.default_locale)
+        fields = self._render_value(variants[used], {**context, "locale": used}, strict, (name, used))
+        return used, fields
+
+    def _render_value(
+        self, value: Any, context: Mapping[str, Any], strict: bool, path: tuple[str, ...]
+    ) -> Any:
+        if isinstance(value, str):
+            html = path[-1] == "html"
+            key = ("/".join(path), strict)
+            template = self._compiled.get(key)
+            if template is None:
+                env = (_STRICT_HTML if html else _STRICT_TEXT) if strict else (_HTML if html else _TEXT)
+                template = env.from_string(value)
+                self._compiled[key] = template
+            return template.render(context)
+        if isinstance(value, Mapping):
+            return {k: self._render_value(v, context, strict, (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._render_value(v, context, strict, path) for v in value]
+        return value
+
+    def check(self, name: str, context: Mapping[str, Any]) -> None:
+        """Render every locale of ``name`` strictly; :class:`ConfigError` names the culprit."""
+        for locale in self._sources[name]:
+            try:
+                self.render(name, locale, context, strict=True)
+            except TemplateError as exc:
+                raise ConfigError(str(exc), f"templates.{name}.{locale}") from exc
