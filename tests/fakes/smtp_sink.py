@@ -39,12 +39,27 @@ class _State:
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
     reject_rcpt: str | None = None
+    require_auth: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Handler:
     def __init__(self, state: _State) -> None:
         self.state = state
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.state.require_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -74,7 +89,8 @@ class _Handler:
                     raw=raw,
                     peer=session.peer,
                     authenticated_as=login,
-                    tls=session.ssl is not None,
+                    tls=server.transport is not None
+                    and server.transport.get_extra_info("ssl_object") is not None,
                 )
             )
             queued = len(self.state.messages)
@@ -89,8 +105,9 @@ class _CountingSMTP(SMTP):
         super().__init__(*args, **kwargs)
 
     def connection_made(self, transport: Any) -> None:
-        with self._state.lock:
-            self._state.connections += 1
+        if self._original_transport is None:  # not the STARTTLS upgrade of a connection
+            with self._state.lock:
+                self._state.connections += 1
         super().connection_made(transport)
 
 
@@ -157,8 +174,12 @@ class SmtpSink:
             kwargs["require_starttls"] = True
         if self.credentials is not None:
             kwargs["authenticator"] = self._authenticate
-            kwargs["auth_required"] = True
-            kwargs["auth_require_tls"] = self.auth_require_tls
+            # aiosmtpd only knows about STARTTLS: under implicit TLS the socket is TLS already,
+            # and handle_MAIL enforces AUTH instead (aiosmtpd warns on auth without its TLS)
+            implicit = self.mode == "tls"
+            kwargs["auth_required"] = not implicit
+            kwargs["auth_require_tls"] = self.auth_require_tls and not implicit
+            self.state.require_auth = True
         self._controller = _Controller(self.state, _Handler(self.state), **kwargs)
         self._controller.start()
         with self.state.lock:  # the controller's own readiness probe is not a client

@@ -156,7 +156,6 @@ class SmtpProvider:
         mail["Subject"] = subject
         mail["Date"] = format_datetime(_now())
         mail["Message-ID"] = message_id(message.delivery_id, self.domain)
-        mail["Content-Language"] = message.locale
         mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
         if not message.category_required:
             for name, value in unsubscribe_headers(
@@ -165,6 +164,7 @@ class SmtpProvider:
                 mail[name] = value
         mail.set_content(text, subtype="plain", charset="utf-8")
         mail.add_alternative(str(html), subtype="html", charset="utf-8")
+        mail["Content-Language"] = message.locale  # after set_content, which drops Content-*
         return mail
 
     async def send(self, message: Message) -> Receipt:
@@ -184,7 +184,8 @@ class SmtpProvider:
         except ProviderError:
             raise
         except aiosmtplib.SMTPException as exc:
-            client.close()
+            if not _session_survives(exc):
+                client.close()
             raise _map_error(self.name, exc) from exc
         except (OSError, TimeoutError) as exc:
             client.close()
@@ -219,6 +220,17 @@ class SmtpProvider:
                 await client.quit(timeout=min(self.timeout, 5.0))
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
+
+
+def _session_survives(exc: aiosmtplib.SMTPException) -> bool:
+    """A refused envelope leaves the session usable (aiosmtplib sent RSET); 421 closes it."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return all(refused.code != 421 for refused in exc.recipients)
+    return (
+        isinstance(exc, aiosmtplib.SMTPResponseException)
+        and not isinstance(exc, aiosmtplib.SMTPConnectError)
+        and exc.code != 421
+    )
 
 
 def _reply_error(name: str, code: int, text: str) -> ProviderError:
