@@ -45,6 +45,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# True if PID runs. A zombie does not count: in a container whose init never reaps, a killed
+# daemon stays a zombie and `kill -0` would still succeed on it.
+alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {
@@ -141,10 +149,15 @@ pg_start() {
     root=$(readlink -f "$dir/pg")
     bin=$(pg_bin)
     port=$(cat "$dir/pg.port")
-    if as_pg "$bin/pg_ctl" -D "$root/data" status >/dev/null 2>&1; then
+    local pid
+    pid=$(head -n 1 "$root/data/postmaster.pid" 2>/dev/null || true)
+    if [[ -n $pid ]] && alive "$pid"; then
         log "postgres already running on $port"
         return 0
     fi
+    # After a crash the lock files name a dead (or zombie) postmaster, which postgres itself
+    # would take for a live one: they are stale, remove them.
+    rm -f "$root/data/postmaster.pid" "$root/.s.PGSQL.$port.lock"
     as_pg "$bin/pg_ctl" -D "$root/data" -l "$root/server.log" -w -t "$WAIT_SECONDS" start \
         </dev/null >/dev/null 2>&1 || { tail -n 30 "$root/server.log" >&2; die "postgres did not start"; }
     local deadline=$((SECONDS + WAIT_SECONDS))
@@ -163,9 +176,15 @@ pg_stop() {
     if [[ $mode == kill ]]; then
         local pid
         pid=$(head -n 1 "$root/data/postmaster.pid" 2>/dev/null || true)
-        [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
-        # Orphaned backends would keep the shared memory and port: end them too, by parent pid.
-        [[ -n $pid ]] && pkill -KILL -P "$pid" 2>/dev/null || true
+        [[ -n $pid ]] || return 0
+        # Backends would keep the shared memory and port: end them too, by parent pid.
+        kill -KILL "$pid" 2>/dev/null || true
+        pkill -KILL -P "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 10))
+        while alive "$pid" || pgrep -P "$pid" >/dev/null; do
+            ((SECONDS < deadline)) || break
+            sleep 0.05
+        done
         return 0
     fi
     as_pg "$bin/pg_ctl" -D "$root/data" status >/dev/null 2>&1 || return 0
@@ -234,7 +253,7 @@ rabbit_start() {
         echo $! >"$dir/rabbit/server.pid"
         local deadline=$((SECONDS + WAIT_SECONDS))
         until port_open "$RABBITMQ_NODE_PORT"; do
-            if ! kill -0 "$(cat "$dir/rabbit/server.pid")" 2>/dev/null; then
+            if ! alive "$(cat "$dir/rabbit/server.pid")"; then
                 tail -n 30 "$dir/rabbit/log/stdout.log" >&2
                 die "rabbitmq exited during start"
             fi
@@ -250,7 +269,7 @@ rabbit_start() {
 beam_pid() {
     local dir=$1 pid
     pid=$(cat "$dir/rabbit/rabbit.pid" 2>/dev/null || true)
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n $pid ]] && alive "$pid" && echo "$pid"
     return 0
 }
 
@@ -266,7 +285,7 @@ rabbit_stop() {
             kill -TERM "$pid" 2>/dev/null || true
         fi
         local deadline=$((SECONDS + WAIT_SECONDS))
-        while kill -0 "$pid" 2>/dev/null; do
+        while alive "$pid"; do
             if ((SECONDS >= deadline)); then
                 kill -KILL "$pid" 2>/dev/null || true
                 break

@@ -66,7 +66,7 @@ def run_script(command: str, *args: str, timeout: float = COMMAND_TIMEOUT) -> st
     return result.stdout
 
 
-async def arun_script(command: str, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
+async def arun_script(command: str, *args: str) -> str:
     """Run scripts/services.sh without blocking the event loop (clients keep running meanwhile)."""
     proc = await asyncio.create_subprocess_exec(
         "bash",
@@ -78,15 +78,15 @@ async def arun_script(command: str, *args: str, timeout: float = COMMAND_TIMEOUT
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            out, err = await proc.communicate()
     except TimeoutError as exc:
         proc.kill()
         await proc.wait()
-        raise ServicesError(f"services.sh {command} timed out after {timeout:.0f}s") from exc
+        raise ServicesError(f"services.sh {command} timed out") from exc
     if proc.returncode != 0:
-        raise ServicesError(
-            f"services.sh {command} exited {proc.returncode}:\n{_tail(err.decode(errors='replace'))}"
-        )
+        output = _tail(err.decode(errors="replace"))
+        raise ServicesError(f"services.sh {command} exited {proc.returncode}:\n{output}")
     return out.decode()
 
 
