@@ -51,6 +51,7 @@ class Delivery:
     payload: Any
     verified: bool
     status: int
+    peer: tuple[str, int] | None
 
 
 class WebhookReceiver:
@@ -65,6 +66,7 @@ class WebhookReceiver:
         self.deliveries: list[Delivery] = []
         app = Starlette(routes=[Route("/hooks/{name}", self._receive, methods=["POST"])])
         self.server = BackgroundServer(app)
+        self._running = False
 
     @property
     def url(self) -> str:
@@ -97,7 +99,15 @@ class WebhookReceiver:
             reply = self._script.popleft() if self._script else Reply()
             status = reply.status if verified or not self.verify else 401
             self.deliveries.append(
-                Delivery(headers.get("webhook-id", ""), headers, body, payload, verified, status)
+                Delivery(
+                    headers.get("webhook-id", ""),
+                    headers,
+                    body,
+                    payload,
+                    verified,
+                    status,
+                    (request.client.host, request.client.port) if request.client else None,
+                )
             )
         if reply.delay:
             await asyncio.sleep(reply.delay)
@@ -105,9 +115,20 @@ class WebhookReceiver:
             return JSONResponse({"error": "invalid signature"}, status_code=401)
         return Response(status_code=status, headers=reply.headers)
 
-    def __enter__(self) -> WebhookReceiver:
+    def start(self) -> WebhookReceiver:
+        """Start serving on 127.0.0.1."""
         self.server.start()
+        self._running = True
         return self
 
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._running:
+            self._running = False
+            self.server.stop()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
     def __exit__(self, *exc: object) -> None:
-        self.server.stop()
+        self.stop()
