@@ -132,6 +132,14 @@ class ApiKeySettings(_Model):
     scopes: list[Scope] = ["admin"]
 
 
+class ApiSettings(_Model):
+    """HTTP API limits."""
+
+    rate_limit: float | None = Field(None, gt=0)
+    """Requests per second per API key (``429`` with ``Retry-After`` past it); off if unset."""
+    burst: int | None = Field(None, ge=1)
+
+
 class InboxSettings(_Model):
     """The subscriber-facing inbox."""
 
@@ -150,6 +158,7 @@ class Settings(_Model):
     broker: str = "embedded"
     default_locale: str = "en-US"
     api_keys: list[ApiKeySettings] = []
+    api: ApiSettings = ApiSettings()
     inbox: InboxSettings = InboxSettings()
     encryption_key: str | None = None
     categories: dict[str, CategorySettings] = {}

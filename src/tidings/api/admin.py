@@ -1,0 +1,82 @@
+"""Operations: dead letters, health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import func, select, text
+from starlette.responses import Response
+
+from tidings.api.deps import page_limit, require, service
+from tidings.clock import iso
+from tidings.errors import NotFound
+from tidings.store import deliveries as delivery_rows
+from tidings.store.tables import dead_letters
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/v1/dlq", summary="Dead letters")
+async def list_dlq(
+    request: Request, cursor: str | None = None, limit: int | None = None,
+    _: str = Depends(require("read")),
+) -> dict[str, Any]:
+    """Deliveries whose retry budget is spent, waiting for replay."""
+    svc = service(request)
+    size = page_limit(limit)
+    async with svc.store.read() as conn:
+        found = await delivery_rows.list_dead_letters(conn, cursor, size + 1)
+    items = [
+        {"id": r.id, "delivery_id": r.delivery_id, "channel": r.channel, "provider": r.provider,
+         "reason": r.reason, "created_at": iso(r.created_at)}
+        for r in found[:size]
+    ]
+    return {"items": items, "next_cursor": found[size - 1].id if len(found) > size else None}
+
+
+@router.post("/v1/dlq/{dead_id}/replay", status_code=202, summary="Replay a dead letter")
+async def replay(dead_id: str, request: Request, _: str = Depends(require("admin"))) -> dict[str, Any]:
+    """Give the delivery a fresh retry budget and queue it now."""
+    svc = service(request)
+    now = svc.clock.now()
+    delivery_id = await svc.store.write(
+        lambda conn: delivery_rows.replay_dead_letter(conn, dead_id, now)
+    )
+    if delivery_id is None:
+        raise NotFound(f"no dead letter {dead_id!r} waiting for replay")
+    svc.scheduler.wake()
+    return {"id": dead_id, "delivery_id": delivery_id, "status": "pending"}
+
+
+@router.get("/healthz", summary="Liveness", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness")
+async def readyz(request: Request) -> Response:
+    """The database answers (and, for a worker, providers are known)."""
+    svc = service(request)
+    try:
+        async with svc.store.read() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return Response(f'{{"status": "unavailable", "reason": "{type(exc).__name__}"}}', 503,
+                        media_type="application/json")
+    return Response('{"status": "ready"}', media_type="application/json")
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    """The Prometheus text exposition."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        waiting = (await conn.execute(
+            select(func.count()).select_from(dead_letters).where(dead_letters.c.replayed_at.is_(None))
+        )).scalar_one()
+    svc.metrics.dead_letters.set(waiting)
+    for lane, depth in svc.broker.depth().items():
+        svc.metrics.queue_depth.labels(lane).set(depth)
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,45 @@
+"""The FastAPI application: routers, problem handlers, and the service's life cycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tidings import __version__
+from tidings.api import admin, events, inbox, notifications, problems, subscribers
+from tidings.runtime.service import Service
+
+
+def create_app(service: Service, *, manage: bool = True) -> FastAPI:
+    """The HTTP app for ``service`` (started and stopped with the app when ``manage``)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await service.aclose()
+
+    app = FastAPI(
+        title="tidings",
+        version=__version__,
+        description="Message push and notification engine for e-commerce trade systems.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.buckets = {}
+    problems.install(app)
+    for module in (events, subscribers, notifications, inbox, admin):
+        app.include_router(module.router)
+    try:
+        from tidings.web import routes as web_routes  # the dashboard, when present
+    except ImportError:
+        pass
+    else:
+        app.include_router(web_routes.router)
+    return app

@@ -1,0 +1,103 @@
+"""Request plumbing shared by the routers: the service, API-key auth, bounded JSON bodies."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+
+from tidings.api.problems import ApiError
+from tidings.crypto import hash_api_key
+from tidings.errors import InvalidInput, PayloadTooLarge
+from tidings.runtime.service import Service
+
+MAX_BODY = 1024 * 1024
+
+
+def service(request: Request) -> Service:
+    """The service behind this app."""
+    found: Service = request.app.state.service
+    return found
+
+
+class _Bucket:
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, tokens: float) -> None:
+        self.tokens = tokens
+        self.stamp = time.monotonic()
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[str]]:
+    """A dependency that checks ``Authorization: Bearer <key>`` for ``scope``; the key hash."""
+
+    async def check(request: Request) -> str:
+        svc = service(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(401, "missing API key: send Authorization: Bearer <key>",
+                           {"WWW-Authenticate": "Bearer"})
+        digest = hash_api_key(key.strip())
+        scopes = svc.api_keys.get(digest)
+        if scopes is None:
+            raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
+        if "admin" not in scopes and scope not in scopes:
+            raise ApiError(403, f"this API key lacks the {scope!r} scope")
+        _rate_limit(request, svc, digest)
+        return digest
+
+    return check
+
+
+def _rate_limit(request: Request, svc: Service, digest: str) -> None:
+    limits = svc.settings.api
+    if limits.rate_limit is None:
+        return
+    buckets: dict[str, _Bucket] = request.app.state.buckets
+    capacity = float(limits.burst or max(1, int(limits.rate_limit)))
+    bucket = buckets.setdefault(digest, _Bucket(capacity))
+    now = time.monotonic()
+    bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * limits.rate_limit)
+    bucket.stamp = now
+    if bucket.tokens < 1:
+        wait = math.ceil((1 - bucket.tokens) / limits.rate_limit)
+        raise ApiError(429, "rate limit exceeded for this API key", {"Retry-After": str(wait)})
+    bucket.tokens -= 1
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, refusing more than ``limit`` bytes with ``413``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes", "/")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes", "/")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
+    """The body decoded as JSON (``400`` when it is not)."""
+    body = await read_body(request, limit)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}", "/", status=400) from exc
+
+
+def page_limit(value: int | None, default: int = 50, maximum: int = 500) -> int:
+    """A list endpoint's ``limit``, clamped."""
+    if value is None:
+        return default
+    if value < 1:
+        raise InvalidInput("`limit` must be at least 1", "limit", status=400)
+    return min(value, maximum)

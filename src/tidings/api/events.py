@@ -1,0 +1,129 @@
+"""``POST /v1/events`` (structured, binary, batch CloudEvents) and ``GET /v1/events/{id}``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from tidings.api.deps import read_body, require, service
+from tidings.api.problems import ApiError, problem_body
+from tidings.clock import iso
+from tidings.errors import InvalidInput, NotFound
+from tidings.events import catalog
+from tidings.events.cloudevents import Event, parse_batch, parse_binary, parse_structured
+from tidings.store import deliveries as delivery_rows
+from tidings.store import events as event_rows
+
+router = APIRouter(tags=["events"])
+_STRUCTURED = {"application/cloudevents+json", "application/json"}
+_BATCH = "application/cloudevents-batch+json"
+
+
+def _json(body: Any, status: int) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False), status, media_type="application/json")
+
+
+def _checked(event: Event, prefix: str = "") -> Event:
+    catalog.validate(event.type, event.data, prefix)
+    if event.subject is None:
+        subject = catalog.default_subject(event.data)
+        if subject is not None:
+            event = dataclasses.replace(event, subject=subject)
+    return event
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc.args[0]}", "/", status=400) from exc
+
+
+@router.post("/v1/events", status_code=202, summary="Accept CloudEvents")
+async def post_events(request: Request, _: str = Depends(require("events"))) -> Response:
+    """Accept one event (structured or binary mode) or a batch; ``202`` once durable."""
+    body = await read_body(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    svc = service(request)
+    if content_type == _BATCH:
+        return await _batch(svc, _decode(body))
+    if "ce-specversion" in request.headers:
+        if content_type and "json" not in content_type:
+            raise ApiError(415, "binary mode accepts only JSON data")
+        event = _checked(parse_binary(request.headers, _decode(body) if body else {}))
+    elif content_type in _STRUCTURED or not content_type:
+        event = _checked(parse_structured(_decode(body)))
+    else:
+        raise ApiError(415, f"unsupported content type {content_type!r}: send "
+                            "application/cloudevents+json, application/json or " + _BATCH)
+    (result,) = await svc.accept([event])
+    status = 200 if result.duplicate else 202
+    return _json({"id": event.id, "source": event.source, "status": status,
+                  "duplicate": result.duplicate}, status)
+
+
+async def _batch(svc: Any, raw: Any) -> Response:
+    parsed = parse_batch(raw)
+    valid: list[tuple[int, Event]] = []
+    results: list[dict[str, Any] | None] = [None] * len(parsed)
+    for index, item in enumerate(parsed):
+        if isinstance(item, InvalidInput):
+            results[index] = {"index": index, "id": _item_id(raw[index]), "status": item.status,
+                              "duplicate": False, "problem": problem_body(item)}
+            continue
+        try:
+            valid.append((index, _checked(item, f"/{index}")))
+        except InvalidInput as exc:
+            results[index] = {"index": index, "id": item.id, "status": exc.status,
+                              "duplicate": False, "problem": problem_body(exc)}
+    if valid:
+        accepted = await svc.accept([event for _, event in valid])
+        for (index, event), result in zip(valid, accepted, strict=True):
+            results[index] = {"index": index, "id": event.id, "status": 200 if result.duplicate else 202,
+                              "duplicate": result.duplicate}
+    status = 202 if all(r is not None and r["status"] == 202 for r in results) else 207
+    return _json({"results": results}, status)
+
+
+def _item_id(item: Any) -> Any:
+    return item.get("id") if isinstance(item, dict) else None
+
+
+@router.get("/v1/events/{event_id}", summary="Explain what an event caused")
+async def get_event(
+    event_id: str, request: Request, source: str | None = None, _: str = Depends(require("read"))
+) -> dict[str, Any]:
+    """The event and one decision per matched rule and recipient, with reasons."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        rows = await event_rows.find(conn, event_id, source)
+        if not rows:
+            raise NotFound(f"no event {event_id!r}" + (f" from {source!r}" if source else ""))
+        if len(rows) > 1:
+            raise ApiError(409, "several sources sent this id: add ?source=")
+        row = rows[0]
+        decisions = await event_rows.decisions_of(conn, row.id)
+        notes = await delivery_rows.list_notifications(
+            conn, subscriber_id=None, event_pk=row.id, status=None, after=None, limit=1000
+        )
+    return {
+        "event": row.envelope,
+        "received_at": iso(row.received_at),
+        "processed_at": iso(row.processed_at),
+        "decisions": [
+            {
+                "rule": d.rule_id,
+                "recipient": d.recipient_id,
+                "outcome": d.outcome,
+                "reason": d.reason,
+                **({"until": iso(d.until)} if d.until is not None else {}),
+                "notification_ids": d.notification_ids,
+            }
+            for d in decisions
+        ],
+        "notification_count": len(notes),
+    }

@@ -1,0 +1,83 @@
+"""RFC 9457 problem details, and the mapping of the error tree onto HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from tidings.errors import Conflict, InvalidInput, NotFound, TidingsError
+
+PROBLEM = "application/problem+json"
+_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def problem(status: int, detail: str, *, field: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    """A ``application/problem+json`` response."""
+    body: dict[str, Any] = {"type": "about:blank", "title": _TITLES.get(status, "Error"),
+                            "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return Response(json.dumps(body, ensure_ascii=False), status, headers=headers,
+                    media_type=PROBLEM)
+
+
+def problem_body(exc: InvalidInput) -> dict[str, Any]:
+    """The per-item problem of a batch result."""
+    return {"type": "about:blank", "title": _TITLES.get(exc.status, "Error"), "status": exc.status,
+            "detail": str(exc), "field": exc.field}
+
+
+class ApiError(Exception):
+    """An HTTP error raised inside a handler, rendered as a problem."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+        super().__init__(detail)
+
+
+def install(app: Any) -> None:
+    """Register the exception handlers that render every error as a problem."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return problem(exc.status, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_: Request, exc: InvalidInput) -> Response:
+        return problem(exc.status, str(exc), field=exc.field)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> Response:
+        return problem(404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> Response:
+        return problem(409, str(exc))
+
+    @app.exception_handler(TidingsError)
+    async def _tidings(_: Request, exc: TidingsError) -> Response:
+        return problem(500, f"{type(exc).__name__}: {exc}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        loc = "/" + "/".join(str(p) for p in first.get("loc", ())[1:])
+        return problem(422, str(first.get("msg")), field=loc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -1,0 +1,275 @@
+"""Subscribers, devices, webhook endpoints and preferences (SPEC §3)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tidings.api.deps import page_limit, read_json, require, service
+from tidings.errors import InvalidInput, NotFound
+from tidings.store import subscribers as rows
+from tidings.strategy import preferences
+
+router = APIRouter(tags=["subscribers"])
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_ID = r"^[A-Za-z0-9_.:@-]{1,256}$"
+
+
+class Profile(BaseModel):
+    """A subscriber's profile as PUT takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    role: str | None = Field(None, max_length=32)
+    attributes: dict[str, Any] = {}
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is not None and not _E164.match(value):
+            raise ValueError("not an E.164 phone number (e.g. +8613800138000)")
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if value is not None and not _LOCALE.match(value):
+            raise ValueError("not a BCP-47 language tag (e.g. zh-CN)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError("not an IANA time zone (e.g. Asia/Shanghai)") from exc
+        return value
+
+
+class WebPushKeys(BaseModel):
+    """The browser's subscription keys."""
+
+    p256dh: str = Field(min_length=16)
+    auth: str = Field(min_length=8)
+
+
+class WebPushSubscription(BaseModel):
+    """A PushSubscription as the browser serialises it."""
+
+    endpoint: str = Field(pattern=r"^https?://")
+    keys: WebPushKeys
+
+
+class DeviceIn(BaseModel):
+    """A device registration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["fcm", "apns", "webpush"]
+    token: str | None = Field(None, min_length=8, max_length=4096)
+    subscription: WebPushSubscription | None = None
+
+
+class EndpointIn(BaseModel):
+    """A webhook endpoint registration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+    secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")
+
+
+def _parse(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "/" + "/".join(str(p) for p in first["loc"])
+        raise InvalidInput(first["msg"], field) from exc
+
+
+def _check_id(subscriber_id: str) -> None:
+    if not re.match(_ID, subscriber_id):
+        raise InvalidInput("a subscriber id is 1-256 characters of A-Z a-z 0-9 _ . : @ -", "/id")
+
+
+@router.put("/v1/subscribers/{subscriber_id}", summary="Create or replace a subscriber")
+async def put_subscriber(
+    subscriber_id: str, request: Request, response: Response, _: str = Depends(require("admin"))
+) -> dict[str, Any]:
+    """Create or replace the profile; PII is encrypted before it is stored."""
+    _check_id(subscriber_id)
+    profile: Profile = _parse(Profile, await read_json(request))
+    svc = service(request)
+    now = svc.clock.now()
+    created = await svc.store.write(
+        lambda conn: rows.upsert(conn, svc.store.cipher, subscriber_id, profile.model_dump(), now)
+    )
+    response.status_code = 201 if created else 200
+    async with svc.store.read() as conn:
+        found = await rows.get(conn, svc.store.cipher, subscriber_id)
+    assert found is not None
+    return found
+
+
+@router.get("/v1/subscribers", summary="List subscribers")
+async def list_subscribers(
+    request: Request, cursor: str | None = None, limit: int | None = None,
+    _: str = Depends(require("read")),
+) -> dict[str, Any]:
+    """Subscriber ids, paged."""
+    svc = service(request)
+    size = page_limit(limit)
+    async with svc.store.read() as conn:
+        ids = await rows.list_ids(conn, cursor, size + 1)
+        items = [await rows.get(conn, svc.store.cipher, i) for i in ids[:size]]
+    return {"items": items, "next_cursor": ids[size - 1] if len(ids) > size else None}
+
+
+@router.get("/v1/subscribers/{subscriber_id}", summary="A subscriber")
+async def get_subscriber(
+    subscriber_id: str, request: Request, _: str = Depends(require("read"))
+) -> dict[str, Any]:
+    """The profile, decrypted."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        found = await rows.get(conn, svc.store.cipher, subscriber_id)
+    if found is None:
+        raise NotFound(f"no subscriber {subscriber_id!r}")
+    return found
+
+
+@router.delete("/v1/subscribers/{subscriber_id}", status_code=204, summary="Erase a subscriber")
+async def delete_subscriber(
+    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
+) -> Response:
+    """Erase PII, devices, endpoints, inbox and preferences (the audit trail keeps ids)."""
+    svc = service(request)
+    erased = await svc.store.write(lambda conn: rows.erase(conn, subscriber_id))
+    if not erased:
+        raise NotFound(f"no subscriber {subscriber_id!r}")
+    return Response(status_code=204)
+
+
+@router.post("/v1/subscribers/{subscriber_id}/devices", status_code=201, summary="Add a device")
+async def add_device(
+    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
+) -> dict[str, Any]:
+    """Register an FCM/APNs token or a Web Push subscription; ``{device_id}``."""
+    _check_id(subscriber_id)
+    device: DeviceIn = _parse(DeviceIn, await read_json(request))
+    keys = None
+    if device.kind == "webpush":
+        if device.subscription is None:
+            raise InvalidInput("a webpush device needs `subscription`", "/subscription")
+        token = device.subscription.endpoint
+        keys = device.subscription.keys.model_dump()
+    else:
+        if not device.token:
+            raise InvalidInput(f"a {device.kind} device needs `token`", "/token")
+        token = device.token
+    svc = service(request)
+    now = svc.clock.now()
+    device_id = await svc.store.write(
+        lambda conn: rows.add_device(conn, svc.store.cipher, subscriber_id, device.kind, token, keys, now)
+    )
+    return {"device_id": device_id}
+
+
+@router.get("/v1/subscribers/{subscriber_id}/devices", summary="List devices")
+async def list_devices(
+    subscriber_id: str, request: Request, _: str = Depends(require("read"))
+) -> dict[str, Any]:
+    """The subscriber's devices (tokens are never shown)."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        items = await rows.list_devices(conn, subscriber_id)
+    return {"items": items, "next_cursor": None}
+
+
+@router.delete("/v1/subscribers/{subscriber_id}/devices/{device_id}", status_code=204,
+               summary="Remove a device")
+async def remove_device(
+    subscriber_id: str, device_id: str, request: Request, _: str = Depends(require("admin"))
+) -> Response:
+    """Forget one device."""
+    svc = service(request)
+    if not await svc.store.write(lambda conn: rows.remove_device(conn, subscriber_id, device_id)):
+        raise NotFound(f"no device {device_id!r} for {subscriber_id!r}")
+    return Response(status_code=204)
+
+
+@router.post("/v1/subscribers/{subscriber_id}/webhooks", status_code=201,
+             summary="Add a webhook endpoint")
+async def add_webhook(
+    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
+) -> dict[str, Any]:
+    """Register an endpoint for the ``webhook`` channel; the signing secret is returned once."""
+    _check_id(subscriber_id)
+    endpoint: EndpointIn = _parse(EndpointIn, await read_json(request))
+    secret = endpoint.secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    svc = service(request)
+    now = svc.clock.now()
+    endpoint_id = await svc.store.write(
+        lambda conn: rows.add_endpoint(conn, svc.store.cipher, subscriber_id, endpoint.url, secret, now)
+    )
+    return {"endpoint_id": endpoint_id, "secret": secret}
+
+
+@router.get("/v1/subscribers/{subscriber_id}/webhooks", summary="List webhook endpoints")
+async def list_webhooks(
+    subscriber_id: str, request: Request, _: str = Depends(require("read"))
+) -> dict[str, Any]:
+    """The subscriber's webhook endpoints."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        items = await rows.list_endpoints(conn, svc.store.cipher, subscriber_id)
+    return {"items": items, "next_cursor": None}
+
+
+@router.get("/v1/subscribers/{subscriber_id}/preferences", summary="Preferences")
+async def get_preferences(
+    subscriber_id: str, request: Request, _: str = Depends(require("read"))
+) -> dict[str, Any]:
+    """The stored preferences (empty for a subscriber with none)."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        found = await rows.get_preferences(conn, subscriber_id)
+    if found is None:
+        raise NotFound(f"no subscriber {subscriber_id!r}")
+    return found
+
+
+@router.put("/v1/subscribers/{subscriber_id}/preferences", summary="Replace preferences")
+async def put_preferences(
+    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
+) -> dict[str, Any]:
+    """Replace the preferences; switching off a ``required`` category is ``409``."""
+    _check_id(subscriber_id)
+    svc = service(request)
+    document = preferences.validate(await read_json(request), svc.settings.categories)
+    now = svc.clock.now()
+    await svc.store.write(lambda conn: rows.put_preferences(conn, subscriber_id, document, now))
+    return document

@@ -1,0 +1,266 @@
+"""The ``tidings`` command line (SPEC §1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidings.config import Settings, builtin_config_text, load_settings
+from tidings.durations import parse_duration
+from tidings.errors import ConfigError
+
+app = typer.Typer(help="tidings — notification engine for e-commerce trade events.",
+                  no_args_is_help=True, add_completion=False)
+dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+console = Console(stderr=True)
+ConfigOption = Annotated[str | None, typer.Option("--config", help="Config file (YAML).")]
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]config error[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("TIDINGS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    role: Annotated[str, typer.Option(help="all | api | worker")] = "all",
+) -> None:
+    """Run the service (HTTP API and workers with role ``all``)."""
+    if role not in ("all", "api", "worker"):
+        raise typer.BadParameter("role must be all, api or worker")
+    _logging()
+    settings = _settings(config)
+    asyncio.run(_serve(settings, host, port, role))
+
+
+async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
+    import uvicorn
+
+    from tidings.api.app import create_app
+    from tidings.runtime.service import Service
+
+    service = Service(settings, role=role)
+    await service.start()
+    _announce(service, host, port)
+    if role == "worker":
+        await _until_signalled()
+    else:
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(service, manage=False), host=host, port=port, log_level="warning",
+            access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+        ))
+        await server.serve()
+    await service.aclose()
+
+
+def _announce(service: Any, host: str, port: int) -> None:
+    out = Console()
+    out.print(f"[bold]tidings[/bold] {service.role} — config {service.settings.source}, "
+              f"database {service.settings.database.split('@')[-1]}, broker "
+              f"{service.settings.broker.split('@')[-1]}")
+    if service.role != "worker":
+        out.print(f"listening on http://{host}:{port}  (dashboard /, API docs /docs)")
+    if service.generated_admin_key:
+        out.print(f"[yellow]generated admin API key (shown once):[/yellow] {service.generated_admin_key}")
+    sys.stdout.flush()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Run workers only (scale-out mode)."""
+    _logging()
+    asyncio.run(_serve(_settings(config), "", 0, "worker"))
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Option(help="Where to write.")] = Path("tidings.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the built-in e-commerce config to ./tidings.yaml to start editing from."""
+    if path.exists() and not force:
+        console.print(f"[red]{path} exists[/red] (use --force)")
+        raise typer.Exit(1)
+    path.write_text(builtin_config_text(), "utf-8")
+    Console().print(f"wrote {path}")
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Validate config, rules and every template in every locale; print the rule table."""
+    from tidings.strategy.check import check_settings
+
+    settings = _settings(config)
+    try:
+        check_settings(settings)
+    except ConfigError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"rules ({settings.source})")
+    for column in ("id", "on", "to", "category", "priority", "channels", "fallback", "timing",
+                   "template"):
+        table.add_column(column)
+    for rule in settings.rules:
+        timing = []
+        if rule.delay:
+            timing.append(f"delay {rule.delay:g}s")
+        if rule.cancel_on:
+            timing.append("cancel on " + ", ".join(rule.cancel_on))
+        if rule.digest:
+            timing.append(f"digest {rule.digest.window:g}s")
+        if rule.ttl:
+            timing.append(f"ttl {rule.ttl:g}s")
+        table.add_row(rule.id, rule.on, rule.to, rule.category, rule.priority,
+                      ", ".join(rule.channels), ", ".join(rule.fallback), "; ".join(timing),
+                      f"{rule.template} ({', '.join(settings.templates[rule.template])})")
+    Console().print(table)
+    Console().print(f"[green]ok[/green]: {len(settings.rules)} rules, "
+                    f"{len(settings.templates)} templates, {len(settings.categories)} categories")
+
+
+@app.command()
+def token(
+    subscriber_id: str,
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 1h.")] = "1h",
+    config: ConfigOption = None,
+) -> None:
+    """Mint an inbox token for a subscriber (development aid)."""
+    settings = _settings(config)
+    Console().print(asyncio.run(_token(settings, subscriber_id, parse_duration(ttl))), soft_wrap=True)
+
+
+async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
+    import secrets
+    import time
+
+    from tidings.api.inbox import mint_token
+    from tidings.store import Store
+    from tidings.store import keys as key_rows
+
+    secret = settings.inbox.secret
+    if not secret:
+        store = Store.open(settings.database, settings.encryption_key)
+        await store.start()
+        try:
+            secret = await store.write(
+                lambda conn: key_rows.put_meta_if_absent(conn, "inbox_secret",
+                                                         secrets.token_urlsafe(32))
+            )
+        finally:
+            await store.aclose()
+    return mint_token(secret, subscriber_id, ttl, time.time())
+
+
+@dlq_app.command("list")
+def dlq_list(config: ConfigOption = None) -> None:
+    """List dead letters waiting for replay."""
+    rows = asyncio.run(_dlq(_settings(config), None, False))
+    table = Table(title="dead letters")
+    for column in ("id", "delivery", "channel", "provider", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.id, row.delivery_id, row.channel, row.provider or "-", row.reason[:80])
+    Console().print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead letter ids.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Replay dead letters (a running service sends them within a second)."""
+    if not ids and not all_:
+        raise typer.BadParameter("name dead letter ids or pass --all")
+    replayed = asyncio.run(_dlq(_settings(config), ids or [], all_))
+    Console().print(f"replayed {len(replayed)}")
+
+
+async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[Any]:
+    import time
+
+    from tidings.store import Store
+    from tidings.store import deliveries as delivery_rows
+
+    store = Store.open(settings.database, settings.encryption_key)
+    await store.start()
+    try:
+        async with store.read() as conn:
+            waiting = await delivery_rows.list_dead_letters(conn, None, 100_000)
+        if ids is None:
+            return waiting
+        chosen = [row.id for row in waiting] if all_ else ids
+        done = []
+        for dead_id in chosen:
+            replayed = await store.write(
+                lambda conn, d=dead_id: delivery_rows.replay_dead_letter(conn, d, time.time())
+            )
+            if replayed is None:
+                console.print(f"[yellow]no dead letter {dead_id} waiting[/yellow]")
+            else:
+                done.append(dead_id)
+        return done
+    finally:
+        await store.aclose()
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8000",
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 20.0,
+    duration: Annotated[float, typer.Option(help="Seconds to run.")] = 30.0,
+    api_key: Annotated[str | None, typer.Option(envvar="TIDINGS_API_KEY",
+                                                help="Admin API key.")] = None,
+) -> None:
+    """A simulated shop emits realistic trade events against a running service."""
+    from tidings.demo import run_demo
+
+    if not api_key:
+        console.print("[red]set TIDINGS_API_KEY (or --api-key) to an admin key[/red]")
+        raise typer.Exit(2)
+    asyncio.run(run_demo(url, api_key, rate, duration))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """The benchmark harness (bench/): see ``tidings bench --help-bench``."""
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        from bench.run import main  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        console.print("[red]run `tidings bench` from the repository root (bench/ not found)[/red]")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(main(list(ctx.args)))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Delivery: the dispatcher between the queue and the providers."""

@@ -1,0 +1,1 @@
+"""The queue between decision and delivery: a contract (``base``) and its backends."""

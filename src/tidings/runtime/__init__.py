@@ -1,0 +1,1 @@
+"""The running engine: intake → processor (decide) → broker → dispatcher, wired by ``service``."""

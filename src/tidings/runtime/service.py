@@ -1,0 +1,139 @@
+"""The service: one object that owns the store, broker, processor, dispatcher and scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from tidings.clock import Clock, SystemClock
+from tidings.config import Settings
+from tidings.crypto import hash_api_key
+from tidings.delivery.dispatcher import Dispatcher
+from tidings.delivery.scheduler import Scheduler
+from tidings.events.cloudevents import Event
+from tidings.metrics import Metrics
+from tidings.queue.base import Broker
+from tidings.queue.embedded import EmbeddedBroker
+from tidings.runtime.inbox_hub import InboxHub
+from tidings.runtime.processor import Processor
+from tidings.store import Store
+from tidings.store import events as event_rows
+from tidings.store import keys as key_rows
+from tidings.store.events import Accepted, StoredEvent
+from tidings.strategy.decide import Policy
+from tidings.templates import Templates
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: Settings) -> Broker:
+    """The broker the config names."""
+    if settings.broker == "embedded":
+        return EmbeddedBroker()
+    from tidings.queue.rabbitmq import RabbitBroker  # type: ignore[import-not-found,unused-ignore]
+
+    return RabbitBroker(settings.broker)  # type: ignore[no-any-return,unused-ignore]
+
+
+class Service:
+    """Everything a ``tidings serve`` process runs (role ``all``, ``api`` or ``worker``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        role: str = "all",
+        clock: Clock | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.store = Store.open(settings.database, settings.encryption_key)
+        self.broker = make_broker(settings)
+        self.hub = InboxHub()
+        self.templates = Templates(settings.templates, settings.default_locale)
+        self.policy = Policy(settings, self.templates)
+        self.processor = Processor(
+            self.store, self.broker, self.policy, self.clock, self.metrics, self.hub
+        )
+        self.dispatcher = Dispatcher(
+            self.store, self.broker, settings, self.clock, self.metrics, base_dir=base_dir
+        )
+        self.scheduler = Scheduler(
+            self.store, self.broker, self.processor, self.clock, self.metrics
+        )
+        self.api_keys: dict[str, frozenset[str]] = {}
+        self.inbox_secret = ""
+        self.generated_admin_key: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = self.clock.now()
+
+    async def start(self) -> None:
+        """Open the store, load keys and secrets, start the workers (per role)."""
+        await self.store.start()
+        await self._keys_and_secrets()
+        await self.broker.start()
+        if self.role in ("all", "worker"):
+            await self.scheduler.startup()
+            self._tasks += [
+                asyncio.create_task(self.processor.run(), name="processor"),
+                asyncio.create_task(self.broker.consume(self.dispatcher.handle), name="dispatcher"),
+                asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            ]
+
+    async def _keys_and_secrets(self) -> None:
+        now = self.clock.now()
+        configured = self.settings.api_keys
+
+        async def setup(conn: object) -> str | None:
+            from sqlalchemy.ext.asyncio import AsyncConnection
+
+            assert isinstance(conn, AsyncConnection)
+            for entry in configured:
+                await key_rows.add_key(conn, entry.key, list(entry.scopes), "config", now)
+            generated = None
+            if not configured and await key_rows.count_keys(conn) == 0:
+                generated = "tid_" + secrets.token_urlsafe(24)
+                await key_rows.add_key(conn, generated, ["admin"], "generated", now)
+            self.inbox_secret = self.settings.inbox.secret or await key_rows.put_meta_if_absent(
+                conn, "inbox_secret", secrets.token_urlsafe(32)
+            )
+            return generated
+
+        self.generated_admin_key = await self.store.write(setup)
+        async with self.store.read() as conn:
+            stored = await key_rows.all_keys(conn)
+        configured_hashes = {hash_api_key(k.key): frozenset(k.scopes) for k in configured}
+        # configured keys are authoritative; stored ones (generated) count when none are set
+        self.api_keys = configured_hashes or stored
+
+    async def accept(self, batch: Sequence[Event]) -> list[Accepted]:
+        """Commit ``batch`` (durable when this returns) and hand the new events on."""
+        now = self.clock.now()
+        accepted = await self.store.write(
+            lambda conn: event_rows.insert_events(conn, batch, now)
+        )
+        fresh = [
+            StoredEvent(result.pk, event, now)
+            for event, result in zip(batch, accepted, strict=True)
+            if not result.duplicate
+        ]
+        for event, result in zip(batch, accepted, strict=True):
+            self.metrics.events.labels(event.type, "duplicate" if result.duplicate else "accepted").inc()
+        if fresh and self.role in ("all", "worker"):
+            self.processor.submit(fresh)
+        return accepted
+
+    async def aclose(self) -> None:
+        """Stop workers, close providers, broker and store."""
+        await self.broker.aclose()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dispatcher.aclose()
+        await self.store.aclose()

@@ -1,0 +1,292 @@
+"""Notifications, their per-channel deliveries, attempts and dead letters.
+
+Delivery status life cycle::
+
+    pending ──claim──▶ sending ──▶ sent | delivered
+       ▲                  │
+       └──── retry ◀──────┤ (transient, budget left: pending again with a later due_at)
+                          ├──▶ failed   (permanent)
+                          └──▶ dead     (budget spent) ──replay──▶ pending
+    scheduled / cancelled / expired / suppressed are set by the strategy and the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.store.tables import attempts, dead_letters, deliveries, notifications
+
+FINAL = frozenset({"sent", "delivered", "failed", "dead", "cancelled", "expired", "suppressed"})
+
+
+async def insert_ignoring_conflicts(
+    conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]], key: str
+) -> None:
+    """``INSERT … ON CONFLICT (key) DO NOTHING`` on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(dialect(table).on_conflict_do_nothing(index_elements=[key]), list(rows))
+
+
+async def existing_dedup_keys(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` already have a notification."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        rows = await conn.execute(
+            select(notifications.c.dedup_key).where(
+                notifications.c.dedup_key.in_(list(keys[start : start + 500]))
+            )
+        )
+        found.update(rows.scalars())
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery row the dispatcher now owns, with what sending it needs."""
+
+    id: str
+    notification_id: str
+    channel: str
+    destination_kind: str
+    device_id: str | None
+    lane: str
+    attempts: int
+    accepted_at: float
+    created_at: float
+    due_at: float
+    enqueued_at: float | None
+    is_fallback: bool
+
+
+async def claim(
+    conn: AsyncConnection, ids: Sequence[str], now: float, lease: float
+) -> list[Claimed]:
+    """``pending`` → ``sending`` for the due ones of ``ids``; a duplicate ticket claims nothing."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(list(ids)),
+            deliveries.c.status == "pending",
+            deliveries.c.due_at <= now + 0.001,
+        )
+        .values(status="sending", lease_until=now + lease, started_at=now)
+        .returning(
+            deliveries.c.id,
+            deliveries.c.notification_id,
+            deliveries.c.channel,
+            deliveries.c.destination_kind,
+            deliveries.c.device_id,
+            deliveries.c.lane,
+            deliveries.c.attempts,
+            deliveries.c.accepted_at,
+            deliveries.c.created_at,
+            deliveries.c.due_at,
+            deliveries.c.enqueued_at,
+            deliveries.c.is_fallback,
+        )
+    )
+    return [Claimed(*row) for row in result]
+
+
+async def notifications_by_id(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Any]:
+    """Notification rows by id."""
+    rows = await conn.execute(select(notifications).where(notifications.c.id.in_(list(set(ids)))))
+    return {row.id: row for row in rows}
+
+
+async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Record attempt outcomes: one row per delivery with its new status and timings.
+
+    Each outcome has ``id``, ``status``, ``provider``, ``attempts``, ``last_error``,
+    ``due_at``, ``finished_at``, ``tp``, ``tc``, ``td`` and the attempt fields
+    ``started_at`` and ``outcome``.
+    """
+    if not outcomes:
+        return
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            provider=bindparam("b_provider"),
+            attempts=bindparam("b_attempts"),
+            last_error=bindparam("b_last_error"),
+            due_at=bindparam("b_due_at"),
+            finished_at=bindparam("b_finished_at"),
+            enqueued_at=None,
+            lease_until=None,
+            tp=bindparam("b_tp"),
+            tc=bindparam("b_tc"),
+            td=bindparam("b_td"),
+        ),
+        [{f"b_{key}": value for key, value in o.items() if key not in ("started_at", "outcome")}
+         for o in outcomes],
+    )
+    recorded = [o for o in outcomes if o.get("outcome")]
+    if recorded:
+        await conn.execute(
+            insert(attempts),
+            [
+                {
+                    "delivery_id": o["id"],
+                    "number": o["attempts"],
+                    "provider": o["provider"] or "-",
+                    "started_at": o["started_at"],
+                    "finished_at": o["finished_at"],
+                    "outcome": o["outcome"],
+                    "error": o["last_error"],
+                }
+                for o in recorded
+            ],
+        )
+
+
+async def due(conn: AsyncConnection, now: float, stale_before: float, limit: int) -> list[Any]:
+    """Pending deliveries that are due and not (recently) enqueued; marks them enqueued."""
+    rows = (
+        await conn.execute(
+            select(deliveries.c.id, deliveries.c.lane, deliveries.c.notification_id)
+            .where(
+                deliveries.c.status == "pending",
+                deliveries.c.due_at <= now,
+                or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at < stale_before),
+            )
+            .order_by(deliveries.c.due_at)
+            .limit(limit)
+        )
+    ).all()
+    if rows:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_([r.id for r in rows]))
+            .values(enqueued_at=now)
+        )
+    return list(rows)
+
+
+async def release_expired_leases(conn: AsyncConnection, now: float) -> int:
+    """``sending`` rows whose worker died mid-call go back to ``pending``."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.status == "sending", deliveries.c.lease_until < now)
+        .values(status="pending", enqueued_at=None, lease_until=None)
+    )
+    return int(result.rowcount or 0)
+
+
+async def next_due_at(conn: AsyncConnection) -> float | None:
+    """When the earliest pending-but-not-enqueued delivery falls due."""
+    return (
+        await conn.execute(
+            select(deliveries.c.due_at)
+            .where(deliveries.c.status == "pending", deliveries.c.enqueued_at.is_(None))
+            .order_by(deliveries.c.due_at)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def add_dead_letter(
+    conn: AsyncConnection, dead_id: str, delivery_id: str, channel: str, provider: str | None,
+    reason: str, now: float,
+) -> None:
+    """Record a delivery whose retry budget is spent."""
+    await conn.execute(
+        insert(dead_letters).values(
+            id=dead_id, delivery_id=delivery_id, channel=channel, provider=provider,
+            reason=reason, created_at=now,
+        )
+    )
+
+
+async def list_dead_letters(
+    conn: AsyncConnection, after: str | None, limit: int, include_replayed: bool = False
+) -> list[Any]:
+    """Dead letters, newest last, after the cursor."""
+    query = select(dead_letters).order_by(dead_letters.c.id).limit(limit)
+    if after:
+        query = query.where(dead_letters.c.id > after)
+    if not include_replayed:
+        query = query.where(dead_letters.c.replayed_at.is_(None))
+    return list((await conn.execute(query)).all())
+
+
+async def replay_dead_letter(conn: AsyncConnection, dead_id: str, now: float) -> str | None:
+    """Put a dead delivery back to ``pending`` with a fresh budget; its delivery id."""
+    row = (
+        await conn.execute(
+            select(dead_letters).where(
+                dead_letters.c.id == dead_id, dead_letters.c.replayed_at.is_(None)
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    await conn.execute(
+        update(dead_letters).where(dead_letters.c.id == dead_id).values(replayed_at=now)
+    )
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == row.delivery_id, deliveries.c.status == "dead")
+        .values(status="pending", attempts=0, due_at=now, enqueued_at=None, last_error=None)
+    )
+    return str(row.delivery_id)
+
+
+async def list_notifications(
+    conn: AsyncConnection,
+    *,
+    subscriber_id: str | None,
+    event_pk: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> list[Any]:
+    """Notifications matching the filters, oldest first, after the cursor."""
+    query = select(notifications).order_by(notifications.c.id).limit(limit)
+    conditions = []
+    if subscriber_id:
+        conditions.append(notifications.c.subscriber_id == subscriber_id)
+    if event_pk:
+        conditions.append(notifications.c.event_pk == event_pk)
+    if after:
+        conditions.append(notifications.c.id > after)
+    if status:
+        having = select(deliveries.c.notification_id).where(deliveries.c.status == status)
+        conditions.append(
+            or_(notifications.c.status == status, notifications.c.id.in_(having))
+        )
+    if conditions:
+        query = query.where(and_(*conditions))
+    return list((await conn.execute(query)).all())
+
+
+async def deliveries_of(conn: AsyncConnection, notification_ids: Sequence[str]) -> list[Any]:
+    """Delivery rows of the given notifications."""
+    if not notification_ids:
+        return []
+    rows = await conn.execute(
+        select(deliveries)
+        .where(deliveries.c.notification_id.in_(list(notification_ids)))
+        .order_by(deliveries.c.id)
+    )
+    return list(rows.all())
+
+
+async def attempts_of(conn: AsyncConnection, delivery_ids: Sequence[str]) -> list[Any]:
+    """Attempt rows of the given deliveries."""
+    if not delivery_ids:
+        return []
+    rows = await conn.execute(
+        select(attempts).where(attempts.c.delivery_id.in_(list(delivery_ids))).order_by(attempts.c.id)
+    )
+    return list(rows.all())

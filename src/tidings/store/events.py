@@ -1,0 +1,147 @@
+"""Accepted events (idempotent on ``(source, id)``) and the decisions taken on them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.events.cloudevents import Event
+from tidings.ids import new_id
+from tidings.store.tables import decisions, events
+from tidings.strategy.model import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of offering one event: its row id, and whether it was seen before."""
+
+    pk: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An accepted event as the processor reads it back."""
+
+    pk: str
+    event: Event
+    received_at: float
+
+
+async def insert_events(
+    conn: AsyncConnection, batch: Sequence[Event], now: float
+) -> list[Accepted]:
+    """Insert the new events of ``batch``; duplicates (also within the batch) are reported."""
+    keys = list({(e.source, e.id) for e in batch})
+    existing: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), 400):
+        chunk = keys[start : start + 400]
+        rows = await conn.execute(
+            select(events.c.source, events.c.event_id, events.c.id).where(
+                tuple_(events.c.source, events.c.event_id).in_(chunk)
+            )
+        )
+        existing.update({(r.source, r.event_id): r.id for r in rows})
+    results: list[Accepted] = []
+    rows_to_insert: list[dict[str, Any]] = []
+    for event in batch:
+        key = (event.source, event.id)
+        if key in existing:
+            results.append(Accepted(existing[key], True))
+            continue
+        pk = new_id()
+        existing[key] = pk
+        results.append(Accepted(pk, False))
+        rows_to_insert.append(
+            {
+                "id": pk,
+                "source": event.source,
+                "event_id": event.id,
+                "type": event.type,
+                "subject": event.subject,
+                "time": event.time,
+                "envelope": event.envelope(),
+                "received_at": now,
+                "processed_at": None,
+            }
+        )
+    if rows_to_insert:
+        await conn.execute(insert(events), rows_to_insert)
+    return results
+
+
+def _stored(row: Any) -> StoredEvent:
+    from tidings.events.cloudevents import parse_structured
+
+    return StoredEvent(row.id, parse_structured(row.envelope), row.received_at)
+
+
+async def load(conn: AsyncConnection, pks: Sequence[str]) -> list[StoredEvent]:
+    """Events by row id, in the order given."""
+    rows = await conn.execute(select(events).where(events.c.id.in_(list(pks))))
+    by_pk = {row.id: _stored(row) for row in rows}
+    return [by_pk[pk] for pk in pks if pk in by_pk]
+
+
+async def unprocessed(conn: AsyncConnection, limit: int, older_than: float) -> list[StoredEvent]:
+    """Accepted events not processed yet (after a crash or a lost hand-off)."""
+    rows = await conn.execute(
+        select(events)
+        .where(events.c.processed_at.is_(None), events.c.received_at <= older_than)
+        .order_by(events.c.received_at, events.c.id)
+        .limit(limit)
+    )
+    return [_stored(row) for row in rows]
+
+
+async def mark_processed(conn: AsyncConnection, pks: Sequence[str], now: float) -> None:
+    """Record that the decisions on these events are committed."""
+    await conn.execute(
+        update(events).where(events.c.id.in_(list(pks))).values(processed_at=now)
+    )
+
+
+async def insert_decisions(
+    conn: AsyncConnection, event_pk: str, made: Sequence[tuple[Decision, list[str]]], now: float
+) -> None:
+    """Store each decision with the notifications it created."""
+    if made:
+        await conn.execute(
+            insert(decisions),
+            [
+                {
+                    "id": new_id(),
+                    "event_pk": event_pk,
+                    "rule_id": decision.rule_id,
+                    "recipient_id": decision.recipient_id,
+                    "outcome": decision.outcome,
+                    "reason": decision.reason,
+                    "until": decision.until,
+                    "notification_ids": notification_ids,
+                    "created_at": now,
+                }
+                for decision, notification_ids in made
+            ],
+        )
+
+
+async def find(conn: AsyncConnection, event_id: str, source: str | None) -> list[Any]:
+    """Event rows with CloudEvents id ``event_id`` (and ``source`` when given), or a row id."""
+    condition = events.c.event_id == event_id
+    if source is not None:
+        condition = and_(condition, events.c.source == source)
+    else:
+        condition = or_(condition, events.c.id == event_id)
+    return list((await conn.execute(select(events).where(condition).limit(5))).all())
+
+
+async def decisions_of(conn: AsyncConnection, event_pk: str) -> list[Any]:
+    """The decisions taken on one event, in order."""
+    rows = await conn.execute(
+        select(decisions).where(decisions.c.event_pk == event_pk).order_by(decisions.c.id)
+    )
+    return list(rows.all())

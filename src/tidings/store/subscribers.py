@@ -1,0 +1,344 @@
+"""Subscribers, their devices, webhook endpoints and preferences; PII encrypted at rest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.channels.base import Channel, Destination
+from tidings.crypto import Cipher
+from tidings.ids import new_id
+from tidings.store.tables import devices, inbox_items, subscribers, webhook_endpoints
+from tidings.strategy.model import Recipient
+
+PROFILE_FIELDS = ("name", "email", "phone", "locale", "timezone", "role", "attributes")
+
+
+async def upsert(
+    conn: AsyncConnection, cipher: Cipher, subscriber_id: str, profile: dict[str, Any], now: float
+) -> bool:
+    """Create or replace the subscriber's profile; ``True`` when it was created."""
+    values = {
+        "name_enc": cipher.encrypt(profile.get("name")),
+        "email_enc": cipher.encrypt(profile.get("email")),
+        "phone_enc": cipher.encrypt(profile.get("phone")),
+        "locale": profile.get("locale"),
+        "timezone": profile.get("timezone"),
+        "role": profile.get("role"),
+        "attributes": profile.get("attributes") or {},
+        "updated_at": now,
+    }
+    result = await conn.execute(
+        update(subscribers).where(subscribers.c.id == subscriber_id).values(**values)
+    )
+    if result.rowcount:
+        return False
+    await conn.execute(
+        insert(subscribers).values(id=subscriber_id, preferences={}, created_at=now, **values)
+    )
+    return True
+
+
+async def get(conn: AsyncConnection, cipher: Cipher, subscriber_id: str) -> dict[str, Any] | None:
+    """The decrypted profile, or ``None``."""
+    row = (
+        await conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id))
+    ).first()
+    if row is None:
+        return None
+    return {
+        "id": row.id,
+        "name": cipher.decrypt(row.name_enc),
+        "email": cipher.decrypt(row.email_enc),
+        "phone": cipher.decrypt(row.phone_enc),
+        "locale": row.locale,
+        "timezone": row.timezone,
+        "role": row.role,
+        "attributes": row.attributes,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+async def list_ids(conn: AsyncConnection, after: str | None, limit: int) -> list[str]:
+    """Subscriber ids in order, after the cursor."""
+    query = select(subscribers.c.id).order_by(subscribers.c.id).limit(limit)
+    if after:
+        query = query.where(subscribers.c.id > after)
+    return list((await conn.execute(query)).scalars())
+
+
+async def erase(conn: AsyncConnection, subscriber_id: str) -> bool:
+    """Erase PII, devices, endpoints, inbox and preferences (notifications keep only ids)."""
+    await conn.execute(delete(devices).where(devices.c.subscriber_id == subscriber_id))
+    await conn.execute(
+        delete(webhook_endpoints).where(webhook_endpoints.c.subscriber_id == subscriber_id)
+    )
+    await conn.execute(delete(inbox_items).where(inbox_items.c.subscriber_id == subscriber_id))
+    result = await conn.execute(delete(subscribers).where(subscribers.c.id == subscriber_id))
+    return bool(result.rowcount)
+
+
+async def get_preferences(conn: AsyncConnection, subscriber_id: str) -> dict[str, Any] | None:
+    """The stored preferences document, or ``None`` for an unknown subscriber."""
+    value = (
+        await conn.execute(
+            select(subscribers.c.preferences).where(subscribers.c.id == subscriber_id)
+        )
+    ).scalar_one_or_none()
+    return None if value is None else dict(value)
+
+
+async def put_preferences(
+    conn: AsyncConnection, subscriber_id: str, document: dict[str, Any], now: float
+) -> None:
+    """Replace the preferences (creating a bare subscriber if needed)."""
+    result = await conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id)
+        .values(preferences=document, updated_at=now)
+    )
+    if not result.rowcount:
+        await conn.execute(
+            insert(subscribers).values(
+                id=subscriber_id, preferences=document, attributes={}, created_at=now, updated_at=now
+            )
+        )
+
+
+async def add_device(
+    conn: AsyncConnection,
+    cipher: Cipher,
+    subscriber_id: str,
+    kind: str,
+    token: str,
+    keys: dict[str, str] | None,
+    now: float,
+) -> str:
+    """Register a device (re-registering the same token reactivates it); its id."""
+    index = cipher.blind_index(f"{kind}:{token}")
+    existing = (
+        await conn.execute(
+            select(devices.c.id).where(
+                devices.c.subscriber_id == subscriber_id, devices.c.token_index == index
+            )
+        )
+    ).scalar_one_or_none()
+    keys_enc = cipher.encrypt(json.dumps(keys)) if keys else None
+    if existing is not None:
+        await conn.execute(
+            update(devices)
+            .where(devices.c.id == existing)
+            .values(active=True, deactivated_at=None, deactivated_reason=None, keys_enc=keys_enc)
+        )
+        return str(existing)
+    device_id = new_id()
+    await conn.execute(
+        insert(devices).values(
+            id=device_id,
+            subscriber_id=subscriber_id,
+            kind=kind,
+            token_enc=cipher.encrypt(token),
+            token_index=index,
+            keys_enc=keys_enc,
+            active=True,
+            created_at=now,
+        )
+    )
+    return device_id
+
+
+async def list_devices(conn: AsyncConnection, subscriber_id: str) -> list[dict[str, Any]]:
+    """The subscriber's devices (no tokens: those never leave the store unencrypted)."""
+    rows = await conn.execute(
+        select(devices).where(devices.c.subscriber_id == subscriber_id).order_by(devices.c.id)
+    )
+    return [
+        {
+            "device_id": row.id,
+            "kind": row.kind,
+            "active": row.active,
+            "created_at": row.created_at,
+            "deactivated_at": row.deactivated_at,
+            "deactivated_reason": row.deactivated_reason,
+        }
+        for row in rows
+    ]
+
+
+async def remove_device(conn: AsyncConnection, subscriber_id: str, device_id: str) -> bool:
+    """Delete one device."""
+    result = await conn.execute(
+        delete(devices).where(devices.c.subscriber_id == subscriber_id, devices.c.id == device_id)
+    )
+    return bool(result.rowcount)
+
+
+async def deactivate(conn: AsyncConnection, kind: str, device_id: str, reason: str, now: float) -> None:
+    """Mark a dead device (or webhook endpoint) inactive."""
+    table = webhook_endpoints if kind == "webhook" else devices
+    values: dict[str, Any] = {"active": False, "deactivated_at": now}
+    if table is devices:
+        values["deactivated_reason"] = reason
+    await conn.execute(update(table).where(table.c.id == device_id).values(**values))
+
+
+async def add_endpoint(
+    conn: AsyncConnection, cipher: Cipher, subscriber_id: str, url: str, secret: str, now: float
+) -> str:
+    """Register a webhook endpoint; its id."""
+    endpoint_id = new_id()
+    await conn.execute(
+        insert(webhook_endpoints).values(
+            id=endpoint_id,
+            subscriber_id=subscriber_id,
+            url_enc=cipher.encrypt(url),
+            secret_enc=cipher.encrypt(secret),
+            active=True,
+            created_at=now,
+        )
+    )
+    return endpoint_id
+
+
+async def list_endpoints(
+    conn: AsyncConnection, cipher: Cipher, subscriber_id: str
+) -> list[dict[str, Any]]:
+    """The subscriber's webhook endpoints (URLs shown, secrets never)."""
+    rows = await conn.execute(
+        select(webhook_endpoints)
+        .where(webhook_endpoints.c.subscriber_id == subscriber_id)
+        .order_by(webhook_endpoints.c.id)
+    )
+    return [
+        {"endpoint_id": r.id, "url": cipher.decrypt(r.url_enc), "active": r.active,
+         "created_at": r.created_at}
+        for r in rows
+    ]
+
+
+Target = tuple[str, str | None]
+"""A delivery target: ``(destination kind, device or endpoint id)``."""
+
+
+async def recipients(
+    conn: AsyncConnection, ids: Iterable[str]
+) -> tuple[dict[str, Recipient], dict[str, dict[Channel, list[Target]]]]:
+    """What the decision needs of each subscriber, and where each channel would deliver.
+
+    Three queries for any number of ids; no PII is decrypted.
+    """
+    wanted = list(set(ids))
+    if not wanted:
+        return {}, {}
+    found: dict[str, dict[str, Any]] = {}
+    rows = await conn.execute(
+        select(
+            subscribers.c.id,
+            subscribers.c.locale,
+            subscribers.c.timezone,
+            subscribers.c.preferences,
+            subscribers.c.email_enc.is_not(None).label("has_email"),
+            subscribers.c.phone_enc.is_not(None).label("has_phone"),
+        ).where(subscribers.c.id.in_(wanted))
+    )
+    for row in rows:
+        reachable: set[Channel] = {"inapp"}
+        if row.has_email:
+            reachable.add("email")
+        if row.has_phone:
+            reachable.add("sms")
+        found[row.id] = {"row": row, "reachable": reachable}
+    targets: dict[str, dict[Channel, list[Target]]] = {
+        subscriber_id: {"inapp": [("inapp", None)]} for subscriber_id in wanted
+    }
+    for subscriber_id, entry in found.items():
+        if "email" in entry["reachable"]:
+            targets[subscriber_id]["email"] = [("email", None)]
+        if "sms" in entry["reachable"]:
+            targets[subscriber_id]["sms"] = [("phone", None)]
+    pushable = await conn.execute(
+        select(devices.c.subscriber_id, devices.c.kind, devices.c.id)
+        .where(devices.c.subscriber_id.in_(wanted), devices.c.active.is_(True))
+        .order_by(devices.c.id)
+    )
+    for subscriber_id, kind, device_id in pushable:
+        targets[subscriber_id].setdefault("push", []).append((kind, device_id))
+    hooked = await conn.execute(
+        select(webhook_endpoints.c.subscriber_id, webhook_endpoints.c.id)
+        .where(webhook_endpoints.c.subscriber_id.in_(wanted), webhook_endpoints.c.active.is_(True))
+        .order_by(webhook_endpoints.c.id)
+    )
+    for subscriber_id, endpoint_id in hooked:
+        targets[subscriber_id].setdefault("webhook", []).append(("webhook", endpoint_id))
+    result: dict[str, Recipient] = {}
+    for subscriber_id in wanted:
+        entry = found.get(subscriber_id)
+        channels = set(targets[subscriber_id])
+        if entry is None:
+            result[subscriber_id] = Recipient(
+                id=subscriber_id, reachable=frozenset({"inapp", *channels})
+            )
+            continue
+        row = entry["row"]
+        result[subscriber_id] = Recipient(
+            id=subscriber_id,
+            known=True,
+            locale=row.locale,
+            timezone=row.timezone,
+            preferences=dict(row.preferences or {}),
+            reachable=frozenset(entry["reachable"] | channels),
+        )
+    return result, targets
+
+
+async def destinations(
+    conn: AsyncConnection, cipher: Cipher, subscriber_id: str, channel: Channel
+) -> list[Destination]:
+    """Every active destination of ``subscriber_id`` on ``channel`` (decrypted)."""
+    if channel == "inapp":
+        return [Destination("inapp", subscriber_id)]
+    if channel in ("email", "sms"):
+        column = subscribers.c.email_enc if channel == "email" else subscribers.c.phone_enc
+        value = (
+            await conn.execute(select(column).where(subscribers.c.id == subscriber_id))
+        ).scalar_one_or_none()
+        address = cipher.decrypt(value)
+        if not address:
+            return []
+        return [Destination("email" if channel == "email" else "phone", address)]
+    if channel == "push":
+        rows = await conn.execute(
+            select(devices).where(devices.c.subscriber_id == subscriber_id, devices.c.active.is_(True))
+        )
+        found = []
+        for row in rows:
+            keys = json.loads(cipher.decrypt(row.keys_enc) or "{}") if row.keys_enc else {}
+            found.append(
+                Destination(row.kind, cipher.decrypt(row.token_enc) or "", device_id=row.id, keys=keys)
+            )
+        return found
+    rows = await conn.execute(
+        select(webhook_endpoints).where(
+            webhook_endpoints.c.subscriber_id == subscriber_id, webhook_endpoints.c.active.is_(True)
+        )
+    )
+    return [
+        Destination("webhook", cipher.decrypt(r.url_enc) or "", device_id=r.id,
+                    secret=cipher.decrypt(r.secret_enc))
+        for r in rows
+    ]
+
+
+async def destination(
+    conn: AsyncConnection, cipher: Cipher, subscriber_id: str, channel: Channel, device_id: str | None
+) -> Destination | None:
+    """The one destination a delivery row names (``None`` if it is gone or inactive)."""
+    for found in await destinations(conn, cipher, subscriber_id, channel):
+        if device_id is None or found.device_id == device_id:
+            return found
+    return None
