@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from fakes.smtp_sink import SmtpSink
-from fakes.tls import TestPki, make_pki
+from tests.fakes.smtp_sink import SmtpSink
+from tests.fakes.tls import TestPki, make_pki
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.smtp import SmtpProvider
 from tidings.config import ProviderSettings
@@ -182,6 +182,26 @@ async def test_concurrent_sends_share_the_pool(sink: SmtpSink) -> None:
     assert 1 <= sink.connections <= 3
 
 
+async def test_a_waiting_sender_is_not_starved(sink: SmtpSink) -> None:
+    smtp = provider(sink.settings(pool_size=1))
+
+    async def busy() -> None:
+        for index in range(5):
+            await smtp.send(message(delivery_id=f"busy-{index}"))
+
+    async def once() -> None:
+        await asyncio.sleep(0)  # queue up behind busy()'s first send
+        await smtp.send(message(delivery_id="waiting"))
+
+    try:
+        await asyncio.gather(busy(), once())
+    finally:
+        await smtp.aclose()
+    order = [got.message["Message-ID"] for got in sink.messages]
+    # the connection goes to the sender that waited, not back to the one that just used it
+    assert order.index("<waiting@shop.test>") == 1
+
+
 async def test_server_down_is_transient_then_delivers(smtp: SmtpProvider, sink: SmtpSink) -> None:
     await smtp.send(message(delivery_id="before"))
     sink.stop()
@@ -305,3 +325,29 @@ def test_tls_and_starttls_are_exclusive() -> None:
 def test_from_is_required() -> None:
     with pytest.raises(ConfigError):
         provider({"kind": "smtp", "host": "127.0.0.1"})
+
+
+async def test_idn_domain_is_sent_as_punycode(smtp: SmtpProvider, sink: SmtpSink) -> None:
+    idn = "买家@例え.テスト".replace("买家", "buyer")
+    await smtp.send(message(destination=Destination(kind="email", address=idn)))
+    got = sink.messages[0]
+    assert got.rcpt_tos == ["buyer@xn--r8jz45g.xn--zckzah"]
+    assert got.message["To"] == "buyer@xn--r8jz45g.xn--zckzah"
+
+
+async def test_non_ascii_local_part_is_refused_without_leaking(smtp: SmtpProvider) -> None:
+    with pytest.raises(PermanentProviderError) as caught:
+        await smtp.send(message(destination=Destination(kind="email", address="买家@shop.test")))
+    assert caught.value.code == "smtputf8"
+    assert "买家" not in str(caught.value)
+
+
+async def test_non_ascii_sender_name(sink: SmtpSink) -> None:
+    smtp = provider(sink.settings(**{"from": "优选商城 <noreply@shop.test>"}))
+    try:
+        await smtp.send(message())
+    finally:
+        await smtp.aclose()
+    got = sink.messages[0]
+    assert got.mail_from == "noreply@shop.test"
+    assert got.message["From"] == "优选商城 <noreply@shop.test>"

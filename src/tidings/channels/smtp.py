@@ -16,6 +16,7 @@ import asyncio
 import html as htmllib
 import re
 import ssl
+from collections import deque
 from datetime import UTC, datetime
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
@@ -58,8 +59,9 @@ def envelope_address(address: str) -> str:
     return f"{local}@{domain}"
 
 
-def _header(value: str) -> str | Header:
-    return value if value.isascii() else Header(value, "utf-8")
+def _header(value: str, name: str) -> str:
+    """``value`` as RFC 2047 encoded words when it is not ASCII."""
+    return value if value.isascii() else Header(value, "utf-8", header_name=name).encode()
 
 
 def _text_part(text: str, subtype: str) -> MIMEText:
@@ -123,6 +125,40 @@ def unsubscribe_headers(message: Message, url_format: str | None, sender: str) -
     return {"List-Unsubscribe": f"<mailto:{sender}?subject={mail_subject}>"}
 
 
+class _FairPool:
+    """SMTP clients handed out first come, first served.
+
+    ``asyncio.Queue`` lets a task that just returned a client take it straight back, so
+    under load a few senders keep the connections and the others wait for seconds; here a
+    returned client goes to the longest waiter. Idle clients are a stack: the warm
+    connection is reused, the others stay unconnected until load needs them.
+    """
+
+    def __init__(self, clients: list[aiosmtplib.SMTP]) -> None:
+        self._idle = list(reversed(clients))
+        self._waiters: deque[asyncio.Future[aiosmtplib.SMTP]] = deque()
+
+    async def acquire(self) -> aiosmtplib.SMTP:
+        if self._idle and not self._waiters:
+            return self._idle.pop()
+        waiter: asyncio.Future[aiosmtplib.SMTP] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as we were cancelled
+            raise
+
+    def release(self, client: aiosmtplib.SMTP) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(client)
+                return
+        self._idle.append(client)
+
+
 class SmtpProvider:
     """Sends multipart/alternative (text + HTML) mail through a pool of SMTP connections."""
 
@@ -163,10 +199,7 @@ class SmtpProvider:
             )
             for _ in range(pool_size)
         ]
-        # LIFO: the most recently used (warm) connection goes out first, idle ones stay shut
-        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
-        for client in self._clients:
-            self._idle.put_nowait(client)
+        self._pool = _FairPool(self._clients)
 
     def build(self, message: Message) -> MIMEMultipart:
         """The MIME message for ``message`` (exposed for tests and previews)."""
@@ -180,7 +213,7 @@ class SmtpProvider:
         mail = MIMEMultipart("alternative")
         mail["From"] = self.from_header
         mail["To"] = envelope_address(message.destination.address)
-        mail["Subject"] = _header(subject)
+        mail["Subject"] = _header(subject, "Subject")
         mail["Date"] = format_datetime(_now())
         mail["Message-ID"] = message_id(message.delivery_id, self.domain)
         mail["Content-Language"] = message.locale
@@ -199,7 +232,7 @@ class SmtpProvider:
         recipient = envelope_address(message.destination.address)
         mail = self.build(message)
         data = mail.as_bytes(policy=_POLICY)
-        client = await self._idle.get()
+        client = await self._pool.acquire()
         try:
             reused = client.is_connected
             try:
@@ -222,7 +255,7 @@ class SmtpProvider:
                 f"{self.name}: connection failed: {type(exc).__name__}", code="connection"
             ) from exc
         finally:
-            self._idle.put_nowait(client)
+            self._pool.release(client)
         return Receipt(
             status="sent", provider_message_id=str(mail["Message-ID"]), detail=redact(reply)
         )
