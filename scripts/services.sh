@@ -278,6 +278,10 @@ rabbit_stop() {
     [[ -f $dir/rabbit/env.sh ]] || return 0
     bin=$(rabbit_bin)
     pid=$(beam_pid "$dir")
+    local wrapper
+    wrapper=$(cat "$dir/rabbit/server.pid" 2>/dev/null || true)
+    # A node still booting has not written its pid file yet: it is the wrapper's child.
+    [[ -z $pid && -n $wrapper ]] && pid=$(pgrep -P "$wrapper" -x beam.smp | head -n 1 || true)
     if [[ -n $pid ]]; then
         if [[ $mode == kill ]]; then
             kill -KILL "$pid" 2>/dev/null || true
@@ -293,9 +297,7 @@ rabbit_stop() {
             sleep 0.1
         done
     fi
-    # The wrapper shell and its erl children (e.g. erl_child_setup) go with it.
-    local wrapper
-    wrapper=$(cat "$dir/rabbit/server.pid" 2>/dev/null || true)
+    # The wrapper shell goes with it.
     [[ -n $wrapper ]] && kill -KILL "$wrapper" 2>/dev/null || true
     rm -f "$dir/rabbit/rabbit.pid"
 }
