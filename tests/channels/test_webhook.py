@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -194,6 +195,23 @@ async def test_keep_alive_connection_is_reused(
         await webhook.send(message(receiver.url, receiver.secret, delivery_id=f"k-{index}"))
     assert len(receiver.deliveries) == 5
     assert len({d.peer for d in receiver.deliveries}) == 1  # one TCP connection
+
+
+async def test_requests_per_endpoint_are_limited(receiver: WebhookReceiver) -> None:
+    receiver.script(*[Reply(200, delay=0.1)] * 8)
+    webhook = provider(allow_private_networks=True, per_endpoint_concurrency=2)
+    try:
+        await asyncio.gather(
+            *(
+                webhook.send(message(receiver.url, receiver.secret, delivery_id=f"p-{index}"))
+                for index in range(8)
+            )
+        )
+    finally:
+        await webhook.aclose()
+    assert len(receiver.deliveries) == 8
+    assert all(d.verified for d in receiver.deliveries)
+    assert receiver.max_in_flight == 2
 
 
 async def test_loopback_refused_unless_allowed(receiver: WebhookReceiver) -> None:

@@ -64,6 +64,8 @@ class WebhookReceiver:
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self.deliveries: list[Delivery] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         app = Starlette(routes=[Route("/hooks/{name}", self._receive, methods=["POST"])])
         self.server = BackgroundServer(app)
         self._running = False
@@ -85,6 +87,16 @@ class WebhookReceiver:
             return [delivery.webhook_id for delivery in self.deliveries]
 
     async def _receive(self, request: Request) -> Response:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _answer(self, request: Request) -> Response:
         body = await request.body()
         headers = dict(request.headers)
         payload: Any = None

@@ -8,14 +8,18 @@ can deduplicate), ``webhook-timestamp`` (unix seconds) and ``webhook-signature``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.http import make_client, raise_for_status, transport_errors
@@ -65,6 +69,38 @@ def payload(message: Message, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+class _EndpointLimits:
+    """At most ``limit`` requests in flight per endpoint origin (scheme, host, port).
+
+    A seller's ERP is not a CDN; and httpx's pool scans every connection and queued request
+    on each hand-off, so letting hundreds of sends queue inside it costs more than waiting
+    here (see bench/providers_mail_webhook.py).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, origin: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.get(origin) or (asyncio.Semaphore(self.limit), 0)
+        self._slots[origin] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._slots[origin]
+            if users == 1:
+                del self._slots[origin]  # no growth with the number of endpoints ever seen
+            else:
+                self._slots[origin] = (semaphore, users - 1)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{parts.port}"
+
+
 class WebhookProvider:
     """Posts signed JSON to ``destination.address`` over a pooled keep-alive client."""
 
@@ -77,6 +113,8 @@ class WebhookProvider:
         self.timeout = float(settings.timeout or context.timeout)
         self.allow_private = bool(settings.option("allow_private_networks", False))
         max_connections = int(settings.option("max_connections", settings.concurrency or 100))
+        per_endpoint = int(settings.option("per_endpoint_concurrency", 4))
+        self._limits = _EndpointLimits(min(per_endpoint, max_connections))
         self._client = make_client(timeout=self.timeout, max_connections=max_connections)
 
     async def send(self, message: Message) -> Receipt:
@@ -92,15 +130,15 @@ class WebhookProvider:
         body = json.dumps(
             payload(message), ensure_ascii=False, separators=(",", ":"), default=str
         ).encode("utf-8")
-        timestamp = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "tidings-webhooks",
-            "webhook-id": message.delivery_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(key, message.delivery_id, timestamp, body),
-        }
-        async with transport_errors(self.name):
+        async with self._limits.hold(_origin(url)), transport_errors(self.name):
+            timestamp = int(time.time())  # signed after any wait: receivers allow 5 minutes
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "tidings-webhooks",
+                "webhook-id": message.delivery_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(key, message.delivery_id, timestamp, body),
+            }
             # redirects are not followed: a 3xx could lead past the address guard
             response = await self._client.post(url, content=body, headers=headers)
         if response.status_code == 410:
