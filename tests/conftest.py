@@ -9,7 +9,7 @@ import pytest
 
 from tests.harness import Server
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.services"]
 
 
 @pytest.fixture

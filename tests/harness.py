@@ -97,8 +97,14 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=10,
                             headers={"Authorization": f"Bearer {key or self.admin_key}"})
 
-    def token(self, subscriber_id: str, ttl: str = "1h") -> str:
-        """An inbox token minted by ``tidings token``."""
+    def token(self, subscriber_id: str, ttl: float = 3600) -> str:
+        """An inbox token signed with the configured inbox secret."""
+        from tidings.api.inbox import mint_token
+
+        return mint_token(self.env["TIDINGS_INBOX_SECRET"], subscriber_id, ttl, time.time())
+
+    def cli_token(self, subscriber_id: str, ttl: str = "1h") -> str:
+        """An inbox token minted by ``tidings token`` (the CLI)."""
         output = subprocess.run(
             [sys.executable, "-m", "tidings.cli", "token", subscriber_id, "--ttl", ttl],
             cwd=self.workdir, env=self.env, capture_output=True, text=True, check=True,

@@ -130,12 +130,14 @@ class BackgroundServer:
         pki: TestPki | None = None,
         port: int | None = None,
         max_concurrent_streams: int = 1000,
+        http: Literal["h11", "httptools"] = "h11",
     ) -> None:
         self.app = app
         self.engine = engine
         self.pki = pki
         self.port = port or free_port()
         self.max_concurrent_streams = max_concurrent_streams
+        self.http = http
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -163,6 +165,7 @@ class BackgroundServer:
             config.loglevel = "ERROR"
             config.h2_max_concurrent_streams = self.max_concurrent_streams
             config.keep_alive_timeout = 60
+            config.keep_alive_max_requests = 10**9  # like APNs: one connection for hours
             if self.pki is not None:
                 config.certfile = str(self.pki.cert_file)
                 config.keyfile = str(self.pki.key_file)
@@ -184,7 +187,7 @@ class BackgroundServer:
             log_level="error",
             access_log=False,
             lifespan="off",
-            http="h11",
+            http=self.http,
             timeout_keep_alive=60,
             backlog=4096,
             **ssl_kwargs,

@@ -191,11 +191,16 @@ class WebPushService:
     async def stats(self, request: Request) -> Response:
         return JSONResponse({"sends": self.sends, "vapid_tokens": len(self.vapid_tokens)})
 
+    async def new_subscription(self, request: Request) -> Response:
+        """``subscribe()`` over HTTP, for a service running in another process (the bench)."""
+        return JSONResponse(self.subscribe())
+
     def app(self) -> Starlette:
         """The ASGI app: ``POST /wpush/v2/{sub_id}``."""
         return Starlette(
             routes=[
                 Route("/wpush/v2/{sub_id}", self.push, methods=["POST"]),
                 Route("/_fake/stats", self.stats),
+                Route("/_fake/subscribe", self.new_subscription, methods=["POST"]),
             ]
         )
