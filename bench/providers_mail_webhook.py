@@ -302,9 +302,12 @@ async def smtp_scenarios(port: int, seconds: float, concurrency: int, pool: int)
     for client in clients:
         await client.quit()
 
+    policy = compat32.clone(linesep="\r\n")
+
     def seed(index: int) -> None:
+        data = provider.build(email_message(index)).as_bytes(policy=policy)  # same MIME work
         with smtplib.SMTP("127.0.0.1", port, timeout=30, local_hostname="bench") as client:
-            client.sendmail("noreply@shop.test", [f"b{index}@example.test"], raw)
+            client.sendmail("noreply@shop.test", [f"b{index}@example.test"], data)
 
     results.append(
         await asyncio.to_thread(run_blocking, "seed: smtplib connection per mail", seed, seconds)
