@@ -34,6 +34,15 @@ def _settings(config: str | None) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _run(coroutine: Any) -> Any:
+    """Run ``coroutine`` on uvloop when it is installed (it is with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def _logging() -> None:
     logging.basicConfig(level=os.environ.get("TIDINGS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,7 +60,7 @@ def serve(
         raise typer.BadParameter("role must be all, api or worker")
     _logging()
     settings = _settings(config)
-    asyncio.run(_serve(settings, host, port, role))
+    _run(_serve(settings, host, port, role))
 
 
 async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
@@ -98,7 +107,7 @@ async def _until_signalled() -> None:
 def worker(config: ConfigOption = None) -> None:
     """Run workers only (scale-out mode)."""
     _logging()
-    asyncio.run(_serve(_settings(config), "", 0, "worker"))
+    _run(_serve(_settings(config), "", 0, "worker"))
 
 
 @app.command()

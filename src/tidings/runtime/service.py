@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from tidings.clock import Clock, SystemClock
+from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
 from tidings.crypto import hash_api_key
+from tidings.durations import parse_duration
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.scheduler import Scheduler
 from tidings.events.cloudevents import Event
@@ -18,6 +20,7 @@ from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.queue.embedded import EmbeddedBroker
 from tidings.runtime.inbox_hub import InboxHub
+from tidings.runtime.intake import Intake
 from tidings.runtime.processor import Processor
 from tidings.store import Store
 from tidings.store import events as event_rows
@@ -27,6 +30,15 @@ from tidings.strategy.decide import Policy
 from tidings.templates import Templates
 
 log = logging.getLogger(__name__)
+
+
+def clock_from_env() -> Clock:
+    """The system clock, shifted by ``TIDINGS_CLOCK_OFFSET`` (a duration, e.g. ``16m``) if set.
+
+    A test aid: restart a service "later" to see deferred work fire, without sleeping.
+    """
+    offset = os.environ.get("TIDINGS_CLOCK_OFFSET")
+    return OffsetClock(parse_duration(offset)) if offset else SystemClock()
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -51,11 +63,12 @@ class Service:
     ) -> None:
         self.settings = settings
         self.role = role
-        self.clock = clock or SystemClock()
+        self.clock = clock or clock_from_env()
         self.metrics = Metrics()
         self.store = Store.open(settings.database, settings.encryption_key)
         self.broker = make_broker(settings)
         self.hub = InboxHub()
+        self.intake = Intake(self.store, self.clock)
         self.templates = Templates(settings.templates, settings.default_locale)
         self.policy = Policy(settings, self.templates)
         self.processor = Processor(
@@ -114,10 +127,8 @@ class Service:
 
     async def accept(self, batch: Sequence[Event]) -> list[Accepted]:
         """Commit ``batch`` (durable when this returns) and hand the new events on."""
+        accepted = await self.intake.accept(batch)
         now = self.clock.now()
-        accepted = await self.store.write(
-            lambda conn: event_rows.insert_events(conn, batch, now)
-        )
         fresh = [
             StoredEvent(result.pk, event, now)
             for event, result in zip(batch, accepted, strict=True)

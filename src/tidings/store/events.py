@@ -100,33 +100,40 @@ async def unprocessed(conn: AsyncConnection, limit: int, older_than: float) -> l
 
 async def mark_processed(conn: AsyncConnection, pks: Sequence[str], now: float) -> None:
     """Record that the decisions on these events are committed."""
-    await conn.execute(
-        update(events).where(events.c.id.in_(list(pks))).values(processed_at=now)
-    )
+    await conn.execute(update(events).where(events.c.id.in_(list(pks))).values(processed_at=now))
+
+
+def decision_rows(
+    event_pk: str, made: Sequence[tuple[Decision, list[str]]], now: float
+) -> list[dict[str, Any]]:
+    """Rows for each decision on one event, with the notifications it created."""
+    return [
+        {
+            "id": new_id(),
+            "event_pk": event_pk,
+            "rule_id": decision.rule_id,
+            "recipient_id": decision.recipient_id,
+            "outcome": decision.outcome,
+            "reason": decision.reason,
+            "until": decision.until,
+            "notification_ids": notification_ids,
+            "created_at": now,
+        }
+        for decision, notification_ids in made
+    ]
+
+
+async def insert_decision_rows(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Store decision rows (see :func:`decision_rows`) in one statement."""
+    if rows:
+        await conn.execute(insert(decisions), list(rows))
 
 
 async def insert_decisions(
     conn: AsyncConnection, event_pk: str, made: Sequence[tuple[Decision, list[str]]], now: float
 ) -> None:
-    """Store each decision with the notifications it created."""
-    if made:
-        await conn.execute(
-            insert(decisions),
-            [
-                {
-                    "id": new_id(),
-                    "event_pk": event_pk,
-                    "rule_id": decision.rule_id,
-                    "recipient_id": decision.recipient_id,
-                    "outcome": decision.outcome,
-                    "reason": decision.reason,
-                    "until": decision.until,
-                    "notification_ids": notification_ids,
-                    "created_at": now,
-                }
-                for decision, notification_ids in made
-            ],
-        )
+    """Store each decision on one event with the notifications it created."""
+    await insert_decision_rows(conn, decision_rows(event_pk, made, now))
 
 
 async def find(conn: AsyncConnection, event_id: str, source: str | None) -> list[Any]:

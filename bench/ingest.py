@@ -1,0 +1,229 @@
+"""Ingest benchmark (issue 2): tidings' event intake next to a bare FastAPI endpoint.
+
+Measures, in one run on this machine:
+- accepted events/s for single-event POSTs (32 keep-alive connections, raw asyncio client) next
+  to the bare uvicorn endpoint of ``bench.baselines.bare_uvicorn`` loaded the same way;
+- accepted events/s for batch POSTs (1,000 events per request);
+- p50/p95/p99 from POST to the inbox item committed, at a paced 500 events/s;
+- the server's RSS (peak and at the end) under that load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.baselines import BaselineResult, free_port, percentile, summarize, wait_port
+from bench.baselines.bare_uvicorn import run as bare_run
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-admin-key"
+
+
+def _event(n: int, run: str) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"{run}-{n}", "source": "/bench", "type": "order.paid",
+            "data": {"order_id": f"o-{n}", "buyer_id": f"buyer-{n % 500}", "seller_id": "seller-1",
+                     "amount": "99.00", "currency": "CNY"}}
+
+
+class TidingsProcess:
+    """``tidings serve`` on a fresh SQLite database in a temp directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        env = {**os.environ, "TIDINGS_DATABASE_URL": f"sqlite:///{workdir / 'tidings.db'}",
+               "TIDINGS_API_KEYS": f"{KEY}:admin", "TIDINGS_LOG_LEVEL": "WARNING",
+               "TIDINGS_INBOX_SECRET": "bench-inbox-secret-0123456789"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tidings.cli", "serve", "--port", str(self.port)],
+            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, 30)
+        time.sleep(0.5)
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(current, peak) resident set size in MiB."""
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            if ":" in line
+        )
+        return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+class Connection:
+    """A keep-alive HTTP/1.1 connection posting JSON with the bench key."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self, body: bytes, content_type: str = "application/cloudevents+json") -> int:
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(
+            (f"POST /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n"
+             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _single(port: int, seconds: float, concurrency: int) -> BaselineResult:
+    run = uuid.uuid4().hex[:8]
+    connections = [Connection(port) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in connections))
+    counter = iter(range(10**9))
+    latencies: list[float] = []
+    accepted = 0
+
+    async def loop(connection: Connection, until: float, record: bool) -> None:
+        nonlocal accepted
+        while time.perf_counter() < until:
+            body = json.dumps(_event(next(counter), run)).encode()
+            start = time.perf_counter()
+            status = await connection.post(body)
+            if record:
+                latencies.append(time.perf_counter() - start)
+                accepted += status == 202
+
+    await asyncio.gather(*(loop(c, time.perf_counter() + 0.5, False) for c in connections))
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(c, started + seconds, True) for c in connections))
+    wall = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in connections))
+    return summarize(f"tidings single-event POST ({concurrency} conns)", accepted, wall, latencies,
+                     "accepted (202, committed) events/s")
+
+
+async def _batch(port: int, seconds: float, concurrency: int = 2, size: int = 1000) -> BaselineResult:
+    run = uuid.uuid4().hex[:8]
+    connections = [Connection(port) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in connections))
+    counter = iter(range(10**9))
+    latencies: list[float] = []
+    accepted = 0
+
+    async def loop(connection: Connection, until: float) -> None:
+        nonlocal accepted
+        while time.perf_counter() < until:
+            body = json.dumps([_event(next(counter), run) for _ in range(size)]).encode()
+            start = time.perf_counter()
+            status = await connection.post(body, "application/cloudevents-batch+json")
+            latencies.append(time.perf_counter() - start)
+            if status == 202:
+                accepted += size
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(c, started + seconds) for c in connections))
+    wall = time.perf_counter() - started
+    await asyncio.gather(*(c.close() for c in connections))
+    return summarize(f"tidings batch POST ({size}/request, {concurrency} conns)", accepted, wall,
+                     latencies, "accepted events/s; latency is per request")
+
+
+async def _paced(server: TidingsProcess, rate: float, seconds: float) -> tuple[BaselineResult, float]:
+    run = uuid.uuid4().hex[:8]
+    connections = [Connection(server.port) for _ in range(16)]
+    await asyncio.gather(*(c.open() for c in connections))
+    idle = asyncio.Queue[Connection]()
+    for connection in connections:
+        idle.put_nowait(connection)
+    sent_at: dict[str, float] = {}
+    peak_rss = 0.0
+    total = int(rate * seconds)
+    started = time.perf_counter()
+    tasks = []
+
+    async def one(n: int) -> None:
+        connection = await idle.get()
+        event = _event(n, run)
+        sent_at[event["id"]] = time.time()
+        await connection.post(json.dumps(event).encode())
+        idle.put_nowait(connection)
+
+    for n in range(total):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n)))
+        if n % 500 == 0:
+            peak_rss = max(peak_rss, server.rss_mb()[0])
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(2)
+    peak_rss = max(peak_rss, server.rss_mb()[1])
+    await asyncio.gather(*(c.close() for c in connections))
+    with sqlite3.connect(server.workdir / "tidings.db") as db:
+        rows = db.execute(
+            """select e.event_id, i.created_at from inbox_items i
+               join notifications n on n.id = i.notification_id
+               join events e on e.id = n.event_pk
+               where n.rule_id = 'order-paid-buyer' and e.event_id like ?""", (f"{run}-%",)
+        ).fetchall()
+    latencies = [created - sent_at[event_id] for event_id, created in rows if event_id in sent_at]
+    result = summarize(f"POST → inbox item committed at {rate:g} events/s", len(latencies),
+                       time.perf_counter() - started, latencies,
+                       f"{len(latencies)}/{total} events reached the inbox")
+    return result, peak_rss
+
+
+def run(seconds: float = 5.0) -> dict[str, Any]:
+    """Every ingest figure, plus the bare endpoint measured in the same run."""
+    results: list[BaselineResult] = [bare_run(seconds, 32, "raw")]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = TidingsProcess(Path(tmp))
+        try:
+            results.append(asyncio.run(_single(server.port, seconds, 32)))
+            results.append(asyncio.run(_batch(server.port, seconds)))
+        finally:
+            server.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = TidingsProcess(Path(tmp))
+        try:
+            paced, rss = asyncio.run(_paced(server, 500, 10))
+            results.append(paced)
+        finally:
+            server.stop()
+    bare, single = results[0]["per_second"], results[1]["per_second"]
+    return {"results": results, "single_vs_bare": round(single / bare, 3) if bare else None,
+            "peak_rss_mb": round(rss, 1)}
+
+
+def main() -> None:
+    """Print the figures as a Markdown table and JSON."""
+    from bench.baselines import markdown_table
+
+    outcome = run(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)
+    print(markdown_table(outcome["results"]))
+    print(f"\nsingle-event ingest / bare endpoint: {outcome['single_vs_bare']:.0%}; "
+          f"server peak RSS {outcome['peak_rss_mb']} MiB")
+    print(json.dumps({k: v for k, v in outcome.items() if k != "results"}))
+
+
+if __name__ == "__main__":
+    main()
