@@ -18,8 +18,11 @@ from tidings.config import Settings, builtin_config_text, load_settings
 from tidings.durations import parse_duration
 from tidings.errors import ConfigError
 
-app = typer.Typer(help="tidings — notification engine for e-commerce trade events.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="tidings — notification engine for e-commerce trade events.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 console = Console(stderr=True)
@@ -44,8 +47,10 @@ def _run(coroutine: Any) -> Any:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("TIDINGS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("TIDINGS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
@@ -75,23 +80,34 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     if role == "worker":
         await _until_signalled()
     else:
-        server = uvicorn.Server(uvicorn.Config(
-            create_app(service, manage=False), host=host, port=port, log_level="warning",
-            access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-        ))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(service, manage=False),
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
+        )
         await server.serve()
     await service.aclose()
 
 
 def _announce(service: Any, host: str, port: int) -> None:
     out = Console()
-    out.print(f"[bold]tidings[/bold] {service.role} — config {service.settings.source}, "
-              f"database {service.settings.database.split('@')[-1]}, broker "
-              f"{service.settings.broker.split('@')[-1]}")
+    out.print(
+        f"[bold]tidings[/bold] {service.role} — config {service.settings.source}, "
+        f"database {service.settings.database.split('@')[-1]}, broker "
+        f"{service.settings.broker.split('@')[-1]}"
+    )
     if service.role != "worker":
         out.print(f"listening on http://{host}:{port}  (dashboard /, API docs /docs)")
     if service.generated_admin_key:
-        out.print(f"[yellow]generated admin API key (shown once):[/yellow] {service.generated_admin_key}")
+        out.print(
+            f"[yellow]generated admin API key (shown once):[/yellow] {service.generated_admin_key}"
+        )
     sys.stdout.flush()
 
 
@@ -135,8 +151,17 @@ def check(config: ConfigOption = None) -> None:
         console.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from exc
     table = Table(title=f"rules ({settings.source})")
-    for column in ("id", "on", "to", "category", "priority", "channels", "fallback", "timing",
-                   "template"):
+    for column in (
+        "id",
+        "on",
+        "to",
+        "category",
+        "priority",
+        "channels",
+        "fallback",
+        "timing",
+        "template",
+    ):
         table.add_column(column)
     for rule in settings.rules:
         timing = []
@@ -148,12 +173,22 @@ def check(config: ConfigOption = None) -> None:
             timing.append(f"digest {rule.digest.window:g}s")
         if rule.ttl:
             timing.append(f"ttl {rule.ttl:g}s")
-        table.add_row(rule.id, rule.on, rule.to, rule.category, rule.priority,
-                      ", ".join(rule.channels), ", ".join(rule.fallback), "; ".join(timing),
-                      f"{rule.template} ({', '.join(settings.templates[rule.template])})")
+        table.add_row(
+            rule.id,
+            rule.on,
+            rule.to,
+            rule.category,
+            rule.priority,
+            ", ".join(rule.channels),
+            ", ".join(rule.fallback),
+            "; ".join(timing),
+            f"{rule.template} ({', '.join(settings.templates[rule.template])})",
+        )
     Console().print(table)
-    Console().print(f"[green]ok[/green]: {len(settings.rules)} rules, "
-                    f"{len(settings.templates)} templates, {len(settings.categories)} categories")
+    Console().print(
+        f"[green]ok[/green]: {len(settings.rules)} rules, "
+        f"{len(settings.templates)} templates, {len(settings.categories)} categories"
+    )
 
 
 @app.command()
@@ -164,7 +199,9 @@ def token(
 ) -> None:
     """Mint an inbox token for a subscriber (development aid)."""
     settings = _settings(config)
-    Console().print(asyncio.run(_token(settings, subscriber_id, parse_duration(ttl))), soft_wrap=True)
+    Console().print(
+        asyncio.run(_token(settings, subscriber_id, parse_duration(ttl))), soft_wrap=True
+    )
 
 
 async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
@@ -181,8 +218,9 @@ async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
         await store.start()
         try:
             secret = await store.write(
-                lambda conn: key_rows.put_meta_if_absent(conn, "inbox_secret",
-                                                         secrets.token_urlsafe(32))
+                lambda conn: key_rows.put_meta_if_absent(
+                    conn, "inbox_secret", secrets.token_urlsafe(32)
+                )
             )
         finally:
             await store.aclose()
@@ -217,6 +255,8 @@ def dlq_replay(
 async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[Any]:
     import time
 
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from tidings.store import Store
     from tidings.store import deliveries as delivery_rows
 
@@ -230,9 +270,10 @@ async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[An
         chosen = [row.id for row in waiting] if all_ else ids
         done = []
         for dead_id in chosen:
-            replayed = await store.write(
-                lambda conn, d=dead_id: delivery_rows.replay_dead_letter(conn, d, time.time())
-            )
+            async def replay(conn: AsyncConnection, dead: str = dead_id) -> str | None:
+                return await delivery_rows.replay_dead_letter(conn, dead, time.time())
+
+            replayed = await store.write(replay)
             if replayed is None:
                 console.print(f"[yellow]no dead letter {dead_id} waiting[/yellow]")
             else:
@@ -247,8 +288,9 @@ def demo(
     url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8000",
     rate: Annotated[float, typer.Option(help="Events per second.")] = 20.0,
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 30.0,
-    api_key: Annotated[str | None, typer.Option(envvar="TIDINGS_API_KEY",
-                                                help="Admin API key.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="TIDINGS_API_KEY", help="Admin API key.")
+    ] = None,
 ) -> None:
     """A simulated shop emits realistic trade events against a running service."""
     from tidings.demo import run_demo

@@ -198,7 +198,8 @@ class Settings(_Model):
             for position, channel in enumerate(rule.fallback):
                 if channel in rule.channels:
                     raise ConfigError(
-                        f"{channel!r} is both a channel and a fallback", f"{path}.fallback[{position}]"
+                        f"{channel!r} is both a channel and a fallback",
+                        f"{path}.fallback[{position}]",
                     )
             if rule.fallback_after is not None and not rule.fallback:
                 raise ConfigError("fallback_after needs a fallback", f"{path}.fallback_after")
@@ -304,7 +305,9 @@ def build_settings(raw: Any, env: Mapping[str, str], source: str) -> Settings:
         raw["inbox"] = {**(raw.get("inbox") or {}), "secret": env["TIDINGS_INBOX_SECRET"]}
     if env.get("TIDINGS_API_KEYS"):
         raw["api_keys"] = [*(raw.get("api_keys") or []), *parse_api_keys(env["TIDINGS_API_KEYS"])]
-    raw["api_keys"] = [k for k in raw.get("api_keys") or [] if not isinstance(k, dict) or k.get("key")]
+    raw["api_keys"] = [
+        k for k in raw.get("api_keys") or [] if not isinstance(k, dict) or k.get("key")
+    ]
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -26,7 +26,9 @@ class Cipher:
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
-            raise ConfigError("the encryption key must be 32 bytes (urlsafe base64)", "encryption_key")
+            raise ConfigError(
+                "the encryption key must be 32 bytes (urlsafe base64)", "encryption_key"
+            )
         self._aead = AESGCM(key)
         self._blind = hashlib.sha256(b"tidings-blind-index" + key).digest()
 

@@ -17,8 +17,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 SOURCE = "/demo-shop"
-_PRODUCTS = [("SKU-TEA", "Tea set", "99.00"), ("SKU-MUG", "Mug", "25.50"),
-             ("SKU-SILK", "Silk scarf", "268.00"), ("SKU-PEN", "Fountain pen", "120.00")]
+_PRODUCTS = [
+    ("SKU-TEA", "Tea set", "99.00"),
+    ("SKU-MUG", "Mug", "25.50"),
+    ("SKU-SILK", "Silk scarf", "268.00"),
+    ("SKU-PEN", "Fountain pen", "120.00"),
+]
 
 
 @dataclass
@@ -53,10 +57,18 @@ def life_cycle(rng: random.Random) -> list[str]:
 
 def event_for(order: Order, kind: str) -> dict[str, Any]:
     """A structured CloudEvent for one step of ``order``."""
-    data: dict[str, Any] = {"order_id": order.order_id, "buyer_id": order.buyer,
-                            "seller_id": order.seller}
-    if kind in ("order.created", "order.paid", "refund.requested", "refund.approved",
-                "refund.completed"):
+    data: dict[str, Any] = {
+        "order_id": order.order_id,
+        "buyer_id": order.buyer,
+        "seller_id": order.seller,
+    }
+    if kind in (
+        "order.created",
+        "order.paid",
+        "refund.requested",
+        "refund.approved",
+        "refund.completed",
+    ):
         data |= {"amount": order.amount, "currency": order.currency}
     if kind == "order.created":
         sku, name, price = random.choice(_PRODUCTS)
@@ -70,27 +82,54 @@ def event_for(order: Order, kind: str) -> dict[str, Any]:
     if kind.startswith("refund."):
         data["refund_id"] = f"ref-{order.order_id}"
     if kind.startswith("review."):
-        data |= {"review_id": f"rev-{order.order_id}", "rating": random.randint(3, 5),
-                 "text": random.choice(["Great!", "很好，推荐", "Fast delivery"])}
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": SOURCE, "type": kind,
-            "subject": order.order_id, "data": data}
+        data |= {
+            "review_id": f"rev-{order.order_id}",
+            "rating": random.randint(3, 5),
+            "text": random.choice(["Great!", "很好，推荐", "Fast delivery"]),
+        }
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": SOURCE,
+        "type": kind,
+        "subject": order.order_id,
+        "data": data,
+    }
 
 
 async def _register(client: httpx.AsyncClient, buyers: int, sellers: int) -> None:
     for index in range(buyers):
         chinese = index % 2 == 0
-        await client.put(f"/v1/subscribers/buyer-{index}", json={
-            "name": f"Buyer {index}", "email": f"buyer{index}@shop.test",
-            "phone": f"+861380013{index:04d}", "locale": "zh-CN" if chinese else "en-US",
-            "timezone": "Asia/Shanghai" if chinese else "America/New_York", "role": "buyer"})
+        await client.put(
+            f"/v1/subscribers/buyer-{index}",
+            json={
+                "name": f"Buyer {index}",
+                "email": f"buyer{index}@shop.test",
+                "phone": f"+861380013{index:04d}",
+                "locale": "zh-CN" if chinese else "en-US",
+                "timezone": "Asia/Shanghai" if chinese else "America/New_York",
+                "role": "buyer",
+            },
+        )
         if index % 3:
-            await client.post(f"/v1/subscribers/buyer-{index}/devices",
-                              json={"kind": "fcm" if index % 3 == 1 else "apns",
-                                    "token": f"demo-token-{index:06d}-{uuid.uuid4().hex}"})
+            await client.post(
+                f"/v1/subscribers/buyer-{index}/devices",
+                json={
+                    "kind": "fcm" if index % 3 == 1 else "apns",
+                    "token": f"demo-token-{index:06d}-{uuid.uuid4().hex}",
+                },
+            )
     for index in range(sellers):
-        await client.put(f"/v1/subscribers/seller-{index}", json={
-            "name": f"Seller {index}", "email": f"seller{index}@shop.test", "locale": "zh-CN",
-            "timezone": "Asia/Shanghai", "role": "seller"})
+        await client.put(
+            f"/v1/subscribers/seller-{index}",
+            json={
+                "name": f"Seller {index}",
+                "email": f"seller{index}@shop.test",
+                "locale": "zh-CN",
+                "timezone": "Asia/Shanghai",
+                "role": "seller",
+            },
+        )
 
 
 async def run_demo(url: str, api_key: str, rate: float, duration: float) -> None:
@@ -106,29 +145,42 @@ async def run_demo(url: str, api_key: str, rate: float, duration: float) -> None
         sent = 0
         total = max(1, int(rate * duration))
         start = time.perf_counter()
-        with Progress(TextColumn("[bold]shop[/bold] {task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total} events"), TimeRemainingColumn(),
-                      console=out) as progress:
+        with Progress(
+            TextColumn("[bold]shop[/bold] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} events"),
+            TimeRemainingColumn(),
+            console=out,
+        ) as progress:
             task = progress.add_task("emitting", total=total)
             while sent < total:
                 if len(live) < 20 or rng.random() < 0.3:
                     number = rng.randint(10_000, 99_999)
                     sku = rng.choice(_PRODUCTS)
-                    live.append(Order(f"ord-{number}-{sent}", f"buyer-{rng.randrange(50)}",
-                                      f"seller-{rng.randrange(5)}", sku[2],
-                                      rng.choice(["CNY", "CNY", "USD"]), life_cycle(rng)))
+                    live.append(
+                        Order(
+                            f"ord-{number}-{sent}",
+                            f"buyer-{rng.randrange(50)}",
+                            f"seller-{rng.randrange(5)}",
+                            sku[2],
+                            rng.choice(["CNY", "CNY", "USD"]),
+                            life_cycle(rng),
+                        )
+                    )
                 order = rng.choice(live)
                 kind = order.steps.pop(0)
                 if not order.steps:
                     live.remove(order)
                 began = time.perf_counter()
-                response = await client.post("/v1/events", json=event_for(order, kind),
-                                             headers={"content-type": "application/cloudevents+json"})
+                response = await client.post(
+                    "/v1/events",
+                    json=event_for(order, kind),
+                    headers={"content-type": "application/cloudevents+json"},
+                )
                 latencies.append(time.perf_counter() - began)
                 statuses[response.status_code] += 1
                 sent += 1
-                progress.update(task, advance=1,
-                                description=f"{kind:<17} accepted {statuses[202]}")
+                progress.update(task, advance=1, description=f"{kind:<17} accepted {statuses[202]}")
                 delay = start + sent / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -137,8 +189,9 @@ async def run_demo(url: str, api_key: str, rate: float, duration: float) -> None
     _summary(out, statuses, latencies, metrics, time.perf_counter() - start)
 
 
-def _summary(out: Console, statuses: Counter[int], latencies: list[float], metrics: str,
-             elapsed: float) -> None:
+def _summary(
+    out: Console, statuses: Counter[int], latencies: list[float], metrics: str, elapsed: float
+) -> None:
     latencies.sort()
 
     def pct(p: float) -> str:
@@ -148,13 +201,16 @@ def _summary(out: Console, statuses: Counter[int], latencies: list[float], metri
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("events accepted (202)", str(statuses[202]))
-    table.add_row("other answers", ", ".join(f"{k}: {v}" for k, v in statuses.items() if k != 202) or "-")
+    table.add_row(
+        "other answers", ", ".join(f"{k}: {v}" for k, v in statuses.items() if k != 202) or "-"
+    )
     if latencies:
         table.add_row("POST latency p50 / p95 / p99", f"{pct(0.5)} / {pct(0.95)} / {pct(0.99)}")
     by_channel: Counter[str] = Counter()
     for match in re.finditer(
         r'^tidings_deliveries_total\{channel="(\w+)",provider="[^"]*",status="(\w+)"\} ([\d.e+]+)',
-        metrics, re.M,
+        metrics,
+        re.M,
     ):
         by_channel[f"{match.group(1)} {match.group(2)}"] += int(float(match.group(3)))
     for key, value in sorted(by_channel.items()):

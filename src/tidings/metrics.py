@@ -13,23 +13,32 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
-            "tidings_events", "Events offered, by type and outcome",
-            ["type", "outcome"], registry=self.registry,
+            "tidings_events",
+            "Events offered, by type and outcome",
+            ["type", "outcome"],
+            registry=self.registry,
         )
         self.deliveries = Counter(
-            "tidings_deliveries", "Delivery attempts' results",
-            ["channel", "provider", "status"], registry=self.registry,
+            "tidings_deliveries",
+            "Delivery attempts' results",
+            ["channel", "provider", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "tidings_latency_seconds", "Latency per stage (Tp produce, Tc queue, Td deliver, total)",
-            ["stage", "channel"], buckets=_BUCKETS, registry=self.registry,
+            "tidings_latency_seconds",
+            "Latency per stage (Tp produce, Tc queue, Td deliver, total)",
+            ["stage", "channel"],
+            buckets=_BUCKETS,
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
             "tidings_queue_depth", "Tickets waiting per lane", ["lane"], registry=self.registry
         )
         self.provider_up = Gauge(
-            "tidings_provider_up", "1 while the provider's circuit breaker is closed",
-            ["provider"], registry=self.registry,
+            "tidings_provider_up",
+            "1 while the provider's circuit breaker is closed",
+            ["provider"],
+            registry=self.registry,
         )
         self.dead_letters = Gauge(
             "tidings_dead_letters", "Dead letters waiting for replay", registry=self.registry

@@ -13,13 +13,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from babel.core import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_datetime, get_timezone
 from babel.numbers import format_currency, format_decimal
 from jinja2 import StrictUndefined, Template, TemplateError, Undefined, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tidings.errors import ConfigError
+
 
 def _babel_locale(tag: str) -> Locale:
     try:
@@ -54,7 +55,7 @@ def date(value: Any, fmt: str = "medium", locale: str = "en-US", tz: str = "UTC"
             moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return str(value)
-    return format_datetime(moment, fmt, tzinfo=tz, locale=_babel_locale(locale))
+    return format_datetime(moment, fmt, tzinfo=get_timezone(tz), locale=_babel_locale(locale))
 
 
 @pass_context
@@ -124,7 +125,9 @@ class Templates:
         """Render every field of the best variant; returns ``(locale used, fields)``."""
         variants = self._sources[name]
         used = pick_locale(variants, locale, self.default_locale)
-        fields = self._render_value(variants[used], {**context, "locale": used}, strict, (name, used))
+        fields = self._render_value(
+            variants[used], {**context, "locale": used}, strict, (name, used)
+        )
         return used, fields
 
     def _render_value(
@@ -135,12 +138,18 @@ class Templates:
             key = ("/".join(path), strict)
             template = self._compiled.get(key)
             if template is None:
-                env = (_STRICT_HTML if html else _STRICT_TEXT) if strict else (_HTML if html else _TEXT)
+                env = (
+                    (_STRICT_HTML if html else _STRICT_TEXT)
+                    if strict
+                    else (_HTML if html else _TEXT)
+                )
                 template = env.from_string(value)
                 self._compiled[key] = template
             return template.render(context)
         if isinstance(value, Mapping):
-            return {k: self._render_value(v, context, strict, (*path, str(k))) for k, v in value.items()}
+            return {
+                k: self._render_value(v, context, strict, (*path, str(k))) for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self._render_value(v, context, strict, path) for v in value]
         return value

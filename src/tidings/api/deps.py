@@ -40,8 +40,11 @@ def require(scope: str) -> Callable[[Request], Awaitable[str]]:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise ApiError(401, "missing API key: send Authorization: Bearer <key>",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "missing API key: send Authorization: Bearer <key>",
+                {"WWW-Authenticate": "Bearer"},
+            )
         digest = hash_api_key(key.strip())
         scopes = svc.api_keys.get(digest)
         if scopes is None:

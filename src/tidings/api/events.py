@@ -58,12 +58,17 @@ async def post_events(request: Request, _: str = Depends(require("events"))) -> 
     elif content_type in _STRUCTURED or not content_type:
         event = _checked(parse_structured(_decode(body)))
     else:
-        raise ApiError(415, f"unsupported content type {content_type!r}: send "
-                            "application/cloudevents+json, application/json or " + _BATCH)
+        raise ApiError(
+            415,
+            f"unsupported content type {content_type!r}: send "
+            "application/cloudevents+json, application/json or " + _BATCH,
+        )
     (result,) = await svc.accept([event])
     status = 200 if result.duplicate else 202
-    return _json({"id": event.id, "source": event.source, "status": status,
-                  "duplicate": result.duplicate}, status)
+    return _json(
+        {"id": event.id, "source": event.source, "status": status, "duplicate": result.duplicate},
+        status,
+    )
 
 
 async def _batch(svc: Any, raw: Any) -> Response:
@@ -72,19 +77,33 @@ async def _batch(svc: Any, raw: Any) -> Response:
     results: list[dict[str, Any] | None] = [None] * len(parsed)
     for index, item in enumerate(parsed):
         if isinstance(item, InvalidInput):
-            results[index] = {"index": index, "id": _item_id(raw[index]), "status": item.status,
-                              "duplicate": False, "problem": problem_body(item)}
+            results[index] = {
+                "index": index,
+                "id": _item_id(raw[index]),
+                "status": item.status,
+                "duplicate": False,
+                "problem": problem_body(item),
+            }
             continue
         try:
             valid.append((index, _checked(item, f"/{index}")))
         except InvalidInput as exc:
-            results[index] = {"index": index, "id": item.id, "status": exc.status,
-                              "duplicate": False, "problem": problem_body(exc)}
+            results[index] = {
+                "index": index,
+                "id": item.id,
+                "status": exc.status,
+                "duplicate": False,
+                "problem": problem_body(exc),
+            }
     if valid:
         accepted = await svc.accept([event for _, event in valid])
         for (index, event), result in zip(valid, accepted, strict=True):
-            results[index] = {"index": index, "id": event.id, "status": 200 if result.duplicate else 202,
-                              "duplicate": result.duplicate}
+            results[index] = {
+                "index": index,
+                "id": event.id,
+                "status": 200 if result.duplicate else 202,
+                "duplicate": result.duplicate,
+            }
     status = 202 if all(r is not None and r["status"] == 202 for r in results) else 207
     return _json({"results": results}, status)
 

@@ -22,8 +22,9 @@ KEEPALIVE = 15.0
 
 def mint_token(secret: str, subscriber_id: str, ttl: float, now: float) -> str:
     """An inbox token (HS256 JWT, ``sub`` = subscriber id) valid for ``ttl`` seconds."""
-    return jwt.encode({"sub": subscriber_id, "iat": int(now), "exp": int(now + ttl)},
-                      secret, algorithm="HS256")
+    return jwt.encode(
+        {"sub": subscriber_id, "iat": int(now), "exp": int(now + ttl)}, secret, algorithm="HS256"
+    )
 
 
 async def subscriber(request: Request) -> str:
@@ -35,8 +36,12 @@ async def subscriber(request: Request) -> str:
     if not token:
         raise ApiError(401, "missing inbox token", {"WWW-Authenticate": "Bearer"})
     try:
-        claims = jwt.decode(token.strip(), service(request).inbox_secret, algorithms=["HS256"],
-                            options={"require": ["sub", "exp"]})
+        claims = jwt.decode(
+            token.strip(),
+            service(request).inbox_secret,
+            algorithms=["HS256"],
+            options={"require": ["sub", "exp"]},
+        )
     except jwt.PyJWTError as exc:
         raise ApiError(401, f"invalid inbox token: {exc}", {"WWW-Authenticate": "Bearer"}) from exc
     sub = claims.get("sub")
@@ -58,8 +63,10 @@ async def list_inbox(
     size = page_limit(limit, 20, 100)
     async with svc.store.read() as conn:
         found = await inbox_rows.list_items(conn, me, status, cursor, size + 1)
-    return {"items": [inbox_rows.item_json(r) for r in found[:size]],
-            "next_cursor": found[size - 1].id if len(found) > size else None}
+    return {
+        "items": [inbox_rows.item_json(r) for r in found[:size]],
+        "next_cursor": found[size - 1].id if len(found) > size else None,
+    }
 
 
 @router.get("/v1/inbox/count", summary="Unread and unseen counts")
@@ -126,7 +133,9 @@ async def stream(request: Request, me: str = Depends(subscriber)) -> StreamingRe
                     yield ": keep-alive\n\n"
                     continue
                 if message["type"] == "item":
-                    yield _sse("item", inbox_rows.item_json(_Row(message["item"])), message["item"]["id"])
+                    yield _sse(
+                        "item", inbox_rows.item_json(_Row(message["item"])), message["item"]["id"]
+                    )
                     async with svc.store.read() as conn:
                         counts = await inbox_rows.counts(conn, me)
                     yield _sse("count", counts)
@@ -135,8 +144,11 @@ async def stream(request: Request, me: str = Depends(subscriber)) -> StreamingRe
         finally:
             svc.hub.unsubscribe(me, queue)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 class _Row:

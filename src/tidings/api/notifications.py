@@ -37,8 +37,12 @@ async def list_notifications(
                 return {"items": [], "next_cursor": None}
             event_pk = found[0].id
         rows = await delivery_rows.list_notifications(
-            conn, subscriber_id=subscriber_id, event_pk=event_pk, status=status,
-            after=cursor, limit=size + 1,
+            conn,
+            subscriber_id=subscriber_id,
+            event_pk=event_pk,
+            status=status,
+            after=cursor,
+            limit=size + 1,
         )
         items = await notifications_json(conn, rows[:size], svc.clock.now())
     return {"items": items, "next_cursor": rows[size - 1].id if len(rows) > size else None}

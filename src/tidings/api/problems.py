@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -14,29 +14,53 @@ from tidings.errors import Conflict, InvalidInput, NotFound, TidingsError
 
 PROBLEM = "application/problem+json"
 _TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
-def problem(status: int, detail: str, *, field: str | None = None,
-            headers: dict[str, str] | None = None, **extra: Any) -> Response:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
     """A ``application/problem+json`` response."""
-    body: dict[str, Any] = {"type": "about:blank", "title": _TITLES.get(status, "Error"),
-                            "status": status, "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
     if field is not None:
         body["field"] = field
     body.update(extra)
-    return Response(json.dumps(body, ensure_ascii=False), status, headers=headers,
-                    media_type=PROBLEM)
+    return Response(
+        json.dumps(body, ensure_ascii=False), status, headers=headers, media_type=PROBLEM
+    )
 
 
 def problem_body(exc: InvalidInput) -> dict[str, Any]:
     """The per-item problem of a batch result."""
-    return {"type": "about:blank", "title": _TITLES.get(exc.status, "Error"), "status": exc.status,
-            "detail": str(exc), "field": exc.field}
+    return {
+        "type": "about:blank",
+        "title": _TITLES.get(exc.status, "Error"),
+        "status": exc.status,
+        "detail": str(exc),
+        "field": exc.field,
+    }
 
 
 class ApiError(Exception):
@@ -49,7 +73,7 @@ class ApiError(Exception):
         super().__init__(detail)
 
 
-def install(app: Any) -> None:
+def install(app: FastAPI) -> None:
     """Register the exception handlers that render every error as a problem."""
 
     @app.exception_handler(ApiError)

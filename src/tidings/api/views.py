@@ -55,8 +55,14 @@ def delivery_json(row: Any, attempts: Sequence[Any] | None = None) -> dict[str, 
     }
     if attempts is not None:
         body["attempt_log"] = [
-            {"number": a.number, "provider": a.provider, "started_at": iso(a.started_at),
-             "finished_at": iso(a.finished_at), "outcome": a.outcome, "error": a.error}
+            {
+                "number": a.number,
+                "provider": a.provider,
+                "started_at": iso(a.started_at),
+                "finished_at": iso(a.finished_at),
+                "outcome": a.outcome,
+                "error": a.error,
+            }
             for a in attempts
         ]
     return body
@@ -77,25 +83,27 @@ async def notifications_json(
     result = []
     for row in rows:
         ds = by_note.get(row.id, [])
-        result.append({
-            "id": row.id,
-            "event_pk": row.event_pk,
-            "rule": row.rule_id,
-            "subscriber_id": row.subscriber_id,
-            "category": row.category,
-            "priority": row.priority,
-            "subject": row.subject,
-            "locale": row.locale,
-            "status": notification_status(
-                row.status, [d.status for d in ds], not_yet_due=row.due_at > now
-            ),
-            "title": row.content.get("title"),
-            "body": row.content.get("body"),
-            "created_at": iso(row.created_at),
-            "due_at": iso(row.due_at),
-            "expires_at": iso(row.expires_at),
-            "deliveries": [
-                delivery_json(d, attempts_by.get(d.id) if with_attempts else None) for d in ds
-            ],
-        })
+        result.append(
+            {
+                "id": row.id,
+                "event_pk": row.event_pk,
+                "rule": row.rule_id,
+                "subscriber_id": row.subscriber_id,
+                "category": row.category,
+                "priority": row.priority,
+                "subject": row.subject,
+                "locale": row.locale,
+                "status": notification_status(
+                    row.status, [d.status for d in ds], not_yet_due=row.due_at > now
+                ),
+                "title": row.content.get("title"),
+                "body": row.content.get("body"),
+                "created_at": iso(row.created_at),
+                "due_at": iso(row.due_at),
+                "expires_at": iso(row.expires_at),
+                "deliveries": [
+                    delivery_json(d, attempts_by.get(d.id) if with_attempts else None) for d in ds
+                ],
+            }
+        )
     return result

@@ -43,14 +43,16 @@ def validate(event_type: str, data: dict[str, Any], prefix: str = "") -> None:
     for name in required:
         value = data.get(name)
         if value is None or value == "":
-            raise InvalidInput(f"`data.{name}` is required for {event_type}", f"{prefix}/data/{name}")
+            raise InvalidInput(
+                f"`data.{name}` is required for {event_type}", f"{prefix}/data/{name}"
+            )
         if name.endswith("_id") and not isinstance(value, str | int):
             raise InvalidInput(f"`data.{name}` must be a string", f"{prefix}/data/{name}")
     if "amount" in data and data["amount"] is not None:
         amount = data["amount"]
         if not isinstance(amount, str) or not _MONEY.match(amount):
             raise InvalidInput(
-                "`data.amount` must be a decimal string such as \"99.00\"", f"{prefix}/data/amount"
+                '`data.amount` must be a decimal string such as "99.00"', f"{prefix}/data/amount"
             )
         try:
             Decimal(amount)
@@ -64,7 +66,9 @@ def validate(event_type: str, data: dict[str, Any], prefix: str = "") -> None:
     if "rating" in data and data["rating"] is not None:
         rating = data["rating"]
         if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
-            raise InvalidInput("`data.rating` must be an integer from 1 to 5", f"{prefix}/data/rating")
+            raise InvalidInput(
+                "`data.rating` must be an integer from 1 to 5", f"{prefix}/data/rating"
+            )
     if "items" in data and not isinstance(data["items"], list):
         raise InvalidInput("`data.items` must be an array", f"{prefix}/data/items")
 

@@ -15,8 +15,18 @@ from tidings.errors import InvalidInput
 
 SPECVERSION = "1.0"
 _REQUIRED = ("id", "source", "specversion", "type")
-_KNOWN = {"id", "source", "specversion", "type", "subject", "time", "data", "datacontenttype",
-          "dataschema", "data_base64"}
+_KNOWN = {
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "subject",
+    "time",
+    "data",
+    "datacontenttype",
+    "dataschema",
+    "data_base64",
+}
 MAX_BATCH = 1000
 
 
@@ -56,7 +66,9 @@ def parse_time(text: str, field_name: str = "time") -> float:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as exc:
-        raise InvalidInput(f"`{field_name}` is not an RFC 3339 timestamp", f"/{field_name}") from exc
+        raise InvalidInput(
+            f"`{field_name}` is not an RFC 3339 timestamp", f"/{field_name}"
+        ) from exc
     if moment.tzinfo is None:
         raise InvalidInput(f"`{field_name}` needs a time zone offset", f"/{field_name}")
     return moment.timestamp()
@@ -90,8 +102,9 @@ def parse_structured(envelope: Any, prefix: str = "") -> Event:
     ):
         raise InvalidInput("only JSON `data` is accepted", f"{prefix}/datacontenttype")
     if "data_base64" in envelope:
-        raise InvalidInput("binary `data_base64` is not accepted; send JSON `data`",
-                           f"{prefix}/data_base64")
+        raise InvalidInput(
+            "binary `data_base64` is not accepted; send JSON `data`", f"{prefix}/data_base64"
+        )
     data = envelope.get("data", {})
     if data is None:
         data = {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tidings.clock import Clock
 from tidings.events.cloudevents import Event
 from tidings.store import Store
@@ -40,10 +42,13 @@ class Intake:
             taken, self._pending = self._pending, []
             events = [event for batch, _ in taken for event in batch]
             now = self.clock.now()
+            async def insert(
+                conn: AsyncConnection, events: list[Event] = events, now: float = now
+            ) -> list[Accepted]:
+                return await event_rows.insert_events(conn, events, now)
+
             try:
-                results = await self.store.write(
-                    lambda conn, events=events, now=now: event_rows.insert_events(conn, events, now)
-                )
+                results = await self.store.write(insert)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for _, future in taken:
                     if not future.done():

@@ -12,9 +12,9 @@ from pathlib import Path
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
 from tidings.crypto import hash_api_key
-from tidings.durations import parse_duration
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.scheduler import Scheduler
+from tidings.durations import parse_duration
 from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
@@ -23,7 +23,6 @@ from tidings.runtime.inbox_hub import InboxHub
 from tidings.runtime.intake import Intake
 from tidings.runtime.processor import Processor
 from tidings.store import Store
-from tidings.store import events as event_rows
 from tidings.store import keys as key_rows
 from tidings.store.events import Accepted, StoredEvent
 from tidings.strategy.decide import Policy
@@ -121,7 +120,7 @@ class Service:
         self.generated_admin_key = await self.store.write(setup)
         async with self.store.read() as conn:
             stored = await key_rows.all_keys(conn)
-        configured_hashes = {hash_api_key(k.key): frozenset(k.scopes) for k in configured}
+        configured_hashes: dict[str, frozenset[str]] = {hash_api_key(k.key): frozenset(k.scopes) for k in configured}
         # configured keys are authoritative; stored ones (generated) count when none are set
         self.api_keys = configured_hashes or stored
 
@@ -135,7 +134,9 @@ class Service:
             if not result.duplicate
         ]
         for event, result in zip(batch, accepted, strict=True):
-            self.metrics.events.labels(event.type, "duplicate" if result.duplicate else "accepted").inc()
+            self.metrics.events.labels(
+                event.type, "duplicate" if result.duplicate else "accepted"
+            ).inc()
         if fresh and self.role in ("all", "worker"):
             self.processor.submit(fresh)
         return accepted

@@ -80,8 +80,8 @@ class Writer:
 
     async def aclose(self) -> None:
         """Finish queued operations, then stop."""
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
+        if self._tasks:
+            await asyncio.wait_for(self._queue.join(), 30)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -101,7 +101,11 @@ class Writer:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
         self.batches += 1

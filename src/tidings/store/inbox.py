@@ -65,7 +65,9 @@ async def mark(
 ) -> int:
     """Set ``read_at``/``archived_at``/``seen_at`` on one item (or all when ``item_id`` is None)."""
     target = inbox_items.c[column]
-    query = update(inbox_items).where(inbox_items.c.subscriber_id == subscriber_id, target.is_(None))
+    query = update(inbox_items).where(
+        inbox_items.c.subscriber_id == subscriber_id, target.is_(None)
+    )
     if item_id is not None:
         query = query.where(inbox_items.c.id == item_id)
     values: dict[str, Any] = {column: now}

@@ -28,13 +28,17 @@ async def count_keys(conn: AsyncConnection) -> int:
     return len((await conn.execute(select(api_keys.c.key_hash))).all())
 
 
-async def add_key(conn: AsyncConnection, key: str, scopes: list[str], label: str, now: float) -> None:
+async def add_key(
+    conn: AsyncConnection, key: str, scopes: list[str], label: str, now: float
+) -> None:
     """Store a key (hashed) with its scopes; re-adding updates nothing."""
     digest = hash_api_key(key)
     found = await conn.execute(select(api_keys.c.key_hash).where(api_keys.c.key_hash == digest))
     if found.first() is None:
         await conn.execute(
-            insert(api_keys).values(key_hash=digest, scopes="+".join(scopes), label=label, created_at=now)
+            insert(api_keys).values(
+                key_hash=digest, scopes="+".join(scopes), label=label, created_at=now
+            )
         )
 
 

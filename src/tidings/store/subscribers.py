@@ -45,9 +45,7 @@ async def upsert(
 
 async def get(conn: AsyncConnection, cipher: Cipher, subscriber_id: str) -> dict[str, Any] | None:
     """The decrypted profile, or ``None``."""
-    row = (
-        await conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id))
-    ).first()
+    row = (await conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id))).first()
     if row is None:
         return None
     return {
@@ -105,7 +103,11 @@ async def put_preferences(
     if not result.rowcount:
         await conn.execute(
             insert(subscribers).values(
-                id=subscriber_id, preferences=document, attributes={}, created_at=now, updated_at=now
+                id=subscriber_id,
+                preferences=document,
+                attributes={},
+                created_at=now,
+                updated_at=now,
             )
         )
 
@@ -178,7 +180,9 @@ async def remove_device(conn: AsyncConnection, subscriber_id: str, device_id: st
     return bool(result.rowcount)
 
 
-async def deactivate(conn: AsyncConnection, kind: str, device_id: str, reason: str, now: float) -> None:
+async def deactivate(
+    conn: AsyncConnection, kind: str, device_id: str, reason: str, now: float
+) -> None:
     """Mark a dead device (or webhook endpoint) inactive."""
     table = webhook_endpoints if kind == "webhook" else devices
     values: dict[str, Any] = {"active": False, "deactivated_at": now}
@@ -215,8 +219,12 @@ async def list_endpoints(
         .order_by(webhook_endpoints.c.id)
     )
     return [
-        {"endpoint_id": r.id, "url": cipher.decrypt(r.url_enc), "active": r.active,
-         "created_at": r.created_at}
+        {
+            "endpoint_id": r.id,
+            "url": cipher.decrypt(r.url_enc),
+            "active": r.active,
+            "created_at": r.created_at,
+        }
         for r in rows
     ]
 
@@ -277,21 +285,21 @@ async def recipients(
         targets[subscriber_id].setdefault("webhook", []).append(("webhook", endpoint_id))
     result: dict[str, Recipient] = {}
     for subscriber_id in wanted:
-        entry = found.get(subscriber_id)
+        known = found.get(subscriber_id)
         channels = set(targets[subscriber_id])
-        if entry is None:
+        if known is None:
             result[subscriber_id] = Recipient(
                 id=subscriber_id, reachable=frozenset({"inapp", *channels})
             )
             continue
-        row = entry["row"]
+        row = known["row"]
         result[subscriber_id] = Recipient(
             id=subscriber_id,
             known=True,
             locale=row.locale,
             timezone=row.timezone,
             preferences=dict(row.preferences or {}),
-            reachable=frozenset(entry["reachable"] | channels),
+            reachable=frozenset(known["reachable"] | channels),
         )
     return result, targets
 
@@ -313,13 +321,17 @@ async def destinations(
         return [Destination("email" if channel == "email" else "phone", address)]
     if channel == "push":
         rows = await conn.execute(
-            select(devices).where(devices.c.subscriber_id == subscriber_id, devices.c.active.is_(True))
+            select(devices).where(
+                devices.c.subscriber_id == subscriber_id, devices.c.active.is_(True)
+            )
         )
         found = []
         for row in rows:
             keys = json.loads(cipher.decrypt(row.keys_enc) or "{}") if row.keys_enc else {}
             found.append(
-                Destination(row.kind, cipher.decrypt(row.token_enc) or "", device_id=row.id, keys=keys)
+                Destination(
+                    row.kind, cipher.decrypt(row.token_enc) or "", device_id=row.id, keys=keys
+                )
             )
         return found
     rows = await conn.execute(
@@ -328,14 +340,22 @@ async def destinations(
         )
     )
     return [
-        Destination("webhook", cipher.decrypt(r.url_enc) or "", device_id=r.id,
-                    secret=cipher.decrypt(r.secret_enc))
+        Destination(
+            "webhook",
+            cipher.decrypt(r.url_enc) or "",
+            device_id=r.id,
+            secret=cipher.decrypt(r.secret_enc),
+        )
         for r in rows
     ]
 
 
 async def destination(
-    conn: AsyncConnection, cipher: Cipher, subscriber_id: str, channel: Channel, device_id: str | None
+    conn: AsyncConnection,
+    cipher: Cipher,
+    subscriber_id: str,
+    channel: Channel,
+    device_id: str | None,
 ) -> Destination | None:
     """The one destination a delivery row names (``None`` if it is gone or inactive)."""
     for found in await destinations(conn, cipher, subscriber_id, channel):

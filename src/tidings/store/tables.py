@@ -54,6 +54,7 @@ events = Table(
     UniqueConstraint("source", "event_id", name="uq_events_source_id"),
 )
 Index("ix_events_unprocessed", events.c.processed_at, events.c.received_at)
+Index("ix_events_subject", events.c.subject)
 
 decisions = Table(
     "decisions",
@@ -88,8 +89,13 @@ notifications = Table(
     Column("created_at", Float, nullable=False),
     Column("due_at", Float, nullable=False),
     Column("expires_at", Float),
+    # strategy (issue 5): what cancels a deferred one, and a digest's collected events
+    Column("cancel_on", JSON),
+    Column("digest", JSON),
 )
 Index("ix_notifications_subscriber", notifications.c.subscriber_id, notifications.c.id)
+Index("ix_notifications_due", notifications.c.status, notifications.c.due_at)
+Index("ix_notifications_subject", notifications.c.subject, notifications.c.status)
 
 deliveries = Table(
     "deliveries",
@@ -115,8 +121,13 @@ deliveries = Table(
     Column("tp", Float),
     Column("tc", Float),
     Column("td", Float),
+    # per-subject ordering: deliveries with one order_key (subscriber + subject) and one
+    # destination leave in ``seq`` (event time) order
+    Column("order_key", String(800)),
+    Column("seq", Float),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.due_at)
+Index("ix_deliveries_order", deliveries.c.order_key, deliveries.c.status)
 
 attempts = Table(
     "attempts",
