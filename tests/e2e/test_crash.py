@@ -54,7 +54,8 @@ def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:
         with sqlite3.connect(database) as db:
             rows = db.execute(
                 """select e.event_id,
-                          (select count(*) from notifications n where n.event_pk = e.id),
+                          (select count(*) from notifications n where n.event_pk = e.id
+                             and n.rule_id = 'order-delivered-buyer'),
                           (select count(*) from inbox_items i join notifications n
                              on i.notification_id = n.id where n.event_pk = e.id)
                    from events e"""

@@ -48,7 +48,7 @@ def test_explain_and_notifications(server: Server) -> None:
         explained = wait_for(lambda: client.get("/v1/events/evt-2", params={"source": "/shop"}).json()
                              if client.get("/v1/events/evt-2").json().get("processed_at") else None)
         by_rule = {d["rule"]: d for d in explained["decisions"]}
-        assert set(by_rule) == {"order-paid-buyer", "order-paid-seller"}
+        assert set(by_rule) == {"order-paid-buyer", "order-paid-seller", "seller-paid-orders-digest"}
         buyer = by_rule["order-paid-buyer"]
         assert buyer["outcome"] == "sent" and buyer["recipient"] == "buyer-1"
         assert "opted out of push for order_updates" in buyer["reason"]

@@ -4,20 +4,28 @@ It is what makes the embedded broker durable and retries timely: every ``pending
 that is due and not (recently) enqueued is published; ``sending`` rows whose lease ran out
 (their worker died mid-call) go back to ``pending``; accepted events never processed are
 processed. At start-up every due delivery is republished, whatever it was doing.
+
+It also runs the strategy's deferred work, all of it kept in the store so that it survives
+restarts: deferred notifications that fell due are fired (or cancelled by a ``cancel_on``
+event accepted meanwhile, or expired), timed fallbacks go out if the in-app item is still
+unread, and undelivered notifications past their ``ttl`` expire (see
+:mod:`tidings.store.schedule`). Unprocessed events are processed *before* anything fires,
+so a cancel accepted before a crash is decided first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
 from tidings.metrics import Metrics
-from tidings.queue.base import Broker, Ticket
+from tidings.queue.base import LANES, Broker, Lane, Ticket
 from tidings.runtime.processor import Processor
-from tidings.store import Store
+from tidings.store import Store, schedule
 from tidings.store import deliveries as delivery_rows
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,7 @@ class Scheduler:
         now = self.clock.now()
         await self.store.write(lambda conn: delivery_rows.release_expired_leases(conn, now + 1e9))
         recovered = await self.processor.recover(older_than=now + 1)
+        await self.run_deferred()
         published = await self.publish_due(stale_before=now + 1e9)
         if recovered or published:
             log.info("recovered %d events and %d deliveries", recovered, published)
@@ -68,16 +77,34 @@ class Scheduler:
             now = self.clock.now()
             cutoff = now - self.requeue_after if stale_before is None else stale_before
 
-            async def take(conn: AsyncConnection) -> list[Ticket]:
-                rows = await delivery_rows.due(conn, now, cutoff, 500)
-                return [Ticket(r.id, r.lane) for r in rows]
-
-            tickets = await self.store.write(take)
+            tickets = await self.store.write(partial(_take, now=now, cutoff=cutoff))
             if tickets:
                 await self.broker.publish(tickets)
                 total += len(tickets)
             if len(tickets) < 500:
                 return total
+
+    async def run_deferred(self) -> int:
+        """Fire due deferred notifications, timed fallbacks and expiries; how many moved."""
+        moved = 0
+        while True:
+            now = self.clock.now()
+            fired = await self.store.write(partial(schedule.fire_due, now=now))
+            tickets = [Ticket(d, _lane(lane), subject) for d, lane, subject in fired.tickets]
+            if tickets:
+                await self.broker.publish(tickets)
+            for row in fired.inbox:
+                self.processor.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
+            done = len(fired.fired) + len(fired.cancelled) + len(fired.expired)
+            moved += done
+            if done < 200:
+                break
+        now = self.clock.now()
+        fallbacks = await self.store.write(lambda conn: schedule.fallback_due(conn, now))
+        if fallbacks:
+            await self.broker.publish([Ticket(d, _lane(lane), s) for d, lane, s in fallbacks])
+        expired = await self.store.write(lambda conn: schedule.expire_due(conn, now))
+        return moved + len(fallbacks) + len(expired)
 
     async def run(self) -> None:
         """Tick forever."""
@@ -89,15 +116,23 @@ class Scheduler:
                 pass
             self._wake.clear()
             try:
+                await self.run_deferred()
                 await self.publish_due()
                 now = self.clock.now()
                 if now - last_recovery >= self.recover_every:
                     last_recovery = now
-                    await self.store.write(
-                        lambda conn: delivery_rows.release_expired_leases(conn, now)
-                    )
+                    await self.store.write(partial(delivery_rows.release_expired_leases, now=now))
                     await self.processor.recover(older_than=now - self.recover_every)
                 for lane, depth in self.broker.depth().items():
                     self.metrics.queue_depth.labels(lane).set(depth)
             except Exception:
                 log.exception("scheduler tick failed")
+
+
+async def _take(conn: AsyncConnection, *, now: float, cutoff: float) -> list[Ticket]:
+    rows = await delivery_rows.due(conn, now, cutoff, 500)
+    return [Ticket(r.id, _lane(r.lane)) for r in rows]
+
+
+def _lane(name: str) -> Lane:
+    return next((lane for lane in LANES if lane == name), "normal")

@@ -1,10 +1,13 @@
 """The processor: accepted events → decisions → notifications, deliveries and inbox items.
 
-Events are processed in batches: one read for every recipient's state, the pure
-:func:`~tidings.strategy.decide.decide`, then one write that claims the events (so a
-recovered event is never processed twice), stores decisions, notifications (unique per
-event × rule × recipient), deliveries and inbox items. After the commit the due deliveries
-are published to the broker and new inbox items to the live streams.
+Events are processed in batches: one read for every recipient's profile, then one write
+transaction that claims the events (so a recovered event is never processed twice), loads
+the strategy's state (subject history, cap counts, open digests, deferred notifications),
+runs the pure :func:`~tidings.strategy.decide.decide` event by event (folding each outcome
+into the state, so a batch decides exactly as one-by-one would), and stores decisions,
+notifications (unique per event × rule × recipient), deliveries, inbox items, digest folds
+and cancellations. After the commit the due deliveries are published to the broker and new
+inbox items to the live streams.
 """
 
 from __future__ import annotations
@@ -23,15 +26,24 @@ from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker, Ticket
 from tidings.runtime.inbox_hub import InboxHub
-from tidings.store import Store
+from tidings.store import Store, schedule
 from tidings.store import events as event_rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.deliveries import existing_dedup_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, events, inbox_items, notifications
-from tidings.strategy.decide import Policy, decide, recipients_of
-from tidings.strategy.model import Decision, Plan
+from tidings.strategy.decide import Policy, cancellations, decide, recipient_ids, recipients_of
+from tidings.strategy.model import (
+    Cancellation,
+    Decision,
+    OpenDigest,
+    PastEvent,
+    Plan,
+    Recipient,
+    Scheduled,
+    State,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +65,15 @@ def delivery_rows(
     due_at: float,
     now: float,
     is_fallback: bool = False,
+    order_key: str | None = None,
+    seq: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One delivery row per channel target (``push`` fans out to every active device)."""
+    """One delivery row per channel target (``push`` fans out to every active device).
+
+    A delivery due later is ``scheduled``: the scheduler fires it (or a cancel cancels it).
+    """
     rows = []
+    later = due_at > now
     for channel in plan_channels:
         for kind, device_id in targets.get(channel, []):
             inapp = channel == "inapp"
@@ -68,18 +86,20 @@ def delivery_rows(
                     "device_id": device_id,
                     "provider": "inbox" if inapp else None,
                     "lane": lane,
-                    "status": "delivered" if inapp and due_at <= now else "pending",
+                    "status": "scheduled" if later else ("delivered" if inapp else "pending"),
                     "is_fallback": is_fallback,
-                    "attempts": 1 if inapp and due_at <= now else 0,
+                    "attempts": 1 if inapp and not later else 0,
                     "accepted_at": accepted_at,
                     "created_at": now,
                     "due_at": due_at,
-                    "enqueued_at": now if due_at <= now else None,
-                    "started_at": now if inapp else None,
-                    "finished_at": now if inapp and due_at <= now else None,
+                    "enqueued_at": None if later else now,
+                    "started_at": now if inapp and not later else None,
+                    "finished_at": now if inapp and not later else None,
                     "tp": now - accepted_at,
                     "tc": 0.0 if inapp else None,
                     "td": 0.0 if inapp else None,
+                    "order_key": order_key,
+                    "seq": seq,
                 }
             )
     return rows
@@ -149,16 +169,15 @@ class Processor:
             wanted |= recipients_of(self.policy, item.event)
         async with self.store.read() as conn:
             recipients, targets = await subscriber_rows.recipients(conn, wanted)
-        decided = [(item, decide(self.policy, item.event, recipients, now)) for item in batch]
 
         async def write(conn: AsyncConnection) -> _Written:
-            return await self._write(conn, decided, targets, now)
+            return await self._write(conn, batch, recipients, targets, now)
 
         written = await self.store.write(write)
         if written.tickets:
             await self.broker.publish(written.tickets)
-        for item in written.inbox:
-            self.hub.publish(item["subscriber_id"], {"type": "item", "item": item})
+        for row in written.inbox:
+            self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
         for item in batch:
             self.metrics.events.labels(item.event.type, "processed").inc()
         for channel, seconds in written.latencies:
@@ -168,76 +187,226 @@ class Processor:
     async def _write(
         self,
         conn: AsyncConnection,
-        decided: Sequence[tuple[StoredEvent, list[Decision]]],
+        batch: Sequence[StoredEvent],
+        recipients: dict[str, Recipient],
         targets: dict[str, dict[Any, list[Target]]],
         now: float,
     ) -> _Written:
-        written = _Written()
+        # The decision runs inside the write transaction: the state it reads (subject
+        # history, open digests, deferred notifications to cancel) cannot change under it.
         claimed = await conn.execute(
             update(events)
-            .where(events.c.id.in_([item.pk for item, _ in decided]), events.c.processed_at.is_(None))
+            .where(events.c.id.in_([item.pk for item in batch]), events.c.processed_at.is_(None))
             .values(processed_at=now)
             .returning(events.c.id)
         )
         fresh = set(claimed.scalars())
+        items = [item for item in batch if item.pk in fresh]
+        if not items:
+            return _Written()  # processed already (a recovered duplicate hand-off)
+        settings = self.policy.settings
+        state = await schedule.load_state(
+            conn,
+            subjects={i.event.subject for i in items if i.event.subject},
+            exclude_pks=[i.pk for i in items],
+            subscribers=recipients,
+            caps={name: c.cap.per for name, c in settings.categories.items() if c.cap},
+            digest_rules={
+                r.id
+                for i in items
+                for r in self.policy.rules_for(i.event.type)
+                if r.digest is not None
+            },
+            now=now,
+        )
         keys = [
-            _dedup_key(item.pk, d.plan)
-            for item, made in decided
-            if item.pk in fresh
-            for d in made
-            if d.plan is not None
+            f"{i.pk}:{rule.id}:{rid}"
+            for i in items
+            for rule in self.policy.rules_for(i.event.type)
+            for rid in recipient_ids(rule, i.event.data)
         ]
-        seen = await existing_dedup_keys(conn, keys)
-        notification_rows: list[dict[str, Any]] = []
-        all_deliveries: list[dict[str, Any]] = []
-        inbox_rows: list[dict[str, Any]] = []
-        for item, made in decided:
-            if item.pk not in fresh:
-                continue  # processed already (a recovered duplicate hand-off)
-            recorded: list[tuple[Decision, list[str]]] = []
+        out = _Batch(now, set(await existing_dedup_keys(conn, keys)))
+        for item in items:
+            made = decide(self.policy, item.event, recipients, now, state)
+            subject = item.event.subject
             for decision in made:
-                plan = decision.plan
-                if plan is None:
-                    recorded.append((decision, []))
-                    continue
-                key = _dedup_key(item.pk, plan)
-                if key in seen:
-                    recorded.append(
-                        (Decision(decision.rule_id, decision.recipient_id, "deduplicated",
-                                  "already notified for this event and rule"), [])
-                    )
-                    continue
-                seen.add(key)
-                notification_id = new_id()
-                recorded.append((decision, [notification_id]))
-                notification_rows.append(_notification_row(notification_id, item.pk, plan, key, now))
-                rows = delivery_rows(
-                    notification_id,
-                    plan.channels,
-                    targets.get(plan.subscriber_id, {"inapp": [("inapp", None)]}),
-                    lane=plan.priority,
-                    accepted_at=item.received_at,
-                    due_at=plan.due_at,
-                    now=now,
+                out.record(item, decision, targets, state)
+            if subject is not None:
+                out.cancel(
+                    cancellations(item.event, item.pk, state.scheduled.get(subject, [])),
+                    state,
+                    subject,
                 )
-                all_deliveries.extend(rows)
-                if "inapp" in plan.channels and plan.due_at <= now:
-                    inbox_rows.append(_inbox_row(notification_id, plan, now))
-                    written.latencies.append(("inapp", now - item.received_at))
-            await event_rows.insert_decisions(conn, item.pk, recorded, now)
-        if notification_rows:
-            await conn.execute(insert(notifications), notification_rows)
-        if all_deliveries:
-            await conn.execute(insert(deliveries), all_deliveries)
-        if inbox_rows:
-            await conn.execute(insert(inbox_items), inbox_rows)
-        subjects = {row["id"]: row["subject"] for row in notification_rows}
+                refund_id = item.event.data.get("refund_id")
+                state.history.setdefault(subject, []).append(
+                    PastEvent(
+                        item.event.type,
+                        item.event.id,
+                        item.event.time,
+                        None if refund_id is None else str(refund_id),
+                    )
+                )
+        return await out.commit(conn)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The rows one batch of decisions turns into, built in memory then written at once."""
+
+    now: float
+    seen: set[str]
+    decisions: dict[str, list[tuple[Decision, list[str]]]] = field(default_factory=dict)
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    inbox: list[dict[str, Any]] = field(default_factory=list)
+    folds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancels: list[Cancellation] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    origin: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """notification id → (event pk, index of its decision), for in-batch cancellation."""
+
+    def record(
+        self,
+        item: StoredEvent,
+        decision: Decision,
+        targets: dict[str, dict[Any, list[Target]]],
+        state: State,
+    ) -> None:
+        made = self.decisions.setdefault(item.pk, [])
+        if decision.fold is not None:
+            self._fold(decision, state)
+            made.append((decision, [decision.fold.notification_id]))
+            return
+        plan = decision.plan
+        if plan is None:
+            made.append((decision, []))
+            return
+        key = _dedup_key(item.pk, plan)
+        if key in self.seen:
+            made.append(
+                (
+                    Decision(
+                        decision.rule_id,
+                        decision.recipient_id,
+                        "deduplicated",
+                        "already notified for this event and rule",
+                    ),
+                    [],
+                )
+            )
+            return
+        self.seen.add(key)
+        now = self.now
+        notification_id = new_id()
+        self.origin[notification_id] = (item.pk, len(made))
+        made.append((decision, [notification_id]))
+        self.notes[notification_id] = _notification_row(notification_id, item.pk, plan, key, now)
+        where = targets.get(plan.subscriber_id, {"inapp": [("inapp", None)]})
+        order_key = None if plan.subject is None else f"{plan.subscriber_id}\x1f{plan.subject}"
+        seq = item.event.time if item.event.time is not None else item.received_at
+        common: dict[str, Any] = {
+            "lane": plan.priority,
+            "accepted_at": item.received_at,
+            "now": now,
+            "order_key": order_key,
+            "seq": seq,
+        }
+        self.deliveries += delivery_rows(
+            notification_id, plan.channels, where, due_at=plan.due_at, **common
+        )
+        if plan.fallback_at is not None and plan.fallback:
+            self.deliveries += delivery_rows(
+                notification_id,
+                plan.fallback,
+                where,
+                due_at=max(plan.fallback_at, now + 1e-3),
+                is_fallback=True,
+                **common,
+            )
+        if "inapp" in plan.channels and plan.due_at <= now:
+            self.inbox.append(
+                schedule.inbox_row(
+                    notification_id, plan.subscriber_id, plan.category, plan.content, now
+                )
+            )
+            self.latencies.append(("inapp", now - item.received_at))
+        counted = (plan.subscriber_id, plan.category)
+        state.sent[counted] = state.sent.get(counted, 0) + 1
+        if plan.digest is not None:
+            state.digests[(plan.rule_id, plan.subscriber_id)] = OpenDigest(
+                notification_id, 1, list(plan.digest), plan.due_at
+            )
+        if plan.cancel_on and plan.subject is not None:
+            state.scheduled.setdefault(plan.subject, []).append(
+                Scheduled(
+                    notification_id,
+                    item.pk,
+                    plan.rule_id,
+                    plan.subscriber_id,
+                    plan.subject,
+                    plan.cancel_on,
+                )
+            )
+
+    def _fold(self, decision: Decision, state: State) -> None:
+        fold = decision.fold
+        assert fold is not None and decision.recipient_id is not None
+        open_digest = state.digests[(decision.rule_id, decision.recipient_id)]
+        open_digest.count = fold.count
+        open_digest.events = fold.events
+        values: dict[str, Any] = {
+            "content": fold.content,
+            "digest": {"count": fold.count, "events": fold.events},
+        }
+        if fold.close:
+            open_digest.due_at = self.now
+            values["due_at"] = self.now
+        if fold.notification_id in self.notes:  # opened in this batch: not written yet
+            self.notes[fold.notification_id].update(values)
+        else:
+            self.folds[fold.notification_id] = values
+
+    def cancel(self, found: list[Cancellation], state: State, subject: str) -> None:
+        if not found:
+            return
+        gone = {c.notification_id for c in found}
+        state.scheduled[subject] = [
+            s for s in state.scheduled[subject] if s.notification_id not in gone
+        ]
+        for item in found:
+            note = self.notes.get(item.notification_id)
+            if note is None:
+                self.cancels.append(item)
+                continue
+            note["status"] = "cancelled"
+            for row in self.deliveries:
+                if row["notification_id"] == item.notification_id and row["status"] == "scheduled":
+                    row.update(status="cancelled", finished_at=self.now, last_error=item.reason)
+            event_pk, index = self.origin[item.notification_id]
+            old, ids = self.decisions[event_pk][index]
+            self.decisions[event_pk][index] = (
+                Decision(old.rule_id, old.recipient_id, "cancelled", item.reason),
+                ids,
+            )
+
+    async def commit(self, conn: AsyncConnection) -> _Written:
+        for event_pk, made in self.decisions.items():
+            await event_rows.insert_decisions(conn, event_pk, made, self.now)
+        if self.notes:
+            await conn.execute(insert(notifications), list(self.notes.values()))
+        if self.deliveries:
+            await conn.execute(insert(deliveries), self.deliveries)
+        if self.inbox:
+            await conn.execute(insert(inbox_items), self.inbox)
+        await schedule.fold_digests(conn, self.folds)
+        await schedule.cancel(conn, self.cancels, self.now)
+        subjects = {nid: row["subject"] for nid, row in self.notes.items()}
+        written = _Written(latencies=self.latencies, inbox=self.inbox)
         written.tickets = [
             Ticket(row["id"], row["lane"], subjects.get(row["notification_id"]))
-            for row in all_deliveries
-            if row["status"] == "pending" and row["due_at"] <= now
+            for row in self.deliveries
+            if row["status"] == "pending" and row["due_at"] <= self.now
         ]
-        written.inbox = inbox_rows
         return written
 
 
@@ -265,21 +434,6 @@ def _notification_row(
         "created_at": now,
         "due_at": plan.due_at,
         "expires_at": plan.expires_at,
-    }
-
-
-def _inbox_row(notification_id: str, plan: Plan, now: float) -> dict[str, Any]:
-    content = plan.content
-    return {
-        "id": new_id(),
-        "subscriber_id": plan.subscriber_id,
-        "notification_id": notification_id,
-        "category": plan.category,
-        "title": str(content.get("title", "")),
-        "body": str(content.get("body", "")),
-        "data": {k: v for k, v in content.items() if k not in ("title", "body")},
-        "created_at": now,
-        "seen_at": None,
-        "read_at": None,
-        "archived_at": None,
+        "cancel_on": list(plan.cancel_on) or None,
+        "digest": None if plan.digest is None else {"count": 1, "events": plan.digest},
     }

@@ -7,7 +7,9 @@ Delivery status life cycle::
        └──── retry ◀──────┤ (transient, budget left: pending again with a later due_at)
                           ├──▶ failed   (permanent)
                           └──▶ dead     (budget spent) ──replay──▶ pending
-    scheduled / cancelled / expired / suppressed are set by the strategy and the scheduler.
+    scheduled ──fire──▶ pending (or delivered, in-app)        (deferred: delay, digest, quiet hours)
+    scheduled ──▶ cancelled | expired | suppressed (a timed fallback whose item was read)
+    cancelled / expired / suppressed are set by the strategy and the scheduler.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -67,16 +69,45 @@ class Claimed:
     is_fallback: bool
 
 
+ORDER_WAIT = 0.2
+"""How long a delivery waits behind an earlier one of its subject before it is tried again."""
+
+
+def _earlier_in_flight() -> Any:
+    """An earlier delivery of the same subscriber + subject to the same destination is open."""
+    earlier = deliveries.alias("earlier")
+    return (
+        select(earlier.c.id)
+        .where(
+            earlier.c.order_key == deliveries.c.order_key,
+            earlier.c.channel == deliveries.c.channel,
+            func.coalesce(earlier.c.device_id, "") == func.coalesce(deliveries.c.device_id, ""),
+            earlier.c.status.in_(["pending", "sending"]),
+            or_(
+                earlier.c.seq < deliveries.c.seq,
+                and_(earlier.c.seq == deliveries.c.seq, earlier.c.id < deliveries.c.id),
+            ),
+        )
+        .exists()
+    )
+
+
 async def claim(
     conn: AsyncConnection, ids: Sequence[str], now: float, lease: float
 ) -> list[Claimed]:
-    """``pending`` → ``sending`` for the due ones of ``ids``; a duplicate ticket claims nothing."""
+    """``pending`` → ``sending`` for the due ones of ``ids``; a duplicate ticket claims nothing.
+
+    Deliveries of one subject to one subscriber's destination leave in event order: one with
+    an earlier delivery still open is not claimed but handed back to the scheduler, which
+    offers it again after :data:`ORDER_WAIT`.
+    """
     result = await conn.execute(
         update(deliveries)
         .where(
             deliveries.c.id.in_(list(ids)),
             deliveries.c.status == "pending",
             deliveries.c.due_at <= now + 0.001,
+            or_(deliveries.c.order_key.is_(None), ~_earlier_in_flight()),
         )
         .values(status="sending", lease_until=now + lease, started_at=now)
         .returning(
@@ -94,7 +125,21 @@ async def claim(
             deliveries.c.is_fallback,
         )
     )
-    return [Claimed(*row) for row in result]
+    claimed = [Claimed(*row) for row in result]
+    if len(claimed) < len(ids):
+        taken = {c.id for c in claimed}
+        waiting = [i for i in ids if i not in taken]
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(waiting),
+                deliveries.c.status == "pending",
+                deliveries.c.order_key.is_not(None),
+                deliveries.c.due_at <= now + 0.001,
+            )
+            .values(enqueued_at=None, due_at=now + ORDER_WAIT)
+        )
+    return claimed
 
 
 async def notifications_by_id(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Any]:
@@ -128,8 +173,10 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
             tc=bindparam("b_tc"),
             td=bindparam("b_td"),
         ),
-        [{f"b_{key}": value for key, value in o.items() if key not in ("started_at", "outcome")}
-         for o in outcomes],
+        [
+            {f"b_{key}": value for key, value in o.items() if key not in ("started_at", "outcome")}
+            for o in outcomes
+        ],
     )
     recorded = [o for o in outcomes if o.get("outcome")]
     if recorded:
@@ -196,14 +243,23 @@ async def next_due_at(conn: AsyncConnection) -> float | None:
 
 
 async def add_dead_letter(
-    conn: AsyncConnection, dead_id: str, delivery_id: str, channel: str, provider: str | None,
-    reason: str, now: float,
+    conn: AsyncConnection,
+    dead_id: str,
+    delivery_id: str,
+    channel: str,
+    provider: str | None,
+    reason: str,
+    now: float,
 ) -> None:
     """Record a delivery whose retry budget is spent."""
     await conn.execute(
         insert(dead_letters).values(
-            id=dead_id, delivery_id=delivery_id, channel=channel, provider=provider,
-            reason=reason, created_at=now,
+            id=dead_id,
+            delivery_id=delivery_id,
+            channel=channel,
+            provider=provider,
+            reason=reason,
+            created_at=now,
         )
     )
 
@@ -262,9 +318,7 @@ async def list_notifications(
         conditions.append(notifications.c.id > after)
     if status:
         having = select(deliveries.c.notification_id).where(deliveries.c.status == status)
-        conditions.append(
-            or_(notifications.c.status == status, notifications.c.id.in_(having))
-        )
+        conditions.append(or_(notifications.c.status == status, notifications.c.id.in_(having)))
     if conditions:
         query = query.where(and_(*conditions))
     return list((await conn.execute(query)).all())
@@ -287,6 +341,8 @@ async def attempts_of(conn: AsyncConnection, delivery_ids: Sequence[str]) -> lis
     if not delivery_ids:
         return []
     rows = await conn.execute(
-        select(attempts).where(attempts.c.delivery_id.in_(list(delivery_ids))).order_by(attempts.c.id)
+        select(attempts)
+        .where(attempts.c.delivery_id.in_(list(delivery_ids)))
+        .order_by(attempts.c.id)
     )
     return list(rows.all())

@@ -1,24 +1,43 @@
 """The decision step: an event and the state it needs in, decisions with reasons out.
 
 ``recipients_of`` says whose state to load; ``decide`` is pure — no I/O, no clock of its own
-(``now`` is passed in) — so it runs in microseconds and every outcome can be explained.
+(``now`` and the :class:`~tidings.strategy.model.State` are passed in) — so it runs in
+microseconds and every outcome can be explained. The order of the checks is the order a
+support agent would ask: opted out? stale? already cancelled? reachable? then *when*:
+digest, cap, delay, mute, quiet hours, ttl.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tidings.channels.base import Channel
-from tidings.config import RuleSettings, Settings
+from tidings.config import CategorySettings, RuleSettings, Settings
 from tidings.events.cloudevents import Event
-from tidings.strategy import preferences
-from tidings.strategy.model import Decision, Plan, Recipient
+from tidings.strategy import lifecycle, preferences, timing
+from tidings.strategy.model import (
+    Cancellation,
+    Decision,
+    Fold,
+    OpenDigest,
+    Plan,
+    Recipient,
+    Scheduled,
+    State,
+)
 from tidings.templates import Templates
 
-_NOUNS = {"inapp": "in-app inbox", "email": "email address", "sms": "phone number",
-          "push": "active device", "webhook": "webhook endpoint"}
+_NOUNS = {
+    "inapp": "in-app inbox",
+    "email": "email address",
+    "sms": "phone number",
+    "push": "active device",
+    "webhook": "webhook endpoint",
+}
+DIGEST_KEEP = 100
+"""Events a digest keeps for its template (``count`` still counts them all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +50,10 @@ class Policy:
     def rules_for(self, event_type: str) -> list[RuleSettings]:
         """The rules listening to ``event_type``."""
         return [rule for rule in self.settings.rules if rule.on == event_type]
+
+    def cancelling(self, event_type: str) -> list[RuleSettings]:
+        """The rules whose deferred notifications an event of ``event_type`` cancels."""
+        return [r for r in self.settings.rules if lifecycle.cancels(r.cancel_on, event_type)]
 
 
 def matches(rule: RuleSettings, data: Mapping[str, Any]) -> bool:
@@ -58,9 +81,14 @@ def recipients_of(policy: Policy, event: Event) -> set[str]:
 
 
 def decide(
-    policy: Policy, event: Event, recipients: Mapping[str, Recipient], now: float
+    policy: Policy,
+    event: Event,
+    recipients: Mapping[str, Recipient],
+    now: float,
+    state: State | None = None,
 ) -> list[Decision]:
     """One decision per matched rule and recipient."""
+    state = state if state is not None else State()
     decisions: list[Decision] = []
     for rule in policy.rules_for(event.type):
         if not matches(rule, event.data):
@@ -68,34 +96,107 @@ def decide(
         ids = recipient_ids(rule, event.data)
         if not ids:
             decisions.append(
-                Decision(rule.id, None, "suppressed", f"the event names no {rule.to} (data.{rule.to}_id)")
+                Decision(
+                    rule.id, None, "suppressed", f"the event names no {rule.to} (data.{rule.to}_id)"
+                )
             )
             continue
         for recipient_id in ids:
             recipient = recipients.get(recipient_id) or Recipient(id=recipient_id)
-            decisions.append(_decide_one(policy, rule, event, recipient, now))
+            decisions.append(_decide_one(policy, rule, event, recipient, now, state))
     return decisions
 
 
+def cancellations(
+    event: Event, event_pk: str, scheduled: Sequence[Scheduled]
+) -> list[Cancellation]:
+    """The deferred notifications of the event's subject that it cancels (``cancel_on``)."""
+    return [
+        Cancellation(
+            s.notification_id,
+            s.event_pk,
+            s.rule_id,
+            s.subscriber_id,
+            f"cancelled by {event.type} {event.id}",
+        )
+        for s in scheduled
+        if s.event_pk != event_pk
+        and s.subject == event.subject
+        and lifecycle.cancels(s.cancel_on, event.type)
+    ]
+
+
 def _decide_one(
-    policy: Policy, rule: RuleSettings, event: Event, recipient: Recipient, now: float
+    policy: Policy,
+    rule: RuleSettings,
+    event: Event,
+    recipient: Recipient,
+    now: float,
+    state: State,
 ) -> Decision:
     category = policy.settings.categories[rule.category]
     prefs = recipient.preferences
+
+    def suppressed(reason: str) -> Decision:
+        return Decision(rule.id, recipient.id, "suppressed", reason)
+
     if not category.required and not preferences.category_enabled(prefs, rule.category):
-        return Decision(rule.id, recipient.id, "suppressed", f"opted out of {rule.category}")
+        return suppressed(f"opted out of {rule.category}")
+    history = state.history.get(event.subject or "", []) if event.subject else []
+    refund_id = event.data.get("refund_id")
+    newer = lifecycle.obsoleted_by(
+        event.type, None if refund_id is None else str(refund_id), history
+    )
+    if newer is not None:
+        return suppressed(
+            f"stale: {newer.type} {newer.id} was already processed for "
+            f"{event.subject}, so this {event.type} is no longer news"
+        )
+    cancelled_by = next((p for p in history if lifecycle.cancels(rule.cancel_on, p.type)), None)
+    if cancelled_by is not None:
+        return Decision(
+            rule.id,
+            recipient.id,
+            "cancelled",
+            f"cancelled by {cancelled_by.type} {cancelled_by.id} (processed earlier)",
+        )
     channels, skipped = _channels(rule.channels, rule.category, recipient)
     fallback, _ = _channels(rule.fallback, rule.category, recipient)
     if not channels and not fallback:
-        reason = "; ".join(skipped) or "no channel left"
-        return Decision(rule.id, recipient.id, "suppressed", reason)
+        return suppressed("; ".join(skipped) or "no channel left")
     external = [c for c in rule.channels if c != "inapp"]
-    if fallback and (not channels or (external and not set(external) & set(channels))):
+    timed_fallback = rule.fallback_after is not None and "inapp" in channels
+    if (
+        not timed_fallback
+        and fallback
+        and (not channels or (external and not set(external) & set(channels)))
+    ):
         # the channels the rule relies on cannot be reached: fall back at once
         channels = [*channels, *fallback]
         fallback = []
         skipped.append("falling back to " + ", ".join(rule.fallback))
-    locale, content = policy.templates.render(rule.template, recipient.locale, _context(event, recipient))
+    context = _context(event, recipient)
+    key = (rule.id, recipient.id)
+    open_digest = state.digests.get(key) if rule.digest is not None else None
+    if rule.digest is not None and open_digest is not None and open_digest.due_at > now:
+        return _fold(policy, rule, recipient, context, event, open_digest)
+    if category.cap is not None:
+        sent = state.sent.get((recipient.id, rule.category), 0)
+        if sent >= category.cap.count:
+            return suppressed(
+                f"over the cap of {category.cap.count} per "
+                f"{timing.duration(category.cap.per)} for {rule.category}"
+            )
+    due, why = _when(rule, category, recipient, now)
+    intended = now + (rule.delay or 0.0) + (rule.digest.window if rule.digest else 0.0)
+    expires_at = None if rule.ttl is None else intended + rule.ttl
+    if expires_at is not None and due > expires_at:
+        return suppressed(f"would expire (ttl {timing.duration(rule.ttl or 0)}) before {why[-1]}")
+    digest: list[dict[str, Any]] | None = None
+    if rule.digest is not None:
+        digest = [dict(event.data)]
+        context = {**context, "count": 1, "events": digest}
+    locale, content = policy.templates.render(rule.template, recipient.locale, context)
     plan = Plan(
         rule_id=rule.id,
         subscriber_id=recipient.id,
@@ -105,14 +206,89 @@ def _decide_one(
         fallback=tuple(fallback),
         locale=locale,
         content=content,
-        due_at=now,
-        expires_at=None if rule.ttl is None else now + rule.ttl,
+        due_at=due,
+        expires_at=expires_at,
         subject=event.subject,
+        fallback_at=due + rule.fallback_after if timed_fallback and rule.fallback_after else None,
+        cancel_on=tuple(rule.cancel_on) if due > now else (),
+        digest=digest,
     )
-    reason = "sent on " + ", ".join(channels)
+    where = ", ".join(channels)
+    if plan.fallback_at is not None and fallback:
+        where += (
+            f"; {', '.join(fallback)} after {timing.duration(rule.fallback_after or 0)}"
+            " if still unread"
+        )
     if skipped:
-        reason += " (" + "; ".join(skipped) + ")"
-    return Decision(rule.id, recipient.id, "sent", reason, plan=plan)
+        where += " (" + "; ".join(skipped) + ")"
+    if due > now:
+        return Decision(
+            rule.id,
+            recipient.id,
+            "deferred",
+            "; ".join(why) + f"; then on {where}",
+            until=due,
+            plan=plan,
+        )
+    return Decision(rule.id, recipient.id, "sent", "sent on " + where, plan=plan)
+
+
+def _when(
+    rule: RuleSettings, category: CategorySettings, recipient: Recipient, now: float
+) -> tuple[float, list[str]]:
+    """When the notification may go out, and why it waits (empty when it goes now)."""
+    due = now
+    why: list[str] = []
+    tz = recipient.timezone
+    if rule.delay:
+        due += rule.delay
+        text = (
+            f"delayed {timing.duration(rule.delay)} until {timing.local_time(due, tz, today=now)}"
+        )
+        if rule.cancel_on:
+            text += " unless " + " or ".join(rule.cancel_on) + " arrives first"
+        why.append(text)
+    if rule.digest is not None:
+        due += rule.digest.window
+        why.append(
+            f"collecting a digest for {timing.duration(rule.digest.window)} until "
+            f"{timing.local_time(due, tz, today=now)}"
+        )
+    if category.required:
+        return due, why
+    muted = timing.muted_until(recipient.preferences, due)
+    if muted is not None:
+        due = muted
+        why.append(f"muted until {timing.local_time(due, tz, today=now)}")
+    if category.quiet_hours:
+        quiet = timing.quiet_until(recipient.preferences, tz, due)
+        if quiet is not None:
+            due = quiet
+            why.append(f"quiet hours until {timing.local_time(due, tz, today=now)}")
+    return due, why
+
+
+def _fold(
+    policy: Policy,
+    rule: RuleSettings,
+    recipient: Recipient,
+    context: dict[str, Any],
+    event: Event,
+    digest: OpenDigest,
+) -> Decision:
+    count = digest.count + 1
+    events = [*digest.events, dict(event.data)][-DIGEST_KEEP:]
+    _, content = policy.templates.render(
+        rule.template, recipient.locale, {**context, "count": count, "events": events}
+    )
+    limit = rule.digest.max if rule.digest is not None else None
+    close = limit is not None and count >= limit
+    reason = f"folded into digest {digest.notification_id} ({count} events so far"
+    reason += ", full: sending now)" if close else ")"
+    fold = Fold(digest.notification_id, content, count, events, close)
+    return Decision(
+        rule.id, recipient.id, "digested", reason, until=None if close else digest.due_at, fold=fold
+    )
 
 
 def _channels(
@@ -134,8 +310,13 @@ def _channels(
 def _context(event: Event, recipient: Recipient) -> dict[str, Any]:
     return {
         **event.data,
-        "event": {"id": event.id, "type": event.type, "source": event.source,
-                  "subject": event.subject, "time": event.time_text},
+        "event": {
+            "id": event.id,
+            "type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "time": event.time_text,
+        },
         "recipient": {"id": recipient.id},
         "timezone": recipient.timezone or "UTC",
         "data": event.data,
