@@ -30,9 +30,19 @@ KEY = "bench-admin-key"
 
 
 def _event(n: int, run: str) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": f"{run}-{n}", "source": "/bench", "type": "order.paid",
-            "data": {"order_id": f"o-{n}", "buyer_id": f"buyer-{n % 500}", "seller_id": "seller-1",
-                     "amount": "99.00", "currency": "CNY"}}
+    return {
+        "specversion": "1.0",
+        "id": f"{run}-{n}",
+        "source": "/bench",
+        "type": "order.paid",
+        "data": {
+            "order_id": f"o-{n}",
+            "buyer_id": f"buyer-{n % 500}",
+            "seller_id": "seller-1",
+            "amount": "99.00",
+            "currency": "CNY",
+        },
+    }
 
 
 class TidingsProcess:
@@ -41,19 +51,28 @@ class TidingsProcess:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
-        env = {**os.environ, "TIDINGS_DATABASE_URL": f"sqlite:///{workdir / 'tidings.db'}",
-               "TIDINGS_API_KEYS": f"{KEY}:admin", "TIDINGS_LOG_LEVEL": "WARNING",
-               "TIDINGS_INBOX_SECRET": "bench-inbox-secret-0123456789"}
+        env = {
+            **os.environ,
+            "TIDINGS_DATABASE_URL": f"sqlite:///{workdir / 'tidings.db'}",
+            "TIDINGS_API_KEYS": f"{KEY}:admin",
+            "TIDINGS_LOG_LEVEL": "WARNING",
+            "TIDINGS_INBOX_SECRET": "bench-inbox-secret-0123456789",
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tidings.cli", "serve", "--port", str(self.port)],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port, 30)
         time.sleep(0.5)
 
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident set size in MiB."""
         fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            line.split(":", 1)
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
             if ":" in line
         )
         return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
@@ -77,8 +96,12 @@ class Connection:
     async def post(self, body: bytes, content_type: str = "application/cloudevents+json") -> int:
         assert self.reader is not None and self.writer is not None
         self.writer.write(
-            (f"POST /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n"
-             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+            (
+                f"POST /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -117,11 +140,18 @@ async def _single(port: int, seconds: float, concurrency: int) -> BaselineResult
     await asyncio.gather(*(loop(c, started + seconds, True) for c in connections))
     wall = time.perf_counter() - started
     await asyncio.gather(*(c.close() for c in connections))
-    return summarize(f"tidings single-event POST ({concurrency} conns)", accepted, wall, latencies,
-                     "accepted (202, committed) events/s")
+    return summarize(
+        f"tidings single-event POST ({concurrency} conns)",
+        accepted,
+        wall,
+        latencies,
+        "accepted (202, committed) events/s",
+    )
 
 
-async def _batch(port: int, seconds: float, concurrency: int = 2, size: int = 1000) -> BaselineResult:
+async def _batch(
+    port: int, seconds: float, concurrency: int = 2, size: int = 1000
+) -> BaselineResult:
     run = uuid.uuid4().hex[:8]
     connections = [Connection(port) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in connections))
@@ -143,11 +173,18 @@ async def _batch(port: int, seconds: float, concurrency: int = 2, size: int = 10
     await asyncio.gather(*(loop(c, started + seconds) for c in connections))
     wall = time.perf_counter() - started
     await asyncio.gather(*(c.close() for c in connections))
-    return summarize(f"tidings batch POST ({size}/request, {concurrency} conns)", accepted, wall,
-                     latencies, "accepted events/s; latency is per request")
+    return summarize(
+        f"tidings batch POST ({size}/request, {concurrency} conns)",
+        accepted,
+        wall,
+        latencies,
+        "accepted events/s; latency is per request",
+    )
 
 
-async def _paced(server: TidingsProcess, rate: float, seconds: float) -> tuple[BaselineResult, float]:
+async def _paced(
+    server: TidingsProcess, rate: float, seconds: float
+) -> tuple[BaselineResult, float]:
     run = uuid.uuid4().hex[:8]
     connections = [Connection(server.port) for _ in range(16)]
     await asyncio.gather(*(c.open() for c in connections))
@@ -183,12 +220,17 @@ async def _paced(server: TidingsProcess, rate: float, seconds: float) -> tuple[B
             """select e.event_id, i.created_at from inbox_items i
                join notifications n on n.id = i.notification_id
                join events e on e.id = n.event_pk
-               where n.rule_id = 'order-paid-buyer' and e.event_id like ?""", (f"{run}-%",)
+               where n.rule_id = 'order-paid-buyer' and e.event_id like ?""",
+            (f"{run}-%",),
         ).fetchall()
     latencies = [created - sent_at[event_id] for event_id, created in rows if event_id in sent_at]
-    result = summarize(f"POST → inbox item committed at {rate:g} events/s", len(latencies),
-                       time.perf_counter() - started, latencies,
-                       f"{len(latencies)}/{total} events reached the inbox")
+    result = summarize(
+        f"POST → inbox item committed at {rate:g} events/s",
+        len(latencies),
+        time.perf_counter() - started,
+        latencies,
+        f"{len(latencies)}/{total} events reached the inbox",
+    )
     return result, peak_rss
 
 
@@ -210,8 +252,11 @@ def run(seconds: float = 5.0) -> dict[str, Any]:
         finally:
             server.stop()
     bare, single = results[0]["per_second"], results[1]["per_second"]
-    return {"results": results, "single_vs_bare": round(single / bare, 3) if bare else None,
-            "peak_rss_mb": round(rss, 1)}
+    return {
+        "results": results,
+        "single_vs_bare": round(single / bare, 3) if bare else None,
+        "peak_rss_mb": round(rss, 1),
+    }
 
 
 def main() -> None:
@@ -220,8 +265,10 @@ def main() -> None:
 
     outcome = run(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)
     print(markdown_table(outcome["results"]))
-    print(f"\nsingle-event ingest / bare endpoint: {outcome['single_vs_bare']:.0%}; "
-          f"server peak RSS {outcome['peak_rss_mb']} MiB")
+    print(
+        f"\nsingle-event ingest / bare endpoint: {outcome['single_vs_bare']:.0%}; "
+        f"server peak RSS {outcome['peak_rss_mb']} MiB"
+    )
     print(json.dumps({k: v for k, v in outcome.items() if k != "results"}))
 
 

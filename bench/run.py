@@ -53,13 +53,20 @@ def _services(env: dict[str, str], workdir: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen suites; write ``bench/results/latest.{json,md}``."""
     parser = argparse.ArgumentParser(prog="tidings bench", description=__doc__.splitlines()[0])
-    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], default=[],
-                        help=f"which suites (default: all of {', '.join(SUITES)})")
+    parser.add_argument(
+        "suites", nargs="*", help=f"which suites (default: all of {', '.join(SUITES)})"
+    )
     args = parser.parse_args(argv)
+    unknown = set(args.suites) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
     chosen = args.suites or list(SUITES)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    report: dict[str, object] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                 "machine": f"{os.cpu_count()} cores", "suites": {}}
+    report: dict[str, object] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores",
+        "suites": {},
+    }
     lines = [f"# tidings bench — {report['started']} ({report['machine']})", ""]
     services_dir: Path | None = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,16 +76,19 @@ def main(argv: list[str] | None = None) -> int:
             for suite in chosen:
                 outputs = []
                 for command in SUITES[suite]:
-                    target = ROOT / command[0]
-                    if command[0] != "-m" and not target.exists():
-                        continue
-                    if command[0] == "-m" and not (ROOT / (command[1].replace(".", "/") + ".py")).exists() \
-                            and not (ROOT / command[1].replace(".", "/")).is_dir():
-                        outputs.append(f"(suite module {command[1]} not present)")
+                    path = command[1].replace(".", "/") if command[0] == "-m" else command[0]
+                    if not any((ROOT / p).exists() for p in (path, path + ".py")):
+                        outputs.append(f"(suite {path} not present)")
                         continue
                     print(f"== {suite}: {' '.join(command)}", flush=True)
-                    done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env,
-                                          capture_output=True, text=True, timeout=900)
+                    done = subprocess.run(
+                        [sys.executable, *command],
+                        cwd=ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=900,
+                    )
                     print(done.stdout, flush=True)
                     if done.returncode:
                         print(done.stderr[-3000:], file=sys.stderr)
