@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.baselines import BaselineResult, free_port, percentile, summarize, wait_port
+from bench.baselines import BaselineResult, free_port, summarize, wait_port
 from bench.baselines.bare_uvicorn import run as bare_run
 
 ROOT = Path(__file__).resolve().parent.parent
