@@ -1,0 +1,1 @@
+"""The operator's dashboard and the inbox widget example (static pages and their data)."""
