@@ -89,6 +89,7 @@ def delivery_rows(
                     "status": "scheduled" if later else ("delivered" if inapp else "pending"),
                     "is_fallback": is_fallback,
                     "attempts": 1 if inapp and not later else 0,
+                    "last_error": None,
                     "accepted_at": accepted_at,
                     "created_at": now,
                     "due_at": due_at,

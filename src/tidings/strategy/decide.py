@@ -3,7 +3,7 @@
 ``recipients_of`` says whose state to load; ``decide`` is pure — no I/O, no clock of its own
 (``now`` and the :class:`~tidings.strategy.model.State` are passed in) — so it runs in
 microseconds and every outcome can be explained. The order of the checks is the order a
-support agent would ask: opted out? stale? already cancelled? reachable? then *when*:
+support agent would ask: opted out? already cancelled? stale? reachable? then *when*:
 digest, cap, delay, mute, quiet hours, ttl.
 """
 
@@ -143,6 +143,14 @@ def _decide_one(
     if not category.required and not preferences.category_enabled(prefs, rule.category):
         return suppressed(f"opted out of {rule.category}")
     history = state.history.get(event.subject or "", []) if event.subject else []
+    cancelled_by = next((p for p in history if lifecycle.cancels(rule.cancel_on, p.type)), None)
+    if cancelled_by is not None:
+        return Decision(
+            rule.id,
+            recipient.id,
+            "cancelled",
+            f"cancelled by {cancelled_by.type} {cancelled_by.id} (processed earlier)",
+        )
     refund_id = event.data.get("refund_id")
     newer = lifecycle.obsoleted_by(
         event.type, None if refund_id is None else str(refund_id), history
@@ -151,14 +159,6 @@ def _decide_one(
         return suppressed(
             f"stale: {newer.type} {newer.id} was already processed for "
             f"{event.subject}, so this {event.type} is no longer news"
-        )
-    cancelled_by = next((p for p in history if lifecycle.cancels(rule.cancel_on, p.type)), None)
-    if cancelled_by is not None:
-        return Decision(
-            rule.id,
-            recipient.id,
-            "cancelled",
-            f"cancelled by {cancelled_by.type} {cancelled_by.id} (processed earlier)",
         )
     channels, skipped = _channels(rule.channels, rule.category, recipient)
     fallback, _ = _channels(rule.fallback, rule.category, recipient)

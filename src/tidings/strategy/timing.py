@@ -72,11 +72,11 @@ def muted_until(prefs: Mapping[str, Any], at: float) -> float | None:
 
 
 def local_time(epoch: float, tz_name: str | None, *, today: float | None = None) -> str:
-    """``08:00 Asia/Shanghai``; with the date when it is not on ``today``'s local date."""
+    """``08:00 Asia/Shanghai``; with the date when it is a day or more after ``today``."""
     tz = zone(tz_name)
     moment = datetime.fromtimestamp(epoch, tz)
     label = moment.strftime("%H:%M")
-    if today is not None and datetime.fromtimestamp(today, tz).date() != moment.date():
+    if today is None or epoch - today >= 86400:
         label = moment.strftime("%Y-%m-%d %H:%M")
     return f"{label} {tz.key}"
 
