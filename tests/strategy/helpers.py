@@ -14,8 +14,12 @@ from tidings.templates import Templates
 
 TEMPLATES = {
     "plain": {"en-US": {"title": "{{ event.type }}", "body": "order {{ order_id }}"}},
-    "digest": {"en-US": {"title": "You have {{ count }} new paid orders",
-                         "body": "{% for e in events %}{{ e.order_id }} {% endfor %}"}},
+    "digest": {
+        "en-US": {
+            "title": "You have {{ count }} new paid orders",
+            "body": "{% for e in events %}{{ e.order_id }} {% endfor %}",
+        }
+    },
 }
 CATEGORIES = {
     "order_updates": {"required": True},
@@ -43,8 +47,15 @@ def event(event_type: str, event_id: str = "evt-1", subject: str = "o-1", **data
 
 def buyer(tz: str | None = None, **prefs: Any) -> dict[str, Recipient]:
     """buyer-1 with a time zone and preferences."""
-    return {"buyer-1": Recipient(id="buyer-1", known=True, timezone=tz, preferences=prefs,
-                                 reachable=frozenset({"inapp", "email", "push"}))}
+    return {
+        "buyer-1": Recipient(
+            id="buyer-1",
+            known=True,
+            timezone=tz,
+            preferences=prefs,
+            reachable=frozenset({"inapp", "email", "push"}),
+        )
+    }
 
 
 def at(text: str, tz: str) -> float:

@@ -11,10 +11,20 @@ from tidings.strategy.decide import cancellations, decide
 from tidings.strategy.model import OpenDigest, PastEvent, Scheduled, State
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
-UNPAID = {"id": "unpaid-reminder", "on": "order.created", "category": "order_updates",
-          "delay": "15m", "cancel_on": ["order.paid", "order.cancelled"]}
-REVIEW = {"id": "review-request", "on": "order.delivered", "category": "reviews", "delay": "3d",
-          "cancel_on": ["review.created", "refund.*"]}
+UNPAID = {
+    "id": "unpaid-reminder",
+    "on": "order.created",
+    "category": "order_updates",
+    "delay": "15m",
+    "cancel_on": ["order.paid", "order.cancelled"],
+}
+REVIEW = {
+    "id": "review-request",
+    "on": "order.delivered",
+    "category": "reviews",
+    "delay": "3d",
+    "cancel_on": ["review.created", "refund.*"],
+}
 
 
 def history(*types: str, subject: str = "o-1") -> State:
@@ -25,29 +35,55 @@ def test_a_delay_defers_with_the_time_and_what_cancels_it() -> None:
     (decision,) = decide(policy(UNPAID), event("order.created"), buyer("Asia/Shanghai"), NOW)
     assert decision.outcome == "deferred"
     assert decision.until == NOW + 900
-    assert decision.reason == ("delayed 15m until 16:15 Asia/Shanghai unless order.paid or "
-                               "order.cancelled arrives first; then on inapp")
+    assert decision.reason == (
+        "delayed 15m until 16:15 Asia/Shanghai unless order.paid or "
+        "order.cancelled arrives first; then on inapp"
+    )
     assert decision.plan is not None
-    assert decision.plan.due_at == NOW + 900 and decision.plan.cancel_on == ("order.paid",
-                                                                            "order.cancelled")
+    assert decision.plan.due_at == NOW + 900 and decision.plan.cancel_on == (
+        "order.paid",
+        "order.cancelled",
+    )
 
 
 @pytest.mark.parametrize(
     ("rule", "event_type", "seen", "outcome", "reason"),
     [
         (UNPAID, "order.created", (), "deferred", "delayed 15m"),
-        (UNPAID, "order.created", ("order.paid",), "cancelled",
-         "cancelled by order.paid evt-order.paid (processed earlier)"),
-        (UNPAID, "order.created", ("order.cancelled",), "cancelled", "cancelled by order.cancelled"),
-        (REVIEW, "order.delivered", ("refund.requested",), "cancelled",
-         "cancelled by refund.requested"),
+        (
+            UNPAID,
+            "order.created",
+            ("order.paid",),
+            "cancelled",
+            "cancelled by order.paid evt-order.paid (processed earlier)",
+        ),
+        (
+            UNPAID,
+            "order.created",
+            ("order.cancelled",),
+            "cancelled",
+            "cancelled by order.cancelled",
+        ),
+        (
+            REVIEW,
+            "order.delivered",
+            ("refund.requested",),
+            "cancelled",
+            "cancelled by refund.requested",
+        ),
         (REVIEW, "order.delivered", ("review.replied",), "deferred", "delayed 3d"),
     ],
-    ids=["nothing yet", "paid arrived first (out of order)", "cancelled first", "refund.* glob",
-         "an unrelated type"],
+    ids=[
+        "nothing yet",
+        "paid arrived first (out of order)",
+        "cancelled first",
+        "refund.* glob",
+        "an unrelated type",
+    ],
 )
-def test_cancel_on_already_processed(rule: dict[str, Any], event_type: str, seen: tuple[str, ...],
-                                     outcome: str, reason: str) -> None:
+def test_cancel_on_already_processed(
+    rule: dict[str, Any], event_type: str, seen: tuple[str, ...], outcome: str, reason: str
+) -> None:
     (decision,) = decide(policy(rule), event(event_type), buyer(), NOW, history(*seen))
     assert decision.outcome == outcome
     assert decision.reason.startswith(reason), decision.reason
@@ -55,12 +91,26 @@ def test_cancel_on_already_processed(rule: dict[str, Any], event_type: str, seen
 
 @pytest.mark.parametrize(
     ("cancel_type", "subject", "cancelled"),
-    [("order.paid", "o-1", True), ("order.cancelled", "o-1", True), ("order.paid", "o-2", False),
-     ("order.shipped", "o-1", False)],
+    [
+        ("order.paid", "o-1", True),
+        ("order.cancelled", "o-1", True),
+        ("order.paid", "o-2", False),
+        ("order.shipped", "o-1", False),
+    ],
 )
-def test_cancellations_match_type_and_subject(cancel_type: str, subject: str, cancelled: bool) -> None:
-    waiting = [Scheduled("n-1", "pk-created", "unpaid-reminder", "buyer-1", "o-1",
-                         ("order.paid", "order.cancelled"))]
+def test_cancellations_match_type_and_subject(
+    cancel_type: str, subject: str, cancelled: bool
+) -> None:
+    waiting = [
+        Scheduled(
+            "n-1",
+            "pk-created",
+            "unpaid-reminder",
+            "buyer-1",
+            "o-1",
+            ("order.paid", "order.cancelled"),
+        )
+    ]
     found = cancellations(event(cancel_type, "evt-9", subject=subject), "pk-9", waiting)
     assert [c.notification_id for c in found] == (["n-1"] if cancelled else [])
     if cancelled:
@@ -87,21 +137,33 @@ def test_an_event_never_cancels_its_own_notification() -> None:
         ("review.created", ("refund.completed",), {}, None),
         ("shop.custom", ("order.cancelled",), {}, None),
     ],
-    ids=["shipped after refund completed", "payment failed after paid", "paid after shipped",
-         "shipped after delivered", "created after cancelled", "in order", "a second shipment",
-         "refund events of another refund", "refund events without ids on the past",
-         "reviews never go stale", "custom types never go stale"],
+    ids=[
+        "shipped after refund completed",
+        "payment failed after paid",
+        "paid after shipped",
+        "shipped after delivered",
+        "created after cancelled",
+        "in order",
+        "a second shipment",
+        "refund events of another refund",
+        "refund events without ids on the past",
+        "reviews never go stale",
+        "custom types never go stale",
+    ],
 )
-def test_stale_events_are_suppressed(event_type: str, seen: tuple[str, ...], extra: dict[str, Any],
-                                     stale_by: str | None) -> None:
+def test_stale_events_are_suppressed(
+    event_type: str, seen: tuple[str, ...], extra: dict[str, Any], stale_by: str | None
+) -> None:
     rules = policy({"id": "r", "on": event_type})
     (decision,) = decide(rules, event(event_type, **extra), buyer(), NOW, history(*seen))
     if stale_by is None:
         assert decision.outcome == "sent"
     else:
         assert decision.outcome == "suppressed"
-        assert decision.reason == (f"stale: {stale_by} evt-{stale_by} was already processed for "
-                                   f"o-1, so this {event_type} is no longer news")
+        assert decision.reason == (
+            f"stale: {stale_by} evt-{stale_by} was already processed for "
+            f"o-1, so this {event_type} is no longer news"
+        )
 
 
 def test_refund_steps_compare_within_one_refund() -> None:
@@ -114,8 +176,11 @@ def test_refund_steps_compare_within_one_refund() -> None:
 
 @pytest.mark.parametrize(
     ("already", "outcome", "reason"),
-    [(0, "sent", "sent on inapp"), (2, "sent", "sent on inapp"),
-     (3, "suppressed", "over the cap of 3 per 1d for marketing")],
+    [
+        (0, "sent", "sent on inapp"),
+        (2, "sent", "sent on inapp"),
+        (3, "suppressed", "over the cap of 3 per 1d for marketing"),
+    ],
 )
 def test_caps_per_category_and_subscriber(already: int, outcome: str, reason: str) -> None:
     rules = policy({"id": "promo", "on": "promo.sent", "category": "marketing"})
@@ -124,8 +189,14 @@ def test_caps_per_category_and_subscriber(already: int, outcome: str, reason: st
     assert (decision.outcome, decision.reason) == (outcome, reason)
 
 
-DIGEST = {"id": "seller-digest", "on": "order.paid", "to": "seller", "category": "order_updates",
-          "template": "digest", "digest": {"window": "5m", "max": 3}}
+DIGEST = {
+    "id": "seller-digest",
+    "on": "order.paid",
+    "to": "seller",
+    "category": "order_updates",
+    "template": "digest",
+    "digest": {"window": "5m", "max": 3},
+}
 
 
 def test_the_first_event_opens_a_digest() -> None:
@@ -138,12 +209,16 @@ def test_the_first_event_opens_a_digest() -> None:
 
 @pytest.mark.parametrize(
     ("count", "close", "reason"),
-    [(1, False, "folded into digest n-1 (2 events so far)"),
-     (2, True, "folded into digest n-1 (3 events so far, full: sending now)")],
+    [
+        (1, False, "folded into digest n-1 (2 events so far)"),
+        (2, True, "folded into digest n-1 (3 events so far, full: sending now)"),
+    ],
 )
 def test_later_events_fold_into_the_open_digest(count: int, close: bool, reason: str) -> None:
     events = [{"order_id": f"o-{n}"} for n in range(count)]
-    state = State(digests={("seller-digest", "seller-1"): OpenDigest("n-1", count, events, NOW + 100)})
+    state = State(
+        digests={("seller-digest", "seller-1"): OpenDigest("n-1", count, events, NOW + 100)}
+    )
     (decision,) = decide(policy(DIGEST), event("order.paid", subject="o-9"), {}, NOW, state)
     assert decision.outcome == "digested" and decision.reason == reason
     assert decision.fold is not None and decision.fold.close is close
@@ -158,8 +233,13 @@ def test_a_digest_past_its_window_is_not_folded_into() -> None:
 
 
 def test_timed_fallback_waits_for_the_inapp_item() -> None:
-    rule = {"id": "r", "on": "order.shipped", "channels": ["push", "inapp"], "fallback": ["email"],
-            "fallback_after": "10m"}
+    rule = {
+        "id": "r",
+        "on": "order.shipped",
+        "channels": ["push", "inapp"],
+        "fallback": ["email"],
+        "fallback_after": "10m",
+    }
     people = buyer()
     (decision,) = decide(policy(rule), event("order.shipped"), people, NOW)
     assert decision.outcome == "sent"
@@ -177,9 +257,11 @@ def test_without_fallback_after_an_unreachable_channel_falls_back_at_once() -> N
 
 @pytest.mark.parametrize(
     ("rule", "expires"),
-    [({"id": "r", "on": "x.y", "ttl": "1h"}, NOW + 3600),
-     ({"id": "r", "on": "x.y", "ttl": "1h", "delay": "15m"}, NOW + 900 + 3600),
-     ({"id": "r", "on": "x.y"}, None)],
+    [
+        ({"id": "r", "on": "x.y", "ttl": "1h"}, NOW + 3600),
+        ({"id": "r", "on": "x.y", "ttl": "1h", "delay": "15m"}, NOW + 900 + 3600),
+        ({"id": "r", "on": "x.y"}, None),
+    ],
     ids=["from now", "from the delayed send time", "no ttl"],
 )
 def test_ttl_sets_the_expiry(rule: dict[str, Any], expires: float | None) -> None:

@@ -33,16 +33,48 @@ from tidings.strategy.decide import Policy
 from tidings.templates import Templates
 
 RULES = [
-    {"id": "unpaid-reminder", "on": "order.created", "to": "buyer", "channels": ["inapp"],
-     "template": "plain", "delay": "15m", "cancel_on": ["order.paid", "order.cancelled"]},
-    {"id": "seller-digest", "on": "order.paid", "to": "seller", "channels": ["inapp"],
-     "template": "digest", "digest": {"window": "5m", "max": 4}},
-    {"id": "shipped", "on": "order.shipped", "to": "buyer", "channels": ["inapp"],
-     "fallback": ["email"], "fallback_after": "10m", "template": "plain", "ttl": "1h"},
-    {"id": "refund-done", "on": "refund.completed", "to": "buyer", "channels": ["inapp"],
-     "template": "plain"},
-    {"id": "promo", "on": "promo.sent", "to": "buyer", "category": "marketing",
-     "channels": ["inapp"], "template": "plain"},
+    {
+        "id": "unpaid-reminder",
+        "on": "order.created",
+        "to": "buyer",
+        "channels": ["inapp"],
+        "template": "plain",
+        "delay": "15m",
+        "cancel_on": ["order.paid", "order.cancelled"],
+    },
+    {
+        "id": "seller-digest",
+        "on": "order.paid",
+        "to": "seller",
+        "channels": ["inapp"],
+        "template": "digest",
+        "digest": {"window": "5m", "max": 4},
+    },
+    {
+        "id": "shipped",
+        "on": "order.shipped",
+        "to": "buyer",
+        "channels": ["inapp"],
+        "fallback": ["email"],
+        "fallback_after": "10m",
+        "template": "plain",
+        "ttl": "1h",
+    },
+    {
+        "id": "refund-done",
+        "on": "refund.completed",
+        "to": "buyer",
+        "channels": ["inapp"],
+        "template": "plain",
+    },
+    {
+        "id": "promo",
+        "on": "promo.sent",
+        "to": "buyer",
+        "category": "marketing",
+        "channels": ["inapp"],
+        "template": "plain",
+    },
 ]
 
 
@@ -68,8 +100,10 @@ class Engine:
             return list((await conn.execute(query)).all())
 
     async def decisions_of(self, stored: StoredEvent) -> list[tuple[str, str, str]]:
-        return [(d.rule_id, d.outcome, d.reason)
-                for d in await self.rows(select(decisions).where(decisions.c.event_pk == stored.pk))]
+        return [
+            (d.rule_id, d.outcome, d.reason)
+            for d in await self.rows(select(decisions).where(decisions.c.event_pk == stored.pk))
+        ]
 
     async def fire(self) -> schedule.Fired:
         now = self.clock.now()
@@ -78,9 +112,14 @@ class Engine:
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    raw = {"categories": {"order_updates": {"required": True},
-                          "marketing": {"cap": {"count": 2, "per": "1d"}}},
-           "rules": RULES, "templates": TEMPLATES}
+    raw = {
+        "categories": {
+            "order_updates": {"required": True},
+            "marketing": {"cap": {"count": 2, "per": "1d"}},
+        },
+        "rules": RULES,
+        "templates": TEMPLATES,
+    }
     settings = build_settings(raw, {}, "test")
     store = Store.open(f"sqlite:///{tmp_path / 't.db'}", None)
     await store.start()
@@ -106,10 +145,15 @@ async def test_delay_then_cancel_by_a_later_event(engine: Engine) -> None:
     await engine.process(event("order.paid", "e-2"))
     (note,) = await engine.rows(select(notifications).where(notifications.c.id == note.id))
     assert note.status == "cancelled"
-    assert {d.status for d in await engine.rows(
-        select(deliveries).where(deliveries.c.notification_id == note.id))} == {"cancelled"}
+    assert {
+        d.status
+        for d in await engine.rows(
+            select(deliveries).where(deliveries.c.notification_id == note.id)
+        )
+    } == {"cancelled"}
     assert await engine.decisions_of(first) == [
-        ("unpaid-reminder", "cancelled", "cancelled by order.paid e-2")]
+        ("unpaid-reminder", "cancelled", "cancelled by order.paid e-2")
+    ]
     engine.clock.advance(3600)
     assert note.id not in (await engine.fire()).fired
     assert [i.subscriber_id for i in await engine.rows(select(inbox_items))] == ["seller-1"]
@@ -118,7 +162,8 @@ async def test_delay_then_cancel_by_a_later_event(engine: Engine) -> None:
 async def test_created_and_paid_in_one_batch(engine: Engine) -> None:
     first, _ = await engine.process(created("e-1"), event("order.paid", "e-2"))
     assert await engine.decisions_of(first) == [
-        ("unpaid-reminder", "cancelled", "cancelled by order.paid e-2")]
+        ("unpaid-reminder", "cancelled", "cancelled by order.paid e-2")
+    ]
     statuses = {n.rule_id: n.status for n in await engine.rows(select(notifications))}
     assert statuses["unpaid-reminder"] == "cancelled"
 
@@ -135,8 +180,9 @@ async def test_a_reminder_nobody_cancels_fires_after_the_delay(engine: Engine) -
     assert {d.status for d in await engine.rows(select(deliveries))} == {"delivered"}
     # too late now: the paid event does not un-send the reminder
     await engine.process(event("order.paid", "e-2"))
-    (note,) = await engine.rows(select(notifications).where(
-        notifications.c.rule_id == "unpaid-reminder"))
+    (note,) = await engine.rows(
+        select(notifications).where(notifications.c.rule_id == "unpaid-reminder")
+    )
     assert note.status == "created"
 
 
@@ -147,7 +193,8 @@ async def test_a_cancel_accepted_before_the_due_time_wins_even_unprocessed(engin
     fired = await engine.fire()
     assert fired.fired == [] and len(fired.cancelled) == 1
     assert await engine.decisions_of(first) == [
-        ("unpaid-reminder", "cancelled", "cancelled by order.cancelled e-2")]
+        ("unpaid-reminder", "cancelled", "cancelled by order.cancelled e-2")
+    ]
     assert await engine.rows(select(inbox_items)) == []
 
 
@@ -164,23 +211,30 @@ async def test_cancel_racing_the_fire(engine: Engine, order: str) -> None:
         await engine.processor.process(paid)
     else:
         await asyncio.gather(engine.processor.process(paid), engine.fire())
-    (note,) = await engine.rows(select(notifications).where(
-        notifications.c.rule_id == "unpaid-reminder"))
+    (note,) = await engine.rows(
+        select(notifications).where(notifications.c.rule_id == "unpaid-reminder")
+    )
     assert note.status == "cancelled"
-    assert not await engine.rows(select(inbox_items).where(inbox_items.c.subscriber_id == "buyer-1"))
+    assert not await engine.rows(
+        select(inbox_items).where(inbox_items.c.subscriber_id == "buyer-1")
+    )
 
 
 async def test_digest_across_batches_then_fired_once(engine: Engine) -> None:
-    batch = [event("order.paid", f"e-{n}", f"o-{n}", amount="1.00", currency="CNY")
-             for n in range(2)]
+    batch = [
+        event("order.paid", f"e-{n}", f"o-{n}", amount="1.00", currency="CNY") for n in range(2)
+    ]
     first, second = await engine.process(*batch)
     (note,) = await engine.rows(select(notifications))
     assert (await engine.decisions_of(first))[0][1] == "deferred"
     assert await engine.decisions_of(second) == [
-        ("seller-digest", "digested", f"folded into digest {note.id} (2 events so far)")]
+        ("seller-digest", "digested", f"folded into digest {note.id} (2 events so far)")
+    ]
     (third,) = await engine.process(event("order.paid", "e-2", "o-2"))
     assert (await engine.decisions_of(third))[0][1:] == (
-        "digested", f"folded into digest {note.id} (3 events so far)")
+        "digested",
+        f"folded into digest {note.id} (3 events so far)",
+    )
     (note,) = await engine.rows(select(notifications))
     assert note.digest["count"] == 3 and note.content["title"] == "You have 3 new paid orders"
     engine.clock.advance(301)
@@ -194,8 +248,9 @@ async def test_digest_across_batches_then_fired_once(engine: Engine) -> None:
 
 async def test_a_full_digest_goes_out_at_once(engine: Engine) -> None:
     await engine.process(*[event("order.paid", f"e-{n}", f"o-{n}") for n in range(5)])
-    notes = await engine.rows(select(notifications).order_by(notifications.c.created_at,
-                                                            notifications.c.id))
+    notes = await engine.rows(
+        select(notifications).order_by(notifications.c.created_at, notifications.c.id)
+    )
     counts = sorted(n.digest["count"] for n in notes)
     assert counts == [1, 4]
     fired = await engine.fire()
@@ -219,8 +274,11 @@ async def _subscriber_with_email(engine: Engine) -> None:
     from tidings.store import subscribers
 
     now = engine.clock.now()
-    await engine.store.write(lambda conn: subscribers.upsert(
-        conn, engine.store.cipher, "buyer-1", {"email": "b@shop.test"}, now))
+    await engine.store.write(
+        lambda conn: subscribers.upsert(
+            conn, engine.store.cipher, "buyer-1", {"email": "b@shop.test"}, now
+        )
+    )
 
 
 @pytest.mark.parametrize("read", [True, False])
@@ -230,8 +288,9 @@ async def test_timed_fallback_only_when_unread(engine: Engine, read: bool) -> No
     (fallback,) = await engine.rows(select(deliveries).where(deliveries.c.is_fallback.is_(True)))
     assert fallback.status == "scheduled" and fallback.channel == "email"
     if read:
-        await engine.store.write(lambda conn: conn.execute(
-            update(inbox_items).values(read_at=engine.clock.now())))
+        await engine.store.write(
+            lambda conn: conn.execute(update(inbox_items).values(read_at=engine.clock.now()))
+        )
     engine.clock.advance(599)
     now = engine.clock.now()
     assert await engine.store.write(lambda conn: schedule.fallback_due(conn, now)) == []
@@ -264,28 +323,59 @@ async def test_ttl_expires_what_was_not_delivered(engine: Engine) -> None:
 async def test_deliveries_of_one_subject_leave_in_event_order(engine: Engine) -> None:
     now = engine.clock.now()
     rows = [
-        {"id": f"d-{n}", "notification_id": f"n-{n}", "channel": "email",
-         "destination_kind": "email", "device_id": None, "lane": "normal", "status": "pending",
-         "is_fallback": False, "attempts": 0, "accepted_at": now, "created_at": now,
-         "due_at": now, "order_key": "buyer-1\x1fo-1", "seq": seq}
+        {
+            "id": f"d-{n}",
+            "notification_id": f"n-{n}",
+            "channel": "email",
+            "destination_kind": "email",
+            "device_id": None,
+            "lane": "normal",
+            "status": "pending",
+            "is_fallback": False,
+            "attempts": 0,
+            "accepted_at": now,
+            "created_at": now,
+            "due_at": now,
+            "order_key": "buyer-1\x1fo-1",
+            "seq": seq,
+        }
         for n, seq in enumerate([now - 10, now - 5])
-    ] + [{"id": "d-other", "notification_id": "n-x", "channel": "email", "destination_kind": "email",
-          "device_id": None, "lane": "normal", "status": "pending", "is_fallback": False,
-          "attempts": 0, "accepted_at": now, "created_at": now, "due_at": now,
-          "order_key": "buyer-1\x1fo-2", "seq": now}]
+    ] + [
+        {
+            "id": "d-other",
+            "notification_id": "n-x",
+            "channel": "email",
+            "destination_kind": "email",
+            "device_id": None,
+            "lane": "normal",
+            "status": "pending",
+            "is_fallback": False,
+            "attempts": 0,
+            "accepted_at": now,
+            "created_at": now,
+            "due_at": now,
+            "order_key": "buyer-1\x1fo-2",
+            "seq": now,
+        }
+    ]
     from sqlalchemy import insert
 
     await engine.store.write(lambda conn: conn.execute(insert(deliveries), rows))
     claimed = await engine.store.write(
-        lambda conn: delivery_store.claim(conn, ["d-1", "d-other"], now, 30))
+        lambda conn: delivery_store.claim(conn, ["d-1", "d-other"], now, 30)
+    )
     assert [c.id for c in claimed] == ["d-other"]  # d-1 waits for the earlier d-0
     (waiting,) = await engine.rows(select(deliveries).where(deliveries.c.id == "d-1"))
     assert waiting.status == "pending" and waiting.enqueued_at is None
     assert waiting.due_at == pytest.approx(now + delivery_store.ORDER_WAIT)
     both = await engine.store.write(
-        lambda conn: delivery_store.claim(conn, ["d-1", "d-0"], now + 1, 30))
+        lambda conn: delivery_store.claim(conn, ["d-1", "d-0"], now + 1, 30)
+    )
     assert [c.id for c in both] == ["d-0"]
-    await engine.store.write(lambda conn: conn.execute(
-        update(deliveries).where(deliveries.c.id == "d-0").values(status="sent")))
+    await engine.store.write(
+        lambda conn: conn.execute(
+            update(deliveries).where(deliveries.c.id == "d-0").values(status="sent")
+        )
+    )
     later = await engine.store.write(lambda conn: delivery_store.claim(conn, ["d-1"], now + 2, 30))
     assert [c.id for c in later] == ["d-1"]
