@@ -1,0 +1,36 @@
+"""Event rows: idempotency on (source, id), within a batch and across batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tidings.crypto import Cipher, generate_key
+from tidings.events.cloudevents import Event
+from tidings.store import Store
+from tidings.store import events as event_rows
+
+
+def event(event_id: str, source: str = "/shop") -> Event:
+    return Event(id=event_id, source=source, type="order.paid", data={"order_id": "o"})
+
+
+async def test_duplicates_within_and_across_batches(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
+    await store.start()
+    try:
+        first = await store.write(
+            lambda c: event_rows.insert_events(c, [event("a"), event("b"), event("a")], 1.0)
+        )
+        assert [r.duplicate for r in first] == [False, False, True]
+        assert first[2].pk == first[0].pk
+        second = await store.write(
+            lambda c: event_rows.insert_events(
+                c, [event("b"), event("a", "/other"), event("c")], 2.0
+            )
+        )
+        assert [r.duplicate for r in second] == [True, False, False]
+        assert second[0].pk == first[1].pk
+        async with store.read() as conn:
+            assert len(await event_rows.unprocessed(conn, 100, 10.0)) == 4
+    finally:
+        await store.aclose()
