@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.harness import Server, cloudevent, wait_for
+from tests.harness import REPO, Server, cloudevent, wait_for
 from tests.web.browser import chromium
 
 # a webhook provider that dead-letters at the first transient failure, and lets loopback through
@@ -274,3 +275,35 @@ def test_the_pages_load_nothing_from_elsewhere(server: Server) -> None:
         .startswith("text/javascript")
     )
     assert httpx.get(server.url + "/v1/admin/overview").status_code == 401
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_service_exposes(
+    server: Server, api: httpx.Client
+) -> None:
+    event_id = post(
+        api,
+        "order.paid",
+        order_id="o-grafana",
+        buyer_id="buyer-g",
+        seller_id="s-g",
+        amount="1.00",
+        currency="USD",
+    )
+    wait_for(lambda: api.get(f"/v1/events/{event_id}").json().get("processed_at"))
+    exposed = set(re.findall(r"^(tidings_\w+?)(?:\{| )", api.get("/metrics").text, re.MULTILINE))
+    board = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in board["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"tidings_\w+", target["expr"])
+    }
+    assert {
+        "tidings_events_total",
+        "tidings_deliveries_total",
+        "tidings_latency_seconds_bucket",
+        "tidings_queue_depth",
+        "tidings_provider_up",
+        "tidings_dead_letters",
+    } <= queried
+    assert queried <= exposed, queried - exposed

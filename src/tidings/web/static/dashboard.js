@@ -29,6 +29,7 @@
   /* --- formatting ------------------------------------------------------------------------------ */
   function seconds(value) {
     if (value == null) return "–";
+    if (value === 0) return "0";
     if (value < 0.001) return `${(value * 1e6).toFixed(0)} µs`;
     if (value < 1) return `${(value * 1000).toFixed(value < 0.01 ? 1 : 0)} ms`;
     return `${value.toFixed(2)} s`;
@@ -269,8 +270,9 @@
       $("#events-table tbody").replaceChildren(...data.items.map((e) =>
         h("tr", { class: `clickable${state.explained === e.pk ? " selected" : ""}`, "data-event-id": e.id,
                   onclick: () => { location.hash = `#explain/${encodeURIComponent(e.pk)}`; } },
-          h("td", {}, clock(e.received_at)), h("td", {}, h("b", {}, e.type)),
-          h("td", { class: "mono" }, e.id), h("td", { class: "mono" }, e.subject || "–"),
+          h("td", { class: "nowrap" }, clock(e.received_at)), h("td", { class: "nowrap" }, h("b", {}, e.type)),
+          h("td", { class: "mono", title: e.id }, e.id.length > 18 ? `${e.id.slice(0, 16)}…` : e.id),
+          h("td", { class: "mono" }, e.subject || "–"),
           h("td", {}, e.processed_at ? outcomeTags(e.outcomes) : tag("pending")))));
     }
     for (const e of data.items) state.seenEvents.add(e.pk);
