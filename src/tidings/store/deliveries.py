@@ -188,7 +188,10 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
                     "number": o["attempts"],
                     "provider": o["provider"] or "-",
                     "started_at": o["started_at"],
-                    "finished_at": o["finished_at"],
+                    # a retry leaves the delivery unfinished, never the attempt
+                    "finished_at": o["finished_at"]
+                    if o["finished_at"] is not None
+                    else o["started_at"] + (o.get("td") or 0.0),
                     "outcome": o["outcome"],
                     "error": o["last_error"],
                 }
