@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from tidings.config import sqlalchemy_url
 from tidings.errors import StoreError
+from tidings.store.inline_sqlite import creator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +46,11 @@ def create_engine(url: str) -> AsyncEngine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(full, poolclass=NullPool if path is None else None)
+        engine = create_async_engine(
+            full,
+            poolclass=NullPool if path is None else None,
+            async_creator=creator(str(path) if path is not None else ":memory:"),
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
