@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from tests.services import create_database, drop_database
 from tests.strategy.helpers import TEMPLATES, event
 from tidings.clock import OffsetClock
 from tidings.config import build_settings
+from tidings.crypto import generate_key
 from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.embedded import EmbeddedBroker
@@ -110,8 +112,8 @@ class Engine:
         return await self.store.write(lambda conn: schedule.fire_due(conn, now))
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
     raw = {
         "categories": {
             "order_updates": {"required": True},
@@ -121,7 +123,11 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
         "templates": TEMPLATES,
     }
     settings = build_settings(raw, {}, "test")
-    store = Store.open(f"sqlite:///{tmp_path / 't.db'}", None)
+    if request.param == "postgresql":
+        url = await create_database(request.getfixturevalue("postgres_url"))
+    else:
+        url = f"sqlite:///{tmp_path / 't.db'}"
+    store = Store.open(url, generate_key() if request.param == "postgresql" else None)
     await store.start()
     clock = OffsetClock()
     policy = Policy(settings, Templates(settings.templates, settings.default_locale))
@@ -130,6 +136,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
         yield Engine(store, processor, clock)
     finally:
         await store.aclose()
+        if request.param == "postgresql":
+            await drop_database(url)
 
 
 def created(event_id: str, subject: str = "o-1") -> Event:

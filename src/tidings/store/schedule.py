@@ -29,9 +29,11 @@ READ_BEFORE_FALLBACK = "read in the in-app inbox before the fallback time"
 EXPIRED = "expired before it could be delivered"
 
 
-def _for_update(conn: AsyncConnection, query: Any) -> Any:
-    # PostgreSQL runs several writer transactions at once: lock what we will change
-    return query.with_for_update() if conn.dialect.name == "postgresql" else query
+def _for_update(conn: AsyncConnection, query: Any, *, skip_locked: bool = False) -> Any:
+    # PostgreSQL runs several writer transactions (and workers) at once: lock what we change
+    if conn.dialect.name != "postgresql":
+        return query
+    return query.with_for_update(skip_locked=skip_locked)
 
 
 async def load_state(
@@ -239,6 +241,7 @@ async def fire_due(conn: AsyncConnection, now: float, limit: int = 200) -> Fired
                 .where(notifications.c.status == "scheduled", notifications.c.due_at <= now)
                 .order_by(notifications.c.due_at)
                 .limit(limit),
+                skip_locked=True,  # another worker is firing those
             )
         )
     ).all()
