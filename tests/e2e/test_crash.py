@@ -68,7 +68,14 @@ def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:
             done = all(value == (1, 1) for value in found.values())
             return found if done and accepted <= set(found) else None
 
-        final = wait_for(settled, timeout=60, interval=0.2)
+        try:
+            final = wait_for(settled, timeout=60, interval=0.2)
+        except AssertionError:
+            found = counts()
+            wrong = {k: v for k, v in found.items() if v != (1, 1)}
+            lost = sorted(accepted - set(found))
+            raise AssertionError(f"lost {len(lost)} {lost[:5]}; wrong {list(wrong.items())[:5]}; "
+                                 f"log: {restarted.log.read_text()[-2000:]}") from None
         missing = accepted - set(final)
         assert not missing, f"accepted but lost: {sorted(missing)[:5]}"
         assert all(value == (1, 1) for value in final.values())
