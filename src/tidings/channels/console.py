@@ -38,7 +38,7 @@ class ConsoleProvider:
             "body": message.body,
         }
         SENT.append(record)
-        log.info("console %s delivery %s: %s", message.channel, message.delivery_id, message.title)
+        log.debug("console %s delivery %s: %s", message.channel, message.delivery_id, message.title)
         return Receipt(status="sent", provider_message_id=message.delivery_id, detail="console")
 
     async def aclose(self) -> None:
