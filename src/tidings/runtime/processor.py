@@ -212,6 +212,7 @@ class Processor:
             exclude_pks=[i.pk for i in items],
             subscribers=recipients,
             caps={name: c.cap.per for name, c in settings.categories.items() if c.cap},
+            cancel_types={t for r in settings.rules for t in r.cancel_on},
             digest_rules={
                 r.id
                 for i in items

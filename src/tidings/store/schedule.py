@@ -44,11 +44,14 @@ async def load_state(
     subscribers: Iterable[str],
     caps: dict[str, float],
     digest_rules: Iterable[str],
+    cancel_types: Iterable[str] = (),
     now: float,
 ) -> State:
     """The strategy's state for a batch: subject history, cap counts, open digests, deferrals.
 
-    ``caps`` maps each capped category to its window in seconds.
+    ``caps`` maps each capped category to its window in seconds; ``cancel_types`` are the
+    rules' ``cancel_on`` entries (the history holds those and the life cycle's types only, so
+    a subject with thousands of custom events costs nothing).
     """
     state = State()
     wanted = sorted(set(subjects))
@@ -67,6 +70,7 @@ async def load_state(
                 events.c.subject.in_(wanted),
                 events.c.processed_at.is_not(None),
                 events.c.id.not_in(list(exclude_pks)),
+                _types(lifecycle.TRACKED | set(cancel_types)),
             )
             .order_by(events.c.processed_at, events.c.id)
         )
@@ -191,6 +195,13 @@ async def fold_digests(conn: AsyncConnection, folds: dict[str, dict[str, Any]]) 
         )
 
 
+def _types(patterns: Iterable[str]) -> Any:
+    """``events.type`` matches one of ``patterns`` (exact types, or globs such as ``refund.*``)."""
+    exact = sorted(p for p in patterns if "*" not in p)
+    globs = sorted(p for p in patterns if "*" in p)
+    return or_(events.c.type.in_(exact), *(events.c.type.like(g.replace("*", "%")) for g in globs))
+
+
 @dataclass(slots=True)
 class Fired:
     """What one pass of :func:`fire_due` did."""
@@ -209,13 +220,9 @@ async def _cancel_events(conn: AsyncConnection, notes: Sequence[Any]) -> dict[st
     if not with_cancel:
         return {}
     patterns = {p for n in with_cancel for p in n.cancel_on}
-    conditions = [
-        events.c.type.like(p.replace("*", "%")) if "*" in p else events.c.type == p
-        for p in patterns
-    ]
     rows = await conn.execute(
         select(events.c.id, events.c.subject, events.c.type, events.c.event_id)
-        .where(events.c.subject.in_(sorted({n.subject for n in with_cancel})), or_(*conditions))
+        .where(events.c.subject.in_(sorted({n.subject for n in with_cancel})), _types(patterns))
         .order_by(events.c.received_at, events.c.id)
     )
     by_subject: dict[str, list[Any]] = defaultdict(list)

@@ -36,6 +36,10 @@ REFUND_STEPS: dict[str, int] = {
 """One refund's steps (compared within the same ``refund_id``)."""
 
 
+TRACKED = frozenset(ORDER_STEPS) | ORDER_ENDS | frozenset(REFUND_STEPS)
+"""The types stale suppression looks back at."""
+
+
 def _obsoletes(newer: PastEvent, event_type: str, refund_id: str | None) -> bool:
     if event_type in ORDER_STEPS:
         if newer.type in ORDER_ENDS:
