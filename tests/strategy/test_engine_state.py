@@ -319,6 +319,12 @@ async def test_ttl_expires_what_was_not_delivered(engine: Engine) -> None:
     engine.clock.advance(601)
     now = engine.clock.now()
     await engine.store.write(lambda conn: schedule.fallback_due(conn, now))  # email pending now
+    # the provider failed: the retry waits in backoff beyond the ttl
+    await engine.store.write(
+        lambda conn: conn.execute(
+            update(deliveries).where(deliveries.c.channel == "email").values(due_at=now + 7200)
+        )
+    )
     engine.clock.advance(3600)
     now = engine.clock.now()
     expired = await engine.store.write(lambda conn: schedule.expire_due(conn, now))

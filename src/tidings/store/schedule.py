@@ -413,13 +413,18 @@ async def fallback_due(
 
 
 async def expire_due(conn: AsyncConnection, now: float, limit: int = 500) -> list[str]:
-    """Undelivered deliveries of notifications past ``expires_at`` → ``expired``; which."""
+    """Undelivered deliveries of notifications past ``expires_at`` → ``expired``; which.
+
+    Only those waiting for a later time (a retry's backoff, a fallback timer): a due one is
+    expired by the dispatcher when it is attempted, so the sweep stays an index range scan.
+    """
     rows = (
         await conn.execute(
             select(deliveries.c.id, deliveries.c.notification_id)
             .join(notifications, notifications.c.id == deliveries.c.notification_id)
             .where(
                 deliveries.c.status.in_(["pending", "scheduled"]),
+                deliveries.c.due_at > now,
                 notifications.c.expires_at.is_not(None),
                 notifications.c.expires_at < now,
                 notifications.c.status != "scheduled",
