@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.crypto import Cipher, load_or_create_key
 from tidings.store.db import Writer, create_engine, sqlite_path
-from tidings.store.tables import metadata
+from tidings.store import migrations
 
 
 class Store:
@@ -31,9 +31,9 @@ class Store:
         return cls(url, load_or_create_key(encryption_key, key_file))
 
     async def start(self) -> None:
-        """Create missing tables and start the writer."""
+        """Migrate the schema to the newest revision and start the writer."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(migrations.upgrade)
         self.write.start()
 
     @asynccontextmanager

@@ -1,0 +1,60 @@
+"""The schema's history (Alembic), one for SQLite and PostgreSQL, shipped inside the package.
+
+:func:`upgrade` brings a database to the newest revision; :class:`tidings.store.Store` runs it
+at start, so every ``tidings serve`` / ``tidings worker`` migrates before it works. Several
+processes starting at once on PostgreSQL take turns (an advisory lock held by the migrating
+transaction). A change to :mod:`tidings.store.tables` needs a new revision in ``versions/``::
+
+    .venv/bin/alembic -c src/tidings/store/migrations/alembic.ini revision --autogenerate -m "why"
+
+(with ``TIDINGS_DATABASE_URL`` naming a database at the current head);
+``tests/store/test_migrations.py`` fails while the tables and the history disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+HERE = Path(__file__).resolve().parent
+BASELINE = "0001"
+"""The revision a database created before migrations existed (``create_all``) matches."""
+_LOCK_KEY = 0x7469_6469  # "tidi": one advisory lock for every tidings migration
+
+
+def config(connection: Connection | None = None) -> Config:
+    """An Alembic config for this package's history (bound to ``connection`` if given)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head() -> str:
+    """The newest revision."""
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def current(connection: Connection) -> str | None:
+    """The revision ``connection``'s database is at (``None``: never migrated)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(connection: Connection) -> None:
+    """Migrate to the newest revision inside the caller's transaction."""
+    if connection.dialect.name == "postgresql":
+        # held until the caller commits: a second process waits, then finds nothing to do
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    cfg = config(connection)
+    if current(connection) is None and inspect(connection).has_table("events"):
+        command.stamp(cfg, BASELINE)  # made by create_all before the history began
+    command.upgrade(cfg, "head")
