@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.crypto import Cipher, load_or_create_key
-from tidings.store.db import Writer, create_engine, sqlite_path
 from tidings.store import migrations
+from tidings.store.db import Writer, create_engine, sqlite_path
 
 
 class Store:
