@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidings.config import Settings, builtin_config_text, load_settings
-from tidings.durations import parse_duration
+from tidings.durations import format_duration, parse_duration
 from tidings.errors import ConfigError
 
 app = typer.Typer(
@@ -166,13 +166,13 @@ def check(config: ConfigOption = None) -> None:
     for rule in settings.rules:
         timing = []
         if rule.delay:
-            timing.append(f"delay {rule.delay:g}s")
+            timing.append(f"delay {format_duration(rule.delay)}")
         if rule.cancel_on:
             timing.append("cancel on " + ", ".join(rule.cancel_on))
         if rule.digest:
-            timing.append(f"digest {rule.digest.window:g}s")
+            timing.append(f"digest {format_duration(rule.digest.window)}")
         if rule.ttl:
-            timing.append(f"ttl {rule.ttl:g}s")
+            timing.append(f"ttl {format_duration(rule.ttl)}")
         table.add_row(
             rule.id,
             rule.on,

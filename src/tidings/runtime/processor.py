@@ -392,8 +392,14 @@ class _Batch:
             )
 
     async def commit(self, conn: AsyncConnection) -> _Written:
-        for event_pk, made in self.decisions.items():
-            await event_rows.insert_decisions(conn, event_pk, made, self.now)
+        await event_rows.insert_decision_rows(
+            conn,
+            [
+                row
+                for event_pk, made in self.decisions.items()
+                for row in event_rows.decision_rows(event_pk, made, self.now)
+            ],
+        )
         if self.notes:
             await conn.execute(insert(notifications), list(self.notes.values()))
         if self.deliveries:

@@ -145,13 +145,6 @@ async def insert_decision_rows(conn: AsyncConnection, rows: Sequence[dict[str, A
         await conn.execute(insert(decisions), list(rows))
 
 
-async def insert_decisions(
-    conn: AsyncConnection, event_pk: str, made: Sequence[tuple[Decision, list[str]]], now: float
-) -> None:
-    """Store each decision on one event with the notifications it created."""
-    await insert_decision_rows(conn, decision_rows(event_pk, made, now))
-
-
 async def find(conn: AsyncConnection, event_id: str, source: str | None) -> list[Any]:
     """Event rows with CloudEvents id ``event_id`` (and ``source`` when given), or a row id."""
     condition = events.c.event_id == event_id
