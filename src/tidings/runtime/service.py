@@ -8,6 +8,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
@@ -27,6 +28,9 @@ from tidings.store import keys as key_rows
 from tidings.store.events import Accepted, StoredEvent
 from tidings.strategy.decide import Policy
 from tidings.templates import Templates
+
+if TYPE_CHECKING:
+    from tidings.events.amqp import EventIngest
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,15 @@ def make_broker(settings: Settings) -> Broker:
     return RabbitBroker(settings.broker)  # type: ignore[no-any-return,unused-ignore]
 
 
+def make_ingest(settings: Settings) -> EventIngest | None:
+    """The AMQP event intake in scale-out mode (``None`` with the embedded broker)."""
+    if settings.broker == "embedded":
+        return None
+    from tidings.events.amqp import EventIngest
+
+    return EventIngest(settings.broker)
+
+
 class Service:
     """Everything a ``tidings serve`` process runs (role ``all``, ``api`` or ``worker``)."""
 
@@ -66,7 +79,9 @@ class Service:
         self.metrics = Metrics()
         self.store = Store.open(settings.database, settings.encryption_key)
         self.broker = make_broker(settings)
-        self.hub = InboxHub()
+        # scale-out: events reach the workers through RabbitMQ, inbox updates every API process
+        self.ingest = make_ingest(settings)
+        self.hub: InboxHub = getattr(self.broker, "hub", None) or InboxHub()
         self.intake = Intake(self.store, self.clock)
         self.templates = Templates(settings.templates, settings.default_locale)
         self.policy = Policy(settings, self.templates)
@@ -90,6 +105,8 @@ class Service:
         await self.store.start()
         await self._keys_and_secrets()
         await self.broker.start()
+        if self.ingest is not None:
+            await self.ingest.start()
         if self.role in ("all", "worker"):
             await self.scheduler.startup()
             self._tasks += [
@@ -97,6 +114,11 @@ class Service:
                 asyncio.create_task(self.broker.consume(self.dispatcher.handle), name="dispatcher"),
                 asyncio.create_task(self.scheduler.run(), name="scheduler"),
             ]
+            if self.ingest is not None:
+                consuming = self.ingest.consume(
+                    self._commit, self.processor.process, self.clock.now
+                )
+                self._tasks.append(asyncio.create_task(consuming, name="ingest"))
 
     async def _keys_and_secrets(self) -> None:
         now = self.clock.now()
@@ -120,29 +142,39 @@ class Service:
         self.generated_admin_key = await self.store.write(setup)
         async with self.store.read() as conn:
             stored = await key_rows.all_keys(conn)
-        configured_hashes: dict[str, frozenset[str]] = {hash_api_key(k.key): frozenset(k.scopes) for k in configured}
+        configured_hashes: dict[str, frozenset[str]] = {
+            hash_api_key(k.key): frozenset(k.scopes) for k in configured
+        }
         # configured keys are authoritative; stored ones (generated) count when none are set
         self.api_keys = configured_hashes or stored
 
     async def accept(self, batch: Sequence[Event]) -> list[Accepted]:
         """Commit ``batch`` (durable when this returns) and hand the new events on."""
-        accepted = await self.intake.accept(batch)
+        accepted = await self._commit(batch)
         now = self.clock.now()
         fresh = [
             StoredEvent(result.pk, event, now)
             for event, result in zip(batch, accepted, strict=True)
             if not result.duplicate
         ]
+        if fresh and self.ingest is not None:
+            await self.ingest.hand_off(fresh)  # to any worker; unconfirmed → recovery loop
+        elif fresh and self.role in ("all", "worker"):
+            self.processor.submit(fresh)
+        return accepted
+
+    async def _commit(self, batch: Sequence[Event]) -> list[Accepted]:
+        accepted = await self.intake.accept(batch)
         for event, result in zip(batch, accepted, strict=True):
             self.metrics.events.labels(
                 event.type, "duplicate" if result.duplicate else "accepted"
             ).inc()
-        if fresh and self.role in ("all", "worker"):
-            self.processor.submit(fresh)
         return accepted
 
     async def aclose(self) -> None:
         """Stop workers, close providers, broker and store."""
+        if self.ingest is not None:
+            await self.ingest.aclose()
         await self.broker.aclose()
         for task in self._tasks:
             task.cancel()

@@ -1,0 +1,182 @@
+"""CloudEvents in over AMQP (scale-out mode): the durable topic exchange ``tidings.events``.
+
+Any producer — a plain ``pika`` script included — publishes a structured CloudEvent JSON with
+routing key = event type::
+
+    channel.basic_publish("tidings.events", "order.paid", json.dumps(event),
+                          pika.BasicProperties(delivery_mode=2))
+
+Every worker consumes the quorum queue ``tidings.ingest`` (bound with ``#``), commits the
+events (idempotent on ``(source, id)``: a redelivered or replayed message is a duplicate),
+processes them and acks only after that commit. A message that is not a valid CloudEvent is
+rejected to the dead-letter exchange (queue ``tidings.dead``): kept, never requeued forever.
+
+The HTTP API of a ``--role api`` process hands its accepted events to the workers the same
+way: after the database commit it publishes each one with its row id (header
+``tidings-pk``) and waits for the confirm; a worker then processes it without inserting it
+again. Should that publish fail, the event is still committed, and the workers' recovery
+loop processes it a few seconds later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from tidings.errors import BrokerError, InvalidInput
+from tidings.events import catalog
+from tidings.events.cloudevents import Event, parse_structured
+from tidings.queue.rabbitmq import (
+    BatchConsumer,
+    connect,
+    declare_dead_letters,
+    publish_confirmed,
+    work_queue_arguments,
+)
+from tidings.store.events import Accepted, StoredEvent
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "tidings.events"
+QUEUE = "tidings.ingest"
+PK_HEADER = "tidings-pk"
+RECEIVED_HEADER = "tidings-received-at"
+
+Commit = Callable[[Sequence[Event]], Awaitable[list[Accepted]]]
+Process = Callable[[Sequence[StoredEvent]], Awaitable[None]]
+
+
+def checked(event: Event) -> Event:
+    """Validate ``event`` against the catalog and default its subject (as the HTTP API does)."""
+    catalog.validate(event.type, event.data)
+    if event.subject is None:
+        subject = catalog.default_subject(event.data)
+        if subject is not None:
+            event = dataclasses.replace(event, subject=subject)
+    return event
+
+
+class EventIngest:
+    """The ``tidings.events`` exchange: hand-off from the API, intake from any producer."""
+
+    def __init__(
+        self, url: str, *, batch: int = 256, slots: int = 2, patience: float = 3.0
+    ) -> None:
+        self.url = url
+        self.batch = batch
+        self.slots = slots
+        self.patience = patience
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._consumer: BatchConsumer | None = None
+        self._now: Callable[[], float] = time.time
+
+    async def start(self) -> None:
+        """Connect; declare the exchange, the ingest queue and the dead letters."""
+        self._connection = await connect(self.url)
+        self._publisher = await self._connection.channel(publisher_confirms=True)
+        await self._declare(self._publisher)
+
+    async def _declare(self, channel: AbstractChannel) -> aio_pika.abc.AbstractQueue:
+        await declare_dead_letters(channel)
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(QUEUE, durable=True, arguments=work_queue_arguments())
+        await queue.bind(exchange, routing_key="#")
+        return queue
+
+    async def hand_off(self, accepted: Sequence[StoredEvent]) -> bool:
+        """Publish committed events to the workers; ``False`` if the broker did not confirm.
+
+        Not confirmed is not lost: the events are committed, and the recovery loop finds them.
+        """
+        publisher = self._publisher
+        if publisher is None or not accepted:
+            return False
+        exchange = await publisher.get_exchange(EXCHANGE, ensure=False)
+        messages = [
+            (
+                item.event.type,
+                aio_pika.Message(
+                    json.dumps(item.event.envelope(), ensure_ascii=False).encode(),
+                    content_type="application/cloudevents+json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers={PK_HEADER: item.pk, RECEIVED_HEADER: item.received_at},
+                ),
+            )
+            for item in accepted
+        ]
+        try:
+            await publish_confirmed(lambda: exchange, messages, patience=self.patience)
+        except BrokerError:
+            log.warning(
+                "hand-off of %d events not confirmed; recovery will process them", len(accepted)
+            )
+            return False
+        return True
+
+    async def consume(
+        self, commit: Commit, process: Process, now: Callable[[], float] = time.time
+    ) -> None:
+        """Commit and process events from ``tidings.ingest`` until :meth:`aclose`."""
+        self._now = now
+        if self._connection is None:
+            raise BrokerError("the AMQP ingest is not started")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.batch * self.slots * 2)
+        queue = await self._declare(channel)
+
+        async def handle(messages: list[AbstractIncomingMessage]) -> None:
+            await self._handle(messages, commit, process)
+
+        self._consumer = BatchConsumer(queue, handle, batch=self.batch, slots=self.slots)
+        await self._consumer.run()
+
+    async def _handle(
+        self, messages: list[AbstractIncomingMessage], commit: Commit, process: Process
+    ) -> None:
+        known: list[StoredEvent] = []
+        offered: list[Event] = []
+        for message in messages:
+            try:
+                event = checked(parse_structured(json.loads(message.body)))
+            except (ValueError, InvalidInput) as exc:
+                # the reason names a field, never a value (PII stays out of the logs)
+                log.warning(
+                    "dead-lettered an invalid event message: %s",
+                    getattr(exc, "field", None) or type(exc).__name__,
+                )
+                await message.reject(requeue=False)
+                continue
+            headers = message.headers or {}
+            pk = headers.get(PK_HEADER)
+            received = headers.get(RECEIVED_HEADER)
+            if isinstance(pk, str) and isinstance(received, (int, float)):
+                known.append(StoredEvent(pk, event, float(received)))
+            else:
+                offered.append(event)
+        if offered:
+            # ``now`` is close enough for the received time of a redelivered duplicate
+            results = await commit(offered)
+            now = self._now()
+            known += [
+                StoredEvent(result.pk, event, now)
+                for event, result in zip(offered, results, strict=True)
+            ]
+        if known:
+            # a duplicate already processed claims nothing (see Processor._write)
+            await process(known)
+
+    async def aclose(self) -> None:
+        """Stop consuming (batches in flight finish) and disconnect."""
+        if self._consumer is not None:
+            await self._consumer.aclose()
+        if self._connection is not None:
+            await self._connection.close()

@@ -1,0 +1,396 @@
+"""The RabbitMQ broker (scale-out mode): quorum queues per lane, confirms, acks after commit.
+
+Topology (all declared idempotently by every process at start)::
+
+    default exchange ──▶ tidings.deliveries.{high,normal,low}   quorum, x-delivery-limit
+                              │ rejected / over the limit
+                              ▼
+                         tidings.dlx (fanout) ──▶ tidings.dead (quorum: poison kept, not lost)
+    tidings.inbox (fanout) ──▶ one exclusive queue per process  (live inbox updates for SSE)
+
+Guarantees (see :mod:`tidings.queue.base`): :meth:`RabbitBroker.publish` returns once every
+ticket is confirmed by the broker, waiting out a broker restart for up to ``patience``
+seconds; consumers ack a ticket only after the handler returned (its outcome committed). A
+handler that raises is retried in place a few times (a database restart is a pause, not a
+poison), then the batch is requeued; a ticket that keeps failing reaches the delivery limit
+and is dead-lettered — its delivery row is still in the store, so the scheduler requeues it
+later. The connection is robust: after a broker restart channels, queues and consumers come
+back by themselves, and unacked tickets are redelivered (a duplicate claims nothing).
+
+Each lane has its own channel, prefetch and batch slots, so a backlog on ``low`` never holds
+up ``high``. Per-subject order does not depend on the queue: the claim in
+:func:`tidings.store.deliveries.claim` lets a delivery go only when no earlier one of its
+subject and destination is open, whichever worker holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from pamqp.common import FieldTable
+
+from tidings.errors import BrokerError
+from tidings.queue.base import LANES, Handler, Lane, Ticket
+from tidings.runtime.inbox_hub import InboxHub
+
+log = logging.getLogger(__name__)
+
+DLX = "tidings.dlx"
+DEAD = "tidings.dead"
+INBOX = "tidings.inbox"
+DELIVERY_LIMIT = 20
+"""Deliveries of one message before it is dead-lettered as poison."""
+QUORUM: FieldTable = {"x-queue-type": "quorum"}
+
+
+def lane_queue(lane: Lane) -> str:
+    """The queue name of ``lane``."""
+    return f"tidings.deliveries.{lane}"
+
+
+def work_queue_arguments(delivery_limit: int = DELIVERY_LIMIT) -> FieldTable:
+    """Arguments of a work queue: quorum, dead-lettered to :data:`DLX` past the limit."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": DLX,
+    }
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    """A connection that reconnects (and restores its topology) after a broker restart."""
+    try:
+        return await aio_pika.connect_robust(url, reconnect_interval=0.5, fail_fast="true")
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        raise BrokerError(f"cannot connect to RabbitMQ: {type(exc).__name__}") from exc
+
+
+async def declare_dead_letters(channel: AbstractChannel) -> AbstractExchange:
+    """The dead-letter exchange and the queue that keeps what reaches it."""
+    exchange = await channel.declare_exchange(DLX, aio_pika.ExchangeType.FANOUT, durable=True)
+    dead = await channel.declare_queue(DEAD, durable=True, arguments=QUORUM)
+    await dead.bind(exchange)
+    return exchange
+
+
+async def publish_confirmed(
+    exchange: Callable[[], AbstractExchange],
+    messages: Sequence[tuple[str, aio_pika.Message]],
+    *,
+    patience: float,
+) -> None:
+    """Publish ``(routing_key, message)`` pairs and wait for every confirm.
+
+    Publishing while the connection is down fails; the robust connection comes back on its
+    own, so failed messages are retried until ``patience`` runs out (then :class:`BrokerError`).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    waiting = list(messages)
+    while True:
+        results = await asyncio.gather(
+            *(exchange().publish(message, routing_key=key) for key, message in waiting),
+            return_exceptions=True,
+        )
+        failed = [
+            (pair, result)
+            for pair, result in zip(waiting, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if not failed:
+            return
+        for _, result in failed:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+        if loop.time() >= deadline:
+            error = failed[0][1]
+            raise BrokerError(
+                f"RabbitMQ did not confirm {len(failed)} messages: {type(error).__name__}"
+            ) from error
+        waiting = [pair for pair, _ in failed]
+        await asyncio.sleep(0.25)
+
+
+MessageHandler = Callable[[list[AbstractIncomingMessage]], Awaitable[None]]
+
+
+class BatchConsumer:
+    """Feeds a queue's messages to a handler in batches; acks each after the handler returned.
+
+    The handler may settle messages itself (e.g. reject an invalid one to the DLX); the rest
+    are acked when it returns. It runs at most ``slots`` batches at once.
+    """
+
+    def __init__(
+        self, queue: AbstractQueue, handler: MessageHandler, *, batch: int, slots: int
+    ) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.batch = batch
+        self.slots = slots
+        self._buffer: list[AbstractIncomingMessage] = []
+        self._wake = asyncio.Event()
+        self._free = asyncio.Semaphore(slots)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tag: str | None = None
+        self._closed = False
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.append(message)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`aclose`."""
+        self._tag = await self.queue.consume(self._on_message, no_ack=False)
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer and not self._closed:
+                await self._free.acquire()
+                taken, self._buffer = self._buffer[: self.batch], self._buffer[self.batch :]
+                task = asyncio.create_task(self._handle(taken))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
+        try:
+            for attempt in range(3):
+                try:
+                    await self.handler(messages)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning(
+                        "a batch of %d failed (attempt %d)",
+                        len(messages),
+                        attempt + 1,
+                        exc_info=True,
+                    )
+                    await asyncio.sleep(0.5 * 2**attempt)
+                    continue
+                await _settle(messages, ack=True)
+                return
+            # still failing: give the messages back; the delivery limit catches real poison
+            await _settle(messages, ack=False)
+        finally:
+            self._free.release()
+
+    async def aclose(self) -> None:
+        """Stop taking messages; let batches in flight finish (bounded)."""
+        self._closed = True
+        self._wake.set()
+        if self._tag is not None:
+            try:
+                await asyncio.wait_for(self.queue.cancel(self._tag), 2)
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+        for task in list(self._tasks):
+            task.cancel()
+        # unsettled messages go back to the queue when the channel closes
+
+
+async def _settle(messages: Sequence[AbstractIncomingMessage], *, ack: bool) -> None:
+    for message in messages:
+        if message.processed:
+            continue
+        try:
+            if ack:
+                await message.ack()
+            else:
+                await message.nack(requeue=True)
+        except Exception:  # noqa: BLE001 - the channel died: the broker redelivers it
+            pass
+
+
+class RabbitBroker:
+    """Delivery tickets on RabbitMQ quorum queues, one per lane."""
+
+    name = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch: int = 64,
+        slots: int = 4,
+        patience: float = 30.0,
+        delivery_limit: int = DELIVERY_LIMIT,
+    ) -> None:
+        self.url = url
+        self.batch = batch
+        self.slots = slots
+        self.prefetch = batch * slots * 2  # one batch waiting behind every slot
+        self.patience = patience
+        self.delivery_limit = delivery_limit
+        self.hub = RelayedHub(self)
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._inbox: AbstractExchange | None = None
+        self._consumers: list[BatchConsumer] = []
+        self._depth: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        """The broker connection (after :meth:`start`)."""
+        if self._connection is None:
+            raise BrokerError("the RabbitMQ broker is not started")
+        return self._connection
+
+    async def start(self) -> None:
+        """Connect; declare the lanes, the dead letters and the inbox relay."""
+        self._connection = await connect(self.url)
+        self._publisher = await self._connection.channel(publisher_confirms=True)
+        await declare_dead_letters(self._publisher)
+        for lane in LANES:
+            await self._publisher.declare_queue(
+                lane_queue(lane), durable=True, arguments=work_queue_arguments(self.delivery_limit)
+            )
+        relay = await self._connection.channel(publisher_confirms=False)
+        self._inbox = await relay.declare_exchange(INBOX, aio_pika.ExchangeType.FANOUT)
+        mine = await relay.declare_queue(exclusive=True, auto_delete=True)
+        await mine.bind(self._inbox)
+        await mine.consume(self.hub.received, no_ack=True)
+        self._tasks.append(asyncio.create_task(self._watch_depth(), name="broker-depth"))
+
+    async def publish(self, tickets: Sequence[Ticket]) -> None:
+        """Queue ``tickets``; returns when RabbitMQ confirmed every one."""
+        if not tickets:
+            return
+        publisher = self._publisher
+        if publisher is None:
+            raise BrokerError("the RabbitMQ broker is not started")
+        messages = [
+            (
+                lane_queue(ticket.lane),
+                aio_pika.Message(
+                    json.dumps({"id": ticket.delivery_id, "subject": ticket.subject}).encode(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+            )
+            for ticket in tickets
+        ]
+        await publish_confirmed(
+            lambda: publisher.default_exchange, messages, patience=self.patience
+        )
+
+    async def consume(self, handler: Handler) -> None:
+        """Feed each lane's tickets to ``handler`` until :meth:`aclose`."""
+        runs = []
+        for lane in LANES:
+            channel = await self.connection.channel()
+            await channel.set_qos(prefetch_count=self.prefetch)
+            queue = await channel.declare_queue(
+                lane_queue(lane), durable=True, arguments=work_queue_arguments(self.delivery_limit)
+            )
+            consumer = BatchConsumer(
+                queue, _ticket_handler(lane, handler), batch=self.batch, slots=self.slots
+            )
+            self._consumers.append(consumer)
+            runs.append(consumer.run())
+        await asyncio.gather(*runs)
+
+    def depth(self) -> dict[Lane, int]:
+        """Tickets waiting per lane (refreshed every second from the broker)."""
+        return dict(self._depth)
+
+    async def _watch_depth(self) -> None:
+        channel: AbstractRobustChannel | None = None
+        while True:
+            try:
+                if channel is None or channel.is_closed:
+                    channel = cast(AbstractRobustChannel, await self.connection.channel())
+                for lane in LANES:
+                    # not robust: a robust passive declare answers from its cache
+                    queue = await channel.declare_queue(
+                        lane_queue(lane), passive=True, robust=False
+                    )
+                    result = queue.declaration_result
+                    self._depth[lane] = int(result.message_count or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a gauge: try again next second
+                channel = None
+            await asyncio.sleep(1.0)
+
+    def publish_inbox(self, subscriber_id: str, message: dict[str, Any]) -> None:
+        """Tell every process's SSE streams about a new inbox item (best effort)."""
+        exchange = self._inbox
+        if exchange is None:
+            return
+        relayed = {"to": subscriber_id, "message": message, "from": self.hub.origin}
+        body = json.dumps(relayed, default=str)
+        task = asyncio.create_task(_quietly(exchange.publish(aio_pika.Message(body.encode()), "")))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def aclose(self) -> None:
+        """Stop consuming (in-flight batches finish), then disconnect."""
+        await asyncio.gather(*(c.aclose() for c in self._consumers))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+
+
+def _ticket_handler(lane: Lane, handler: Handler) -> MessageHandler:
+    async def handle(messages: list[AbstractIncomingMessage]) -> None:
+        tickets = []
+        for message in messages:
+            try:
+                body = json.loads(message.body)
+                tickets.append(Ticket(str(body["id"]), lane, body.get("subject")))
+            except (ValueError, KeyError, TypeError):
+                await message.reject(requeue=False)  # not a ticket: keep it in tidings.dead
+        if tickets:
+            await handler(lane, tickets)
+
+    return handle
+
+
+async def _quietly(publishing: Awaitable[Any]) -> None:
+    try:
+        await publishing
+    except Exception:  # noqa: BLE001 - a live update; the inbox itself is in the database
+        pass
+
+
+class RelayedHub(InboxHub):
+    """An :class:`InboxHub` whose items reach the SSE streams of every process, via RabbitMQ."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        super().__init__()
+        self.broker = broker
+        self.origin = f"{os.getpid()}-{id(self):x}"
+
+    def publish(self, subscriber_id: str, message: dict[str, Any]) -> None:
+        """Deliver locally and relay to the other processes."""
+        super().publish(subscriber_id, message)
+        self.broker.publish_inbox(subscriber_id, message)
+
+    async def received(self, message: AbstractIncomingMessage) -> None:
+        """An item relayed by a process (ours were delivered locally already)."""
+        try:
+            relayed = json.loads(message.body)
+        except ValueError:
+            return
+        if relayed.get("from") != self.origin:
+            super().publish(str(relayed["to"]), relayed["message"])
