@@ -72,6 +72,7 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     import uvicorn
 
     from tidings.api.app import create_app
+    from tidings.api.fastpath import EventsFastPath
     from tidings.runtime.service import Service
 
     service = Service(settings, role=role)
@@ -82,7 +83,7 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     else:
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(service, manage=False),
+                EventsFastPath(create_app(service, manage=False), service),
                 host=host,
                 port=port,
                 log_level="warning",
@@ -270,6 +271,7 @@ async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[An
         chosen = [row.id for row in waiting] if all_ else ids
         done = []
         for dead_id in chosen:
+
             async def replay(conn: AsyncConnection, dead: str = dead_id) -> str | None:
                 return await delivery_rows.replay_dead_letter(conn, dead, time.time())
 

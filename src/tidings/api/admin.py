@@ -19,7 +19,9 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/v1/dlq", summary="Dead letters")
 async def list_dlq(
-    request: Request, cursor: str | None = None, limit: int | None = None,
+    request: Request,
+    cursor: str | None = None,
+    limit: int | None = None,
     _: str = Depends(require("read")),
 ) -> dict[str, Any]:
     """Deliveries whose retry budget is spent, waiting for replay."""
@@ -28,15 +30,23 @@ async def list_dlq(
     async with svc.store.read() as conn:
         found = await delivery_rows.list_dead_letters(conn, cursor, size + 1)
     items = [
-        {"id": r.id, "delivery_id": r.delivery_id, "channel": r.channel, "provider": r.provider,
-         "reason": r.reason, "created_at": iso(r.created_at)}
+        {
+            "id": r.id,
+            "delivery_id": r.delivery_id,
+            "channel": r.channel,
+            "provider": r.provider,
+            "reason": r.reason,
+            "created_at": iso(r.created_at),
+        }
         for r in found[:size]
     ]
     return {"items": items, "next_cursor": found[size - 1].id if len(found) > size else None}
 
 
 @router.post("/v1/dlq/{dead_id}/replay", status_code=202, summary="Replay a dead letter")
-async def replay(dead_id: str, request: Request, _: str = Depends(require("admin"))) -> dict[str, Any]:
+async def replay(
+    dead_id: str, request: Request, _: str = Depends(require("admin"))
+) -> dict[str, Any]:
     """Give the delivery a fresh retry budget and queue it now."""
     svc = service(request)
     now = svc.clock.now()
@@ -63,8 +73,11 @@ async def readyz(request: Request) -> Response:
         async with svc.store.read() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        return Response(f'{{"status": "unavailable", "reason": "{type(exc).__name__}"}}', 503,
-                        media_type="application/json")
+        return Response(
+            f'{{"status": "unavailable", "reason": "{type(exc).__name__}"}}',
+            503,
+            media_type="application/json",
+        )
     return Response('{"status": "ready"}', media_type="application/json")
 
 
@@ -73,9 +86,13 @@ async def metrics(request: Request) -> Response:
     """The Prometheus text exposition."""
     svc = service(request)
     async with svc.store.read() as conn:
-        waiting = (await conn.execute(
-            select(func.count()).select_from(dead_letters).where(dead_letters.c.replayed_at.is_(None))
-        )).scalar_one()
+        waiting = (
+            await conn.execute(
+                select(func.count())
+                .select_from(dead_letters)
+                .where(dead_letters.c.replayed_at.is_(None))
+            )
+        ).scalar_one()
     svc.metrics.dead_letters.set(waiting)
     for lane, depth in svc.broker.depth().items():
         svc.metrics.queue_depth.labels(lane).set(depth)

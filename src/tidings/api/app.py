@@ -32,7 +32,6 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.buckets = {}
     problems.install(app)
     for module in (events, subscribers, notifications, inbox, admin):
         app.include_router(module.router)

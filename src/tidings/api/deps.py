@@ -36,32 +36,35 @@ def require(scope: str) -> Callable[[Request], Awaitable[str]]:
     """A dependency that checks ``Authorization: Bearer <key>`` for ``scope``; the key hash."""
 
     async def check(request: Request) -> str:
-        svc = service(request)
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise ApiError(
-                401,
-                "missing API key: send Authorization: Bearer <key>",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        digest = hash_api_key(key.strip())
-        scopes = svc.api_keys.get(digest)
-        if scopes is None:
-            raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
-        if "admin" not in scopes and scope not in scopes:
-            raise ApiError(403, f"this API key lacks the {scope!r} scope")
-        _rate_limit(request, svc, digest)
-        return digest
+        return authorize(service(request), request.headers.get("authorization", ""), scope)
 
     return check
 
 
-def _rate_limit(request: Request, svc: Service, digest: str) -> None:
+def authorize(svc: Service, header: str, scope: str) -> str:
+    """Check an ``Authorization`` header for ``scope`` (and the key's rate); the key hash."""
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401,
+            "missing API key: send Authorization: Bearer <key>",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    digest = hash_api_key(key.strip())
+    scopes = svc.api_keys.get(digest)
+    if scopes is None:
+        raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
+    if "admin" not in scopes and scope not in scopes:
+        raise ApiError(403, f"this API key lacks the {scope!r} scope")
+    _rate_limit(svc, digest)
+    return digest
+
+
+def _rate_limit(svc: Service, digest: str) -> None:
     limits = svc.settings.api
     if limits.rate_limit is None:
         return
-    buckets: dict[str, _Bucket] = request.app.state.buckets
+    buckets: dict[str, _Bucket] = svc.rate_buckets
     capacity = float(limits.burst or max(1, int(limits.rate_limit)))
     bucket = buckets.setdefault(digest, _Bucket(capacity))
     now = time.monotonic()

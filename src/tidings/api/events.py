@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,7 @@ from tidings.clock import iso
 from tidings.errors import InvalidInput, NotFound
 from tidings.events import catalog
 from tidings.events.cloudevents import Event, parse_batch, parse_binary, parse_structured
+from tidings.runtime.service import Service
 from tidings.store import deliveries as delivery_rows
 from tidings.store import events as event_rows
 
@@ -43,18 +45,19 @@ def _decode(body: bytes) -> Any:
         raise InvalidInput(f"the body is not valid JSON: {exc.args[0]}", "/", status=400) from exc
 
 
-@router.post("/v1/events", status_code=202, summary="Accept CloudEvents")
-async def post_events(request: Request, _: str = Depends(require("events"))) -> Response:
-    """Accept one event (structured or binary mode) or a batch; ``202`` once durable."""
-    body = await read_body(request)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    svc = service(request)
+async def ingest(svc: Service, headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
+    """Accept one event (structured or binary mode) or a batch: ``(status, JSON body)``.
+
+    Transport-independent: the FastAPI route and the ASGI fast path both call it.
+    Raises :class:`ApiError` / :class:`InvalidInput` for the problem responses.
+    """
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == _BATCH:
         return await _batch(svc, _decode(body))
-    if "ce-specversion" in request.headers:
+    if "ce-specversion" in headers:
         if content_type and "json" not in content_type:
             raise ApiError(415, "binary mode accepts only JSON data")
-        event = _checked(parse_binary(request.headers, _decode(body) if body else {}))
+        event = _checked(parse_binary(headers, _decode(body) if body else {}))
     elif content_type in _STRUCTURED or not content_type:
         event = _checked(parse_structured(_decode(body)))
     else:
@@ -65,13 +68,26 @@ async def post_events(request: Request, _: str = Depends(require("events"))) -> 
         )
     (result,) = await svc.accept([event])
     status = 200 if result.duplicate else 202
-    return _json(
-        {"id": event.id, "source": event.source, "status": status, "duplicate": result.duplicate},
-        status,
-    )
+    return status, {
+        "id": event.id,
+        "source": event.source,
+        "status": status,
+        "duplicate": result.duplicate,
+    }
 
 
-async def _batch(svc: Any, raw: Any) -> Response:
+@router.post("/v1/events", status_code=202, summary="Accept CloudEvents")
+async def post_events(request: Request, _: str = Depends(require("events"))) -> Response:
+    """Accept one event (structured or binary mode) or a batch; ``202`` once durable.
+
+    (Served by :mod:`tidings.api.fastpath` ahead of the router; this route documents it and
+    answers when the app runs without the fast path.)
+    """
+    status, body = await ingest(service(request), request.headers, await read_body(request))
+    return _json(body, status)
+
+
+async def _batch(svc: Service, raw: Any) -> tuple[int, Any]:
     parsed = parse_batch(raw)
     valid: list[tuple[int, Event]] = []
     results: list[dict[str, Any] | None] = [None] * len(parsed)
@@ -105,7 +121,7 @@ async def _batch(svc: Any, raw: Any) -> Response:
                 "duplicate": result.duplicate,
             }
     status = 202 if all(r is not None and r["status"] == 202 for r in results) else 207
-    return _json({"results": results}, status)
+    return status, {"results": results}
 
 
 def _item_id(item: Any) -> Any:

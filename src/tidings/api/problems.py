@@ -29,15 +29,7 @@ _TITLES = {
 }
 
 
-def problem(
-    status: int,
-    detail: str,
-    *,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    """A ``application/problem+json`` response."""
+def _document(status: int, detail: str, field: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": _TITLES.get(status, "Error"),
@@ -46,21 +38,26 @@ def problem(
     }
     if field is not None:
         body["field"] = field
-    body.update(extra)
+    return body
+
+
+def problem_document(status: int, detail: str, *, field: str | None = None) -> bytes:
+    """The JSON bytes of a problem (for handlers that answer in plain ASGI)."""
+    return json.dumps(_document(status, detail, field), ensure_ascii=False).encode()
+
+
+def problem(
+    status: int, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """A ``application/problem+json`` response."""
     return Response(
-        json.dumps(body, ensure_ascii=False), status, headers=headers, media_type=PROBLEM
+        problem_document(status, detail, field=field), status, headers=headers, media_type=PROBLEM
     )
 
 
 def problem_body(exc: InvalidInput) -> dict[str, Any]:
     """The per-item problem of a batch result."""
-    return {
-        "type": "about:blank",
-        "title": _TITLES.get(exc.status, "Error"),
-        "status": exc.status,
-        "detail": str(exc),
-        "field": exc.field,
-    }
+    return _document(exc.status, str(exc), exc.field)
 
 
 class ApiError(Exception):

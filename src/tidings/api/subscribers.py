@@ -136,7 +136,9 @@ async def put_subscriber(
 
 @router.get("/v1/subscribers", summary="List subscribers")
 async def list_subscribers(
-    request: Request, cursor: str | None = None, limit: int | None = None,
+    request: Request,
+    cursor: str | None = None,
+    limit: int | None = None,
     _: str = Depends(require("read")),
 ) -> dict[str, Any]:
     """Subscriber ids, paged."""
@@ -193,7 +195,9 @@ async def add_device(
     svc = service(request)
     now = svc.clock.now()
     device_id = await svc.store.write(
-        lambda conn: rows.add_device(conn, svc.store.cipher, subscriber_id, device.kind, token, keys, now)
+        lambda conn: rows.add_device(
+            conn, svc.store.cipher, subscriber_id, device.kind, token, keys, now
+        )
     )
     return {"device_id": device_id}
 
@@ -209,8 +213,11 @@ async def list_devices(
     return {"items": items, "next_cursor": None}
 
 
-@router.delete("/v1/subscribers/{subscriber_id}/devices/{device_id}", status_code=204,
-               summary="Remove a device")
+@router.delete(
+    "/v1/subscribers/{subscriber_id}/devices/{device_id}",
+    status_code=204,
+    summary="Remove a device",
+)
 async def remove_device(
     subscriber_id: str, device_id: str, request: Request, _: str = Depends(require("admin"))
 ) -> Response:
@@ -221,8 +228,9 @@ async def remove_device(
     return Response(status_code=204)
 
 
-@router.post("/v1/subscribers/{subscriber_id}/webhooks", status_code=201,
-             summary="Add a webhook endpoint")
+@router.post(
+    "/v1/subscribers/{subscriber_id}/webhooks", status_code=201, summary="Add a webhook endpoint"
+)
 async def add_webhook(
     subscriber_id: str, request: Request, _: str = Depends(require("admin"))
 ) -> dict[str, Any]:
@@ -233,7 +241,9 @@ async def add_webhook(
     svc = service(request)
     now = svc.clock.now()
     endpoint_id = await svc.store.write(
-        lambda conn: rows.add_endpoint(conn, svc.store.cipher, subscriber_id, endpoint.url, secret, now)
+        lambda conn: rows.add_endpoint(
+            conn, svc.store.cipher, subscriber_id, endpoint.url, secret, now
+        )
     )
     return {"endpoint_id": endpoint_id, "secret": secret}
 

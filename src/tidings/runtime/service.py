@@ -8,7 +8,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
@@ -95,6 +95,8 @@ class Service:
             self.store, self.broker, self.processor, self.clock, self.metrics
         )
         self.api_keys: dict[str, frozenset[str]] = {}
+        self.rate_buckets: dict[str, Any] = {}
+        """Per-API-key token buckets of the HTTP rate limit (``api.rate_limit``)."""
         self.inbox_secret = ""
         self.generated_admin_key: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
