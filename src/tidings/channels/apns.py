@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.fcm import merge, resolve_path
+from tidings.channels.common import merge, resolve_path
 from tidings.channels.http import make_client, retry_after_seconds, transport_errors
 from tidings.config import ProviderSettings
 from tidings.errors import (

@@ -14,7 +14,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -22,6 +21,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
+from tidings.channels.common import merge, resolve_path
 from tidings.channels.http import make_client, retry_after_seconds, transport_errors
 from tidings.config import ProviderSettings
 from tidings.errors import (
@@ -36,23 +36,6 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME = 3600
 QUOTA_BACKOFF = 60.0
 """FCM asks for at least a minute before retrying a quota error that names no Retry-After."""
-
-
-def resolve_path(value: str, base_dir: Path) -> Path:
-    """A settings file name, relative ones against the config's directory."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
-
-
-def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in recursively (override wins on leaves)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def string_map(data: Mapping[str, Any]) -> dict[str, str]:
