@@ -136,9 +136,16 @@ class BatchConsumer:
     """
 
     def __init__(
-        self, queue: AbstractQueue, handler: MessageHandler, *, batch: int, slots: int
+        self,
+        queue: AbstractQueue,
+        handler: MessageHandler,
+        *,
+        batch: int,
+        slots: int,
+        retries: int = 3,
     ) -> None:
         self.queue = queue
+        self.retries = retries
         self.handler = handler
         self.batch = batch
         self.slots = slots
@@ -168,7 +175,7 @@ class BatchConsumer:
 
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
         try:
-            for attempt in range(3):
+            for attempt in range(self.retries):
                 try:
                     await self.handler(messages)
                 except asyncio.CancelledError:
@@ -231,8 +238,10 @@ class RabbitBroker:
         slots: int = 4,
         patience: float = 30.0,
         delivery_limit: int = DELIVERY_LIMIT,
+        retries: int = 3,
     ) -> None:
         self.url = url
+        self.retries = retries
         self.batch = batch
         self.slots = slots
         self.prefetch = batch * slots * 2  # one batch waiting behind every slot
@@ -301,7 +310,11 @@ class RabbitBroker:
                 lane_queue(lane), durable=True, arguments=work_queue_arguments(self.delivery_limit)
             )
             consumer = BatchConsumer(
-                queue, _ticket_handler(lane, handler), batch=self.batch, slots=self.slots
+                queue,
+                _ticket_handler(lane, handler),
+                batch=self.batch,
+                slots=self.slots,
+                retries=self.retries,
             )
             self._consumers.append(consumer)
             runs.append(consumer.run())

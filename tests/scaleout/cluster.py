@@ -1,0 +1,128 @@
+"""Scale-out mode as real processes: ``tidings serve --role api`` plus ``tidings worker``s."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.harness import Server
+from tests.services import Services, run_script, unique_name, with_path
+from tidings.crypto import generate_key
+
+
+class Worker:
+    """One ``tidings worker`` subprocess."""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str], config: Path | None, n: int) -> None:
+        self.workdir = workdir
+        self.env = dict(env)
+        self.config = config
+        self.log = workdir / f"worker-{n}-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Worker:
+        """Start and wait until it announces itself (migrated, connected, consuming)."""
+        self.launch()
+        return self.wait(timeout)
+
+    def launch(self) -> None:
+        """Start the process (see :meth:`wait`)."""
+        command = [sys.executable, "-m", "tidings.cli", "worker"]
+        if self.config is not None:
+            command += ["--config", str(self.config)]
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+            )
+
+    def wait(self, timeout: float = 20.0) -> Worker:
+        """Wait until the worker announces itself."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            if "tidings worker" in self.log.read_text(errors="replace"):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"worker did not start: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """``kill -9``."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """Terminate gracefully (kill after 10 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Cluster(Server):
+    """The API process (this object is a :class:`Server`) and its workers, on PG + RabbitMQ."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str,
+        amqp_url: str,
+        *,
+        workers: int = 1,
+        config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        scaleout = {
+            "TIDINGS_DATABASE_URL": database_url,
+            "TIDINGS_BROKER_URL": amqp_url,
+            # every process must share the key of the PII columns (no key file beside PG)
+            "TIDINGS_ENCRYPTION_KEY": generate_key(),
+            **(env or {}),
+        }
+        super().__init__(workdir, config=config, env=scaleout, role="api")
+        self.workers = [Worker(workdir, self.env, self.config_path, n) for n in range(workers)]
+
+    def start(self, timeout: float = 30.0) -> Cluster:
+        """Start the API and the workers side by side; wait for all."""
+        for worker in self.workers:
+            worker.launch()
+        super().start(timeout)
+        for worker in self.workers:
+            worker.wait(timeout)
+        return self
+
+    def add_worker(self) -> Worker:
+        """Start one more worker."""
+        worker = Worker(self.workdir, self.env, self.config_path, len(self.workers))
+        self.workers.append(worker.start())
+        return worker
+
+    def stop(self) -> None:
+        """Stop the workers and the API."""
+        for worker in self.workers:
+            worker.stop()
+        super().stop()
+
+    def logs(self) -> str:
+        """The tail of every process's log (for failure messages)."""
+        parts = [self.log, *(w.log for w in self.workers)]
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in parts if p.exists()
+        )
+
+
+def fresh_vhost(services: Services) -> str:
+    """A new RabbitMQ vhost (synchronously, for sync fixtures); its AMQP URL."""
+    assert services.directory is not None, "vhosts need services started by services.sh"
+    name = unique_name("tidings-test-")
+    run_script("vhost", str(services.directory), name)
+    return with_path(services.amqp_url, name)
