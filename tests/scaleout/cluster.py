@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tests.harness import Server
-from tests.services import Services, run_script, unique_name, with_path
+from tests.services import (
+    Services,
+    create_database,
+    drop_database,
+    run_script,
+    unique_name,
+    with_path,
+)
 from tidings.crypto import generate_key
 
 
@@ -126,3 +136,55 @@ def fresh_vhost(services: Services) -> str:
     name = unique_name("tidings-test-")
     run_script("vhost", str(services.directory), name)
     return with_path(services.amqp_url, name)
+
+
+class FreshDatabase:
+    """A database created for one test (synchronously, for sync fixtures)."""
+
+    def __init__(self, services: Services) -> None:
+        self.url = asyncio.run(create_database(services.postgres_url))
+
+    def drop(self) -> None:
+        """Drop it (whoever still uses it is disconnected)."""
+        asyncio.run(drop_database(self.url))
+
+
+def fresh_database(services: Services) -> FreshDatabase:
+    """A new, empty PostgreSQL database."""
+    return FreshDatabase(services)
+
+
+class VhostPool:
+    """Fresh vhosts made ahead in a background thread (``rabbitmqctl`` boots take seconds)."""
+
+    def __init__(self, services: Services, ahead: int = 2) -> None:
+        self.services = services
+        self._ready: queue.Queue[str | BaseException] = queue.Queue()
+        self._wanted = threading.Semaphore(ahead)
+        self._stop = False
+        self._thread = threading.Thread(target=self._fill, daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        while True:
+            self._wanted.acquire()
+            if self._stop:
+                return
+            try:
+                self._ready.put(fresh_vhost(self.services))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test that takes it
+                self._ready.put(exc)
+
+    def take(self) -> str:
+        """A vhost nobody used; another is made meanwhile."""
+        got = self._ready.get(timeout=120)
+        self._wanted.release()
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def close(self) -> None:
+        """Stop making vhosts."""
+        self._stop = True
+        self._wanted.release()
+        self._thread.join(30)

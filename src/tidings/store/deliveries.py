@@ -201,19 +201,24 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
 
 
 async def due(conn: AsyncConnection, now: float, stale_before: float, limit: int) -> list[Any]:
-    """Pending deliveries that are due and not (recently) enqueued; marks them enqueued."""
-    rows = (
-        await conn.execute(
-            select(deliveries.c.id, deliveries.c.lane, deliveries.c.notification_id)
-            .where(
-                deliveries.c.status == "pending",
-                deliveries.c.due_at <= now,
-                or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at < stale_before),
-            )
-            .order_by(deliveries.c.due_at)
-            .limit(limit)
+    """Pending deliveries that are due and not (recently) enqueued; marks them enqueued.
+
+    On PostgreSQL the rows are locked with ``SKIP LOCKED``: the schedulers of several workers
+    share the due work instead of all publishing the same tickets.
+    """
+    query = (
+        select(deliveries.c.id, deliveries.c.lane, deliveries.c.notification_id)
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.due_at <= now,
+            or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at < stale_before),
         )
-    ).all()
+        .order_by(deliveries.c.due_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = (await conn.execute(query)).all()
     if rows:
         await conn.execute(
             update(deliveries)
