@@ -438,3 +438,26 @@ def test_twilio_500_fails_over_to_the_http_vendor(fakes: Fakes, tmp_path: Path) 
 
 def stamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core: the dispatcher only fails over once the breaker opens (5 failures), so a "
+    "delivery whose retry budget is smaller dies on Twilio with the http vendor never tried",
+)
+def test_twilio_500_fails_over_within_a_small_retry_budget(fakes: Fakes, tmp_path: Path) -> None:
+    buyer, order, phone = "buyer-budget", "order-4101", "+8613800138041"
+    fakes.twilio.failing.add(phone)
+    twilio = {**fakes.twilio_entry, "retry": {**FAST_RETRY, "attempts": 3}}
+    server = start_engine(tmp_path, fakes, [twilio, fakes.vendor_entry])
+    try:
+        with server.client() as client:
+            put_buyer(client, buyer, phone)
+            client.post("/v1/events", json=paid(order, buyer))
+            note = settled(client, the_notification(client, f"evt-{order}")["id"], 1)
+    finally:
+        server.stop()
+        fakes.twilio.failing.discard(phone)
+    (sms,) = note["deliveries"]
+    assert (sms["status"], sms["provider"]) == ("sent", "http"), sms
+    assert [m["to"] for m in fakes.vendor.received].count(phone) == 1
