@@ -96,4 +96,5 @@ async def metrics(request: Request) -> Response:
     svc.metrics.dead_letters.set(waiting)
     for lane, depth in svc.broker.depth().items():
         svc.metrics.queue_depth.labels(lane).set(depth)
+    svc.dispatcher.refresh_gauges()  # a breaker turns half-open by time alone
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tidings.api.deps import page_limit, read_json, require, service
+from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.errors import InvalidInput, NotFound
 from tidings.store import subscribers as rows
 from tidings.strategy import preferences
@@ -237,8 +238,17 @@ async def add_webhook(
     """Register an endpoint for the ``webhook`` channel; the signing secret is returned once."""
     _check_id(subscriber_id)
     endpoint: EndpointIn = _parse(EndpointIn, await read_json(request))
-    secret = endpoint.secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     svc = service(request)
+    # a URL that any configured webhook provider may reach; the send-time guard re-checks DNS
+    allow_private = any(
+        bool(entry.option("allow_private_networks", False))
+        for entry in svc.settings.providers.get("webhook") or []
+    )
+    try:
+        check_url(endpoint.url, allow_private)
+    except ForbiddenDestination as exc:
+        raise InvalidInput(str(exc), "/url") from exc
+    secret = endpoint.secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     now = svc.clock.now()
     endpoint_id = await svc.store.write(
         lambda conn: rows.add_endpoint(

@@ -75,6 +75,8 @@ class Message:
     priority: Priority = "normal"
     locale: str = "en-US"
     ttl: float | None = None
+    occurred_at: float | None = None
+    """When the event happened (its ``time``, else when it was accepted), unix seconds."""
     content: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
 

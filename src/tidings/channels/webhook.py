@@ -51,7 +51,12 @@ def sign(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
 
 def payload(message: Message, now: datetime | None = None) -> dict[str, Any]:
     """The Standard Webhooks envelope for ``message``."""
-    when = now or datetime.now(UTC)
+    if now is not None:
+        when = now
+    elif message.occurred_at is not None:
+        when = datetime.fromtimestamp(message.occurred_at, UTC)
+    else:
+        when = datetime.now(UTC)
     return {
         "type": message.event_type,
         "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -1,4 +1,16 @@
-"""A circuit breaker per provider: closed → open after repeated failures → half-open probe."""
+"""A circuit breaker per provider: closed → open after repeated failures → half-open probe.
+
+::
+
+    closed ──threshold consecutive failures──▶ open ──cooldown──▶ half_open
+       ▲                                        ▲                    │ one probe call
+       └──────────────── probe succeeds ────────┼────────────────────┤
+                                                └── probe fails ─────┘
+
+While a provider's circuit is open the dispatcher skips it and the channel's next provider
+(config order) takes the traffic; once the cooldown has passed, a single probe call decides
+whether the provider is back.
+"""
 
 from __future__ import annotations
 
@@ -55,5 +67,9 @@ class Breaker:
         """A call failed in a way that blames the provider."""
         self.failures += 1
         if self._probing or self.failures >= self.threshold:
-            self.opened_at = self.clock.now()
+            self.opened_at = self.clock.now()  # a failed probe restarts the cooldown
+        self._probing = False
+
+    def abandon(self) -> None:
+        """A call allowed through ended with no verdict (cancelled): let another probe go."""
         self._probing = False

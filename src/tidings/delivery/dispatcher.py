@@ -10,6 +10,7 @@ delivery of a notification has failed, its ``fallback`` channels get deliveries.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +24,17 @@ from tidings.channels.base import CHANNELS, Channel, Destination, Message, Provi
 from tidings.channels.registry import build_provider
 from tidings.clock import Clock
 from tidings.config import ProviderSettings, RetrySettings, Settings
+from tidings.crypto import Cipher
 from tidings.delivery.breaker import Breaker
 from tidings.delivery.ratelimit import RateLimit
 from tidings.delivery.retry import backoff
-from tidings.errors import DestinationGone, PermanentProviderError, TransientProviderError
+from tidings.durations import parse_duration
+from tidings.errors import (
+    ConfigError,
+    DestinationGone,
+    PermanentProviderError,
+    TransientProviderError,
+)
 from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker, Lane, Ticket
@@ -35,9 +43,11 @@ from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.deliveries import Claimed
-from tidings.store.tables import deliveries, events
+from tidings.store.tables import deliveries, devices, events, subscribers, webhook_endpoints
 
 log = logging.getLogger(__name__)
+_OPEN_RECHECK = 0.25
+"""Seconds a delivery waits before looking again when every provider's circuit is open."""
 _SUCCESS = frozenset({"sent", "delivered"})
 _EXTERNAL_DONE = frozenset({"failed", "dead", "expired", "cancelled"})
 
@@ -52,6 +62,10 @@ class Slot:
     breaker: Breaker
     semaphore: asyncio.Semaphore
     limit: RateLimit | None
+    blames_provider: bool = True
+    """Whether a transient failure counts against the provider's breaker. Not for webhooks:
+    there the endpoint is the subscriber's, and one seller's broken ERP must not open the
+    circuit for every other seller."""
 
 
 @dataclass(slots=True)
@@ -68,6 +82,7 @@ class _Result:
     outcome: str | None
     deactivate: str | None = None
     channel: str = ""
+    called_at: float | None = None
 
 
 class Dispatcher:
@@ -109,9 +124,8 @@ class Dispatcher:
                     console = self._slot(build_provider(entry, context), entry, delivery.timeout)
                 built = [console]
             self.slots[channel] = built
-        for slots in self.slots.values():
-            for slot in slots:
-                metrics.provider_up.labels(slot.provider.name).set(1)
+        self._breakers = {s.provider.name: s.breaker for ss in self.slots.values() for s in ss}
+        self.refresh_gauges()
 
     def _slot(self, provider: Provider, entry: ProviderSettings, timeout: float) -> Slot:
         delivery = self.settings.delivery
@@ -119,10 +133,18 @@ class Dispatcher:
             provider=provider,
             retry=entry.retry or delivery.retry,
             timeout=timeout,
-            breaker=Breaker(self.clock),
+            breaker=breaker_from(entry.option("breaker"), self.clock),
             semaphore=asyncio.Semaphore(entry.concurrency or delivery.concurrency),
             limit=RateLimit(entry.rate_limit) if entry.rate_limit else None,
+            blames_provider=provider.channel != "webhook",
         )
+
+    def refresh_gauges(self) -> None:
+        """``tidings_provider_up``: 1 while a provider's breaker is closed (checked now)."""
+        for slots in self.slots.values():
+            for slot in slots:
+                up = 1 if slot.breaker.state == "closed" else 0
+                self.metrics.provider_up.labels(slot.provider.name).set(up)
 
     def providers(self) -> list[dict[str, Any]]:
         """Every provider with its breaker state (for the dashboard and readiness)."""
@@ -131,8 +153,13 @@ class Dispatcher:
             for slot in slots:
                 entry = seen.setdefault(
                     slot.provider.name,
-                    {"name": slot.provider.name, "kind": slot.provider.kind, "channels": [],
-                     "state": slot.breaker.state, "failures": slot.breaker.failures},
+                    {
+                        "name": slot.provider.name,
+                        "kind": slot.provider.kind,
+                        "channels": [],
+                        "state": slot.breaker.state,
+                        "failures": slot.breaker.failures,
+                    },
                 )
                 entry["channels"].append(channel)
         return list(seen.values())
@@ -164,60 +191,85 @@ class Dispatcher:
                 conn, [c.notification_id for c in claimed]
             )
             event_data = await _event_data(conn, [n.event_pk for n in notes.values()])
-            destinations = []
-            for item in claimed:
-                note = notes[item.notification_id]
-                destinations.append(
-                    await subscriber_rows.destination(
-                        conn, self.store.cipher, note.subscriber_id, item.channel,  # type: ignore[arg-type]
-                        item.device_id,
-                    )
-                )
+            found = await _destinations(conn, self.store.cipher, claimed, notes)
         results = await asyncio.gather(
             *(
-                self._attempt(item, notes[item.notification_id], destination,
-                              event_data.get(notes[item.notification_id].event_pk, {}))
-                for item, destination in zip(claimed, destinations, strict=True)
+                self._attempt(
+                    item,
+                    notes[item.notification_id],
+                    found.get(item.id),
+                    event_data.get(notes[item.notification_id].event_pk, _NO_EVENT),
+                )
+                for item in claimed
             )
         )
-        fallback_tickets = await self.store.write(
-            lambda conn: self._record(conn, results, notes)
-        )
+        fallback_tickets = await self.store.write(lambda conn: self._record(conn, results, notes))
         if fallback_tickets:
             await self.broker.publish(fallback_tickets)
         for result in results:
             self._observe(result)
 
     async def _attempt(
-        self, item: Claimed, note: Any, destination: Destination | None, data: dict[str, Any]
+        self, item: Claimed, note: Any, destination: Destination | None, event: _Event
     ) -> _Result:
         started = self.clock.now()
         attempt = item.attempts + 1
 
-        def result(status: str, *, provider: str | None = None, error: str | None = None,
-                   due_at: float | None = None, td: float | None = None,
-                   outcome: str | None = None, deactivate: str | None = None,
-                   attempts: int = attempt) -> _Result:
-            return _Result(item, status, provider, attempts, error,
-                           due_at if due_at is not None else item.due_at, started,
-                           self.clock.now(), td, outcome, deactivate, item.channel)
+        def result(
+            status: str,
+            *,
+            provider: str | None = None,
+            error: str | None = None,
+            due_at: float | None = None,
+            td: float | None = None,
+            outcome: str | None = None,
+            deactivate: str | None = None,
+            attempts: int = attempt,
+            called_at: float | None = None,
+        ) -> _Result:
+            return _Result(
+                item,
+                status,
+                provider,
+                attempts,
+                error,
+                due_at if due_at is not None else item.due_at,
+                started,
+                self.clock.now(),
+                td,
+                outcome,
+                deactivate,
+                item.channel,
+                called_at,
+            )
 
         if note.expires_at is not None and started > note.expires_at:
-            return result("expired", error="expired before it could be delivered", attempts=item.attempts)
+            return result(
+                "expired", error="expired before it could be delivered", attempts=item.attempts
+            )
         if destination is None:
-            return result("failed", error="the destination is gone (removed or deactivated)",
-                          outcome="failed")
-        candidates = [s for s in self.slots.get(item.channel, [])  # type: ignore[call-overload]
-                      if destination.kind in s.provider.destinations]
+            return result(
+                "failed", error="the destination is gone (removed or deactivated)", outcome="failed"
+            )
+        candidates = [
+            s
+            for s in self.slots.get(item.channel, [])  # type: ignore[call-overload]
+            if destination.kind in s.provider.destinations
+        ]
         if not candidates:
             return result("failed", error=f"no provider for {destination.kind}", outcome="failed")
         slot = next((s for s in candidates if s.breaker.allow()), None)
         if slot is None:
-            wait = min(s.breaker.reopens_in() for s in candidates) + 0.05
-            return result("pending", error="every provider's circuit is open",
-                          due_at=started + wait, attempts=item.attempts)
+            # not an attempt: nobody was called, so the budget is untouched
+            wait = max(_OPEN_RECHECK, min(s.breaker.reopens_in() for s in candidates))
+            return result(
+                "pending",
+                error="every provider's circuit is open",
+                due_at=started + wait,
+                attempts=item.attempts,
+            )
         category = self.settings.categories.get(note.category)
-        message = _message(item, note, destination, data, bool(category and category.required))
+        message = _message(item, note, destination, event, bool(category and category.required))
         name = slot.provider.name
         call_start = self.clock.now()
         try:
@@ -228,32 +280,64 @@ class Dispatcher:
                 receipt = await asyncio.wait_for(slot.provider.send(message), slot.timeout)
         except DestinationGone as exc:
             slot.breaker.success()
-            return result("failed", provider=name, error=str(exc), outcome="gone",
-                          td=self.clock.now() - call_start,
-                          deactivate=destination.device_id or None)
+            return result(
+                "failed",
+                provider=name,
+                error=str(exc),
+                outcome="gone",
+                td=self.clock.now() - call_start,
+                deactivate=destination.device_id or None,
+                called_at=call_start,
+            )
         except PermanentProviderError as exc:
             slot.breaker.success()
-            return result("failed", provider=name, error=str(exc), outcome="failed",
-                          td=self.clock.now() - call_start)
-        except (TransientProviderError, TimeoutError, OSError, Exception) as exc:
-            retry_after = exc.retry_after if isinstance(exc, TransientProviderError) else None
-            error = str(exc) if isinstance(exc, TransientProviderError) else (
-                f"{name}: timed out" if isinstance(exc, TimeoutError) else f"{name}: {type(exc).__name__}"
+            return result(
+                "failed",
+                provider=name,
+                error=str(exc),
+                outcome="failed",
+                td=self.clock.now() - call_start,
+                called_at=call_start,
             )
-            if not isinstance(exc, TransientProviderError | TimeoutError):
+        except Exception as exc:  # noqa: BLE001 - a provider bug must not lose the delivery
+            retry_after = exc.retry_after if isinstance(exc, TransientProviderError) else None
+            if isinstance(exc, TransientProviderError):
+                error = str(exc)
+            elif isinstance(exc, TimeoutError):
+                error = f"{name}: timed out after {slot.timeout:g}s"
+            else:
+                error = f"{name}: {type(exc).__name__}"
                 log.warning("provider %s raised %s", name, type(exc).__name__)
-            slot.breaker.failure()
-            self.metrics.provider_up.labels(name).set(1 if slot.breaker.state == "closed" else 0)
+            if slot.blames_provider:
+                slot.breaker.failure()
+            else:
+                slot.breaker.success()  # the provider itself worked; the endpoint did not
             td = self.clock.now() - call_start
             if attempt >= slot.retry.attempts:
-                return result("dead", provider=name, error=error, outcome="retry", td=td)
+                return result(
+                    "dead", provider=name, error=error, outcome="retry", td=td, called_at=call_start
+                )
             delay = backoff(slot.retry, attempt, retry_after)
-            return result("pending", provider=name, error=error, outcome="retry", td=td,
-                          due_at=self.clock.now() + delay)
+            return result(
+                "pending",
+                provider=name,
+                error=error,
+                outcome="retry",
+                td=td,
+                due_at=self.clock.now() + delay,
+                called_at=call_start,
+            )
+        except BaseException:
+            slot.breaker.abandon()  # cancelled (shutdown): free a half-open probe
+            raise
         slot.breaker.success()
-        self.metrics.provider_up.labels(name).set(1)
-        return result(receipt.status, provider=name, outcome=receipt.status,
-                      td=self.clock.now() - call_start)
+        return result(
+            receipt.status,
+            provider=name,
+            outcome=receipt.status,
+            td=self.clock.now() - call_start,
+            called_at=call_start,
+        )
 
     async def _record(
         self, conn: AsyncConnection, results: Sequence[_Result], notes: dict[str, Any]
@@ -262,20 +346,23 @@ class Dispatcher:
         for r in results:
             c = r.claimed
             final = r.status != "pending"
-            outcomes.append({
-                "id": c.id,
-                "status": r.status,
-                "provider": r.provider,
-                "attempts": r.attempts,
-                "last_error": r.error,
-                "due_at": r.due_at,
-                "finished_at": r.finished_at if final else None,
-                "tp": c.created_at - c.accepted_at,
-                "tc": max(0.0, r.started_at - c.due_at),
-                "td": r.td,
-                "started_at": r.started_at,
-                "outcome": r.outcome,
-            })
+            outcomes.append(
+                {
+                    "id": c.id,
+                    "status": r.status,
+                    "provider": r.provider,
+                    "attempts": r.attempts,
+                    "last_error": r.error,
+                    "due_at": r.due_at,
+                    "finished_at": r.finished_at if final else None,
+                    "tp": c.created_at - c.accepted_at,
+                    "tc": _queue_wait(r),
+                    "td": r.td,
+                    # the attempt began when the provider was called (after any wait for a slot)
+                "started_at": r.called_at if r.called_at is not None else r.started_at,
+                    "outcome": r.outcome,
+                }
+            )
         await delivery_rows_store.finish(conn, outcomes)
         now = self.clock.now()
         for r in results:
@@ -286,8 +373,11 @@ class Dispatcher:
                 await delivery_rows_store.add_dead_letter(
                     conn, new_id(), r.claimed.id, r.channel, r.provider, r.error or "", now
                 )
-        failed_notes = {r.claimed.notification_id for r in results
-                        if r.status in ("failed", "dead") and not r.claimed.is_fallback}
+        failed_notes = {
+            r.claimed.notification_id
+            for r in results
+            if r.status in ("failed", "dead") and not r.claimed.is_fallback
+        }
         tickets: list[Ticket] = []
         for notification_id in failed_notes:
             tickets += await self._fallback(conn, notes[notification_id], now)
@@ -297,10 +387,13 @@ class Dispatcher:
         """Fallback deliveries when every primary external delivery has failed."""
         if not note.fallback:
             return []
-        rows = (await conn.execute(
-            select(deliveries.c.channel, deliveries.c.status, deliveries.c.is_fallback)
-            .where(deliveries.c.notification_id == note.id)
-        )).all()
+        rows = (
+            await conn.execute(
+                select(deliveries.c.channel, deliveries.c.status, deliveries.c.is_fallback).where(
+                    deliveries.c.notification_id == note.id
+                )
+            )
+        ).all()
         if any(row.is_fallback for row in rows):
             return []
         external = [row for row in rows if row.channel != "inapp"]
@@ -308,8 +401,14 @@ class Dispatcher:
             return []
         _, targets = await subscriber_rows.recipients(conn, [note.subscriber_id])
         fresh = delivery_rows(
-            note.id, note.fallback, targets.get(note.subscriber_id, {}), lane=note.priority,
-            accepted_at=now, due_at=now, now=now, is_fallback=True,
+            note.id,
+            note.fallback,
+            targets.get(note.subscriber_id, {}),
+            lane=note.priority,
+            accepted_at=now,
+            due_at=now,
+            now=now,
+            is_fallback=True,
         )
         fresh = [row for row in fresh if row["channel"] != "inapp"]
         if fresh:
@@ -317,29 +416,125 @@ class Dispatcher:
         return [Ticket(row["id"], row["lane"], note.subject) for row in fresh]
 
     def _observe(self, r: _Result) -> None:
-        provider = r.provider or "-"
-        self.metrics.deliveries.labels(r.channel, provider, r.status).inc()
+        if r.provider is None and r.status == "pending":
+            return  # deferred behind an open circuit: nothing was attempted
+        self.metrics.deliveries.labels(r.channel, r.provider or "-", r.status).inc()
+        breaker = self._breakers.get(r.provider or "")
+        if breaker is not None:
+            self.metrics.provider_up.labels(r.provider).set(1 if breaker.state == "closed" else 0)
         if r.status in _SUCCESS:
             c = r.claimed
             channel = r.channel
-            self.metrics.latency.labels("queue", channel).observe(max(0.0, r.started_at - c.due_at))
+            tc = _queue_wait(r)
+            if tc is not None:
+                self.metrics.latency.labels("queue", channel).observe(tc)
             if r.td is not None:
                 self.metrics.latency.labels("deliver", channel).observe(r.td)
             self.metrics.latency.labels("produce", channel).observe(c.created_at - c.accepted_at)
             self.metrics.latency.labels("total", channel).observe(r.finished_at - c.accepted_at)
 
 
-async def _event_data(conn: AsyncConnection, pks: Sequence[str]) -> dict[str, dict[str, Any]]:
+def breaker_from(options: Any, clock: Clock) -> Breaker:
+    """The breaker a provider entry's ``breaker: {threshold, cooldown}`` asks for."""
+    if not options:
+        return Breaker(clock)
+    if not isinstance(options, dict):
+        raise ConfigError("breaker must be a mapping {threshold, cooldown}", "breaker")
+    unknown = set(options) - {"threshold", "cooldown"}
+    if unknown:
+        raise ConfigError(f"unknown breaker keys: {sorted(unknown)}", "breaker")
+    threshold = int(options.get("threshold", 5))
+    cooldown = parse_duration(options.get("cooldown", 10.0))
+    if threshold < 1 or cooldown <= 0:
+        raise ConfigError("breaker threshold must be >= 1 and cooldown > 0", "breaker")
+    return Breaker(clock, threshold=threshold, cooldown=cooldown)
+
+
+def _queue_wait(r: _Result) -> float | None:
+    """Tc: from when the delivery was due to when its provider call began."""
+    if r.called_at is None:
+        return None
+    return max(0.0, r.called_at - r.claimed.due_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    envelope: dict[str, Any]
+    occurred_at: float | None
+
+
+_NO_EVENT = _Event({}, None)
+
+
+async def _event_data(conn: AsyncConnection, pks: Sequence[str]) -> dict[str, _Event]:
     rows = await conn.execute(
-        select(events.c.id, events.c.envelope).where(events.c.id.in_(list(set(pks))))
+        select(events.c.id, events.c.envelope, events.c.time, events.c.received_at).where(
+            events.c.id.in_(list(set(pks)))
+        )
     )
-    return {row.id: row.envelope for row in rows}
+    return {
+        row.id: _Event(row.envelope, row.time if row.time is not None else row.received_at)
+        for row in rows
+    }
+
+
+async def _destinations(
+    conn: AsyncConnection, cipher: Cipher, claimed: Sequence[Claimed], notes: dict[str, Any]
+) -> dict[str, Destination]:
+    """The destination of every claimed delivery that still has one, in one query per table.
+
+    (A query per delivery was the dispatcher's largest cost per batch.)
+    """
+    owner = {c.id: notes[c.notification_id].subscriber_id for c in claimed}
+    found: dict[str, Destination] = {}
+    people = {owner[c.id] for c in claimed if c.channel in ("email", "sms")}
+    if people:
+        rows = await conn.execute(
+            select(subscribers.c.id, subscribers.c.email_enc, subscribers.c.phone_enc).where(
+                subscribers.c.id.in_(list(people))
+            )
+        )
+        profiles = {row.id: row for row in rows}
+        for c in claimed:
+            row = profiles.get(owner[c.id])
+            if row is None or c.channel not in ("email", "sms"):
+                continue
+            email = c.channel == "email"
+            address = cipher.decrypt(row.email_enc if email else row.phone_enc)
+            if address:
+                found[c.id] = Destination("email" if email else "phone", address)
+    for channel, table in (("push", devices), ("webhook", webhook_endpoints)):
+        wanted = {c.device_id for c in claimed if c.channel == channel and c.device_id}
+        if not wanted:
+            continue
+        rows = await conn.execute(
+            select(table).where(table.c.id.in_(list(wanted)), table.c.active.is_(True))
+        )
+        by_id = {row.id: row for row in rows}
+        for c in claimed:
+            row = by_id.get(c.device_id or "")
+            if c.channel != channel or row is None or row.subscriber_id != owner[c.id]:
+                continue
+            if channel == "push":
+                keys = json.loads(cipher.decrypt(row.keys_enc) or "{}") if row.keys_enc else {}
+                found[c.id] = Destination(
+                    row.kind, cipher.decrypt(row.token_enc) or "", device_id=row.id, keys=keys
+                )
+            else:
+                found[c.id] = Destination(
+                    "webhook",
+                    cipher.decrypt(row.url_enc) or "",
+                    device_id=row.id,
+                    secret=cipher.decrypt(row.secret_enc),
+                )
+    return found
 
 
 def _message(
-    item: Claimed, note: Any, destination: Destination, envelope: dict[str, Any], required: bool
+    item: Claimed, note: Any, destination: Destination, event: _Event, required: bool
 ) -> Message:
     content = dict(note.content)
+    envelope = event.envelope
     return Message(
         delivery_id=item.id,
         notification_id=item.notification_id,
@@ -357,7 +552,7 @@ def _message(
         priority=note.priority,
         locale=note.locale,
         ttl=None if note.expires_at is None else max(0.0, note.expires_at - item.created_at),
+        occurred_at=event.occurred_at,
         content=content,
         data=dict(envelope.get("data") or {}),
     )
-

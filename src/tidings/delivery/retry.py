@@ -7,8 +7,12 @@ import random
 from tidings.config import RetrySettings
 
 
-def backoff(settings: RetrySettings, attempt: int, retry_after: float | None = None,
-            rng: random.Random | None = None) -> float:
+def backoff(
+    settings: RetrySettings,
+    attempt: int,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
     Full jitter (uniform in ``[0, min(max_backoff, backoff·2^(attempt-1))]``) spreads a herd of
