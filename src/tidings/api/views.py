@@ -102,7 +102,7 @@ async def notifications_json(
                 "due_at": iso(row.due_at),
                 "expires_at": iso(row.expires_at),
                 "deliveries": [
-                    delivery_json(d, attempts_by.get(d.id) if with_attempts else None) for d in ds
+                    delivery_json(d, attempts_by[d.id] if with_attempts else None) for d in ds
                 ],
             }
         )
