@@ -1,0 +1,211 @@
+"""Scale-out throughput and recovery: 1 api + 2 workers on PostgreSQL + RabbitMQ.
+
+Measures, in one run on this machine:
+
+- events/s accepted by the API (HTTP batches of 50, 202 = committed) and deliveries/s
+  (order.paid → one Standard Webhooks call per event to a local verifying receiver);
+- the raw aio-pika publish/consume loop on the same broker (bench.baselines.raw_rabbitmq);
+- MTTR: under a steady load, the time from ``kill -9`` of a worker, and from a RabbitMQ
+  restart, until deliveries flow at >= 80 % of the pre-fault rate again.
+
+Needs services started by ``scripts/services.sh start DIR``:
+``python -m bench.scaleout --services DIR [--seconds 10] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.scaleout.cluster import Cluster, fresh_database, fresh_vhost
+from tests.scaleout.test_faults import CONFIG, SELLERS
+from tests.services import Services, arun_script, read_env_file
+
+from bench.baselines import raw_rabbitmq
+
+
+def _events(start: int, n: int, run: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "specversion": "1.0",
+            "id": f"{run}-{i}",
+            "source": "/bench",
+            "type": "order.paid",
+            "data": {
+                "order_id": f"{run}-o-{i}",
+                "buyer_id": f"b-{i}",
+                "seller_id": SELLERS[i % len(SELLERS)],
+                "amount": "10.00",
+                "currency": "CNY",
+            },
+        }
+        for i in range(start, start + n)
+    ]
+
+
+async def _post(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> int:
+    while True:
+        try:
+            response = await client.post(
+                "/v1/events",
+                content=json.dumps(events),
+                headers={"content-type": "application/cloudevents-batch+json"},
+            )
+            if response.status_code in (202, 207):
+                return len(events)
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+
+
+async def throughput(cluster: Cluster, receiver: WebhookReceiver, seconds: float) -> dict[str, Any]:
+    """Flat out: 4 concurrent posters of 50-event batches for ``seconds``."""
+    before = len(set(receiver.ids))
+    sent = 0
+    started = time.perf_counter()
+    async with httpx.AsyncClient(
+        base_url=cluster.url, headers={"Authorization": f"Bearer {cluster.admin_key}"}, timeout=30
+    ) as client:
+
+        async def poster(k: int) -> None:
+            nonlocal sent
+            n = 0
+            while time.perf_counter() - started < seconds:
+                sent += await _post(client, _events(n * 50, 50, f"tp{k}"))
+                n += 1
+
+        await asyncio.gather(*(poster(k) for k in range(4)))
+    accepted_for = time.perf_counter() - started
+    while time.perf_counter() - started < 300:  # polling a receiver in another thread
+        if len(set(receiver.ids)) - before >= sent:
+            break
+        await asyncio.sleep(0.1)
+    delivered_for = time.perf_counter() - started
+    delivered = len(set(receiver.ids)) - before
+    return {
+        "events": sent,
+        "events_per_s": round(sent / accepted_for, 1),
+        "deliveries": delivered,
+        "deliveries_per_s": round(delivered / delivered_for, 1),
+    }
+
+
+async def mttr(
+    cluster: Cluster, receiver: WebhookReceiver, fault: Any, label: str, rate: float
+) -> dict[str, Any]:
+    """Steady ``rate`` events/s; the fault at t=4 s; seconds until deliveries/s recover."""
+    stamps: list[float] = []
+    seen: set[str] = set()
+    stop = False
+
+    async def watch() -> None:
+        while not stop:
+            for webhook_id in receiver.ids[len(seen) :]:
+                if webhook_id not in seen:
+                    seen.add(webhook_id)
+                    stamps.append(time.perf_counter())
+            await asyncio.sleep(0.05)
+
+    async def produce() -> None:
+        async with httpx.AsyncClient(
+            base_url=cluster.url,
+            headers={"Authorization": f"Bearer {cluster.admin_key}"},
+            timeout=30,
+        ) as client:
+            n = 0
+            begin = time.perf_counter()
+            while not stop:
+                await _post(client, _events(n * 10, 10, f"{label}-{int(begin)}"))
+                n += 1
+                await asyncio.sleep(max(0.0, begin + n * 10 / rate - time.perf_counter()))
+
+    watcher, producer = asyncio.create_task(watch()), asyncio.create_task(produce())
+    await asyncio.sleep(4.0)
+    faulted = time.perf_counter()
+    baseline = sum(1 for s in stamps if faulted - 2 <= s < faulted) / 2
+    await fault()
+    recovered = None
+    while time.perf_counter() - faulted < 60:
+        await asyncio.sleep(0.1)
+        now = time.perf_counter()
+        window = sum(1 for s in stamps if now - 1 <= s < now)
+        if now - faulted > 1 and window >= 0.8 * baseline:
+            recovered = now - 0.5 - faulted  # the middle of the window that is back to rate
+            break
+    stop = True
+    await asyncio.gather(watcher, producer, return_exceptions=True)
+    return {
+        "fault": label,
+        "rate": rate,
+        "baseline_per_s": baseline,
+        "mttr_s": None if recovered is None else round(max(0.0, recovered), 2),
+    }
+
+
+async def main_async(services: Services, seconds: float) -> dict[str, Any]:
+    raw = await asyncio.to_thread(raw_rabbitmq.run, fresh_vhost(services), seconds)
+    receiver = WebhookReceiver().start()
+    database = fresh_database(services)
+    workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
+    cluster = Cluster(workdir, database.url, fresh_vhost(services), workers=2, config=CONFIG)
+    cluster.env["TIDINGS_LOG_LEVEL"] = "ERROR"
+    await asyncio.to_thread(cluster.start)
+    try:
+        with cluster.client() as client:
+            for seller in SELLERS:
+                client.post(
+                    f"/v1/subscribers/{seller}/webhooks",
+                    json={"url": receiver.url, "secret": receiver.secret},
+                )
+        result = await throughput(cluster, receiver, seconds)
+        rate = max(20.0, min(200.0, result["deliveries_per_s"] * 0.4))
+
+        async def kill_worker() -> None:
+            cluster.workers[0].kill()
+
+        async def restart_broker() -> None:
+            assert services.directory is not None
+            await arun_script("restart-rabbit", str(services.directory))
+
+        kill = await mttr(cluster, receiver, kill_worker, "worker kill -9", rate)
+        restart = await mttr(cluster, receiver, restart_broker, "RabbitMQ restart", rate)
+    finally:
+        cluster.stop()
+        receiver.stop()
+        database.drop()
+    return {
+        "tidings_1api_2workers": result,
+        "raw_rabbitmq": raw,
+        "ratio_of_raw": round(result["deliveries_per_s"] / raw["per_second"], 3),
+        "mttr": [kill, restart],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--services", required=True, help="DIR of scripts/services.sh start DIR")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    env = read_env_file(Path(args.services) / "env")
+    services = Services(
+        env["TIDINGS_TEST_POSTGRES_URL"], env["TIDINGS_TEST_AMQP_URL"], Path(args.services)
+    )
+    result = asyncio.run(main_async(services, args.seconds))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
