@@ -8,7 +8,6 @@ can deduplicate), ``webhook-timestamp`` (unix seconds) and ``webhook-signature``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -21,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from tidings.channels.base import Channel, Message, ProviderContext, Receipt
+from tidings.channels.base import Channel, Message, Priority, ProviderContext, Receipt
 from tidings.channels.http import make_client, raise_for_status, transport_errors
 from tidings.channels.ssrf import guard
 from tidings.config import ProviderSettings
+from tidings.delivery.ratelimit import Gate
 from tidings.errors import DestinationGone, PermanentProviderError
 
 SECRET_PREFIX = "whsec_"
@@ -79,26 +79,27 @@ class _EndpointLimits:
 
     A seller's ERP is not a CDN; and httpx's pool scans every connection and queued request
     on each hand-off, so letting hundreds of sends queue inside it costs more than waiting
-    here (see bench/providers_mail_webhook.py).
+    here (see bench/providers_mail_webhook.py). A freed place goes to the highest-priority
+    message waiting, so a backlog of low-priority sends never delays a high one.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._gates: dict[str, tuple[Gate, int]] = {}
 
     @asynccontextmanager
-    async def hold(self, origin: str) -> AsyncIterator[None]:
-        semaphore, users = self._slots.get(origin) or (asyncio.Semaphore(self.limit), 0)
-        self._slots[origin] = (semaphore, users + 1)
+    async def hold(self, origin: str, priority: Priority) -> AsyncIterator[None]:
+        gate, users = self._gates.get(origin) or (Gate(self.limit), 0)
+        self._gates[origin] = (gate, users + 1)
         try:
-            async with semaphore:
+            async with gate.hold(priority):
                 yield
         finally:
-            semaphore, users = self._slots[origin]
+            gate, users = self._gates[origin]
             if users == 1:
-                del self._slots[origin]  # no growth with the number of endpoints ever seen
+                del self._gates[origin]  # no growth with the number of endpoints ever seen
             else:
-                self._slots[origin] = (semaphore, users - 1)
+                self._gates[origin] = (gate, users - 1)
 
 
 def _origin(url: str) -> str:
@@ -135,7 +136,10 @@ class WebhookProvider:
         body = json.dumps(
             payload(message), ensure_ascii=False, separators=(",", ":"), default=str
         ).encode("utf-8")
-        async with self._limits.hold(_origin(url)), transport_errors(self.name):
+        async with (
+            self._limits.hold(_origin(url), message.priority),
+            transport_errors(self.name),
+        ):
             timestamp = int(time.time())  # signed after any wait: receivers allow 5 minutes
             headers = {
                 "content-type": "application/json",

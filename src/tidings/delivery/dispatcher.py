@@ -26,7 +26,7 @@ from tidings.clock import Clock
 from tidings.config import ProviderSettings, RetrySettings, Settings
 from tidings.crypto import Cipher
 from tidings.delivery.breaker import Breaker
-from tidings.delivery.ratelimit import RateLimit
+from tidings.delivery.ratelimit import Gate, RateLimit
 from tidings.delivery.retry import backoff
 from tidings.durations import parse_duration
 from tidings.errors import (
@@ -37,7 +37,7 @@ from tidings.errors import (
 )
 from tidings.ids import new_id
 from tidings.metrics import Metrics
-from tidings.queue.base import Broker, Lane, Ticket
+from tidings.queue.base import LANES, Broker, Lane, Ticket
 from tidings.runtime.processor import delivery_rows
 from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
@@ -60,7 +60,7 @@ class Slot:
     retry: RetrySettings
     timeout: float
     breaker: Breaker
-    semaphore: asyncio.Semaphore
+    gate: Gate
     limit: RateLimit | None
     blames_provider: bool = True
     """Whether a transient failure counts against the provider's breaker. Not for webhooks:
@@ -134,7 +134,7 @@ class Dispatcher:
             retry=entry.retry or delivery.retry,
             timeout=timeout,
             breaker=breaker_from(entry.option("breaker"), self.clock),
-            semaphore=asyncio.Semaphore(entry.concurrency or delivery.concurrency),
+            gate=Gate(entry.concurrency or delivery.concurrency),
             limit=RateLimit(entry.rate_limit) if entry.rate_limit else None,
             blames_provider=provider.channel != "webhook",
         )
@@ -273,7 +273,7 @@ class Dispatcher:
         name = slot.provider.name
         call_start = self.clock.now()
         try:
-            async with slot.semaphore:
+            async with slot.gate.hold(_lane(item.lane)):
                 if slot.limit is not None:
                     await slot.limit.acquire()
                 call_start = self.clock.now()
@@ -359,7 +359,7 @@ class Dispatcher:
                     "tc": _queue_wait(r),
                     "td": r.td,
                     # the attempt began when the provider was called (after any wait for a slot)
-                "started_at": r.called_at if r.called_at is not None else r.started_at,
+                    "started_at": r.called_at if r.called_at is not None else r.started_at,
                     "outcome": r.outcome,
                 }
             )
@@ -448,6 +448,10 @@ def breaker_from(options: Any, clock: Clock) -> Breaker:
     if threshold < 1 or cooldown <= 0:
         raise ConfigError("breaker threshold must be >= 1 and cooldown > 0", "breaker")
     return Breaker(clock, threshold=threshold, cooldown=cooldown)
+
+
+def _lane(name: str) -> Lane:
+    return next((lane for lane in LANES if lane == name), "normal")
 
 
 def _queue_wait(r: _Result) -> float | None:

@@ -4,8 +4,10 @@ Tickets are held in memory; what makes them durable is the ``deliveries`` table,
 before :meth:`publish` is called: after a crash the scheduler republishes every due
 ``pending`` delivery (see :mod:`tidings.delivery.scheduler`). So ``kill -9`` loses nothing.
 
-Each lane has its own consumers; ``low`` may use at most a share of the slots so that
-``high`` and ``normal`` always find a free one.
+Lanes share ``slots`` batches in flight, but not equally: ``high`` may always start a batch
+(up to ``slots`` of its own), ``normal`` and ``low`` together use at most ``slots`` minus a
+reserve, and ``low`` at most half — so a flood of low (or normal) work never leaves high
+without a place, and low never starves normal.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from collections import deque
 from collections.abc import Sequence
 
 from tidings.queue.base import LANES, Handler, Lane, Ticket
-
-_SHARE: dict[Lane, float] = {"high": 1.0, "normal": 0.75, "low": 0.5}
 
 
 class EmbeddedBroker:
@@ -30,7 +30,6 @@ class EmbeddedBroker:
         self._slots = slots
         self._batch = batch
         self._busy: dict[Lane, int] = dict.fromkeys(LANES, 0)
-        self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -48,16 +47,25 @@ class EmbeddedBroker:
         """Tickets waiting per lane."""
         return {lane: len(queue) for lane, queue in self._lanes.items()}
 
+    def _may_start(self, lane: Lane) -> bool:
+        busy = self._busy
+        if lane == "high":
+            return busy["high"] < self._slots
+        shared = busy["normal"] + busy["low"]
+        if shared >= max(1, self._slots - max(1, self._slots // 4)):  # the reserve for high
+            return False
+        return lane == "normal" or busy["low"] < max(1, self._slots // 2)
+
     def _next_lane(self) -> Lane | None:
         for lane in LANES:
-            if self._lanes[lane] and self._busy[lane] < max(1, int(self._slots * _SHARE[lane])):
+            if self._lanes[lane] and self._may_start(lane):
                 return lane
         return None
 
     async def consume(self, handler: Handler) -> None:
         """Run ``handler`` over batches, highest lane first, until closed."""
         while not self._closed:
-            lane = self._next_lane() if self._inflight < self._slots else None
+            lane = self._next_lane()
             if lane is None:
                 self._wake.clear()
                 await self._wake.wait()
@@ -65,7 +73,6 @@ class EmbeddedBroker:
             queue = self._lanes[lane]
             batch = [queue.popleft() for _ in range(min(self._batch, len(queue)))]
             self._busy[lane] += 1
-            self._inflight += 1
             task = asyncio.create_task(self._run(handler, lane, batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -81,7 +88,6 @@ class EmbeddedBroker:
             self._lanes[lane].extend(batch)
         finally:
             self._busy[lane] -= 1
-            self._inflight -= 1
             self._wake.set()
 
     async def aclose(self) -> None:
