@@ -153,7 +153,7 @@ async def mttr(
 async def main_async(services: Services, seconds: float) -> dict[str, Any]:
     raw = await asyncio.to_thread(raw_rabbitmq.run, fresh_vhost(services), seconds)
     receiver = WebhookReceiver().start()
-    database = fresh_database(services)
+    database = await asyncio.to_thread(fresh_database, services)
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
     cluster = Cluster(workdir, database.url, fresh_vhost(services), workers=2, config=CONFIG)
     cluster.env["TIDINGS_LOG_LEVEL"] = "ERROR"
@@ -180,7 +180,7 @@ async def main_async(services: Services, seconds: float) -> dict[str, Any]:
     finally:
         cluster.stop()
         receiver.stop()
-        database.drop()
+        await asyncio.to_thread(database.drop)
     return {
         "tidings_1api_2workers": result,
         "raw_rabbitmq": raw,
