@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
@@ -195,6 +195,10 @@ class Processor:
     ) -> _Written:
         # The decision runs inside the write transaction: the state it reads (subject
         # history, open digests, deferred notifications to cancel) cannot change under it.
+        # SQLite has one writer; on PostgreSQL several workers write at once, so the subjects
+        # (and digest keys) of this batch are locked for the transaction, in a fixed order.
+        if conn.dialect.name == "postgresql":
+            await _lock_keys(conn, batch, self.policy)
         claimed = await conn.execute(
             update(events)
             .where(events.c.id.in_([item.pk for item in batch]), events.c.processed_at.is_(None))
@@ -416,6 +420,18 @@ class _Batch:
             if row["status"] == "pending" and row["due_at"] <= self.now
         ]
         return written
+
+
+async def _lock_keys(conn: AsyncConnection, batch: Sequence[StoredEvent], policy: Policy) -> None:
+    keys: set[str] = set()
+    for item in batch:
+        if item.event.subject:
+            keys.add(f"subject:{item.event.subject}")
+        for rule in policy.rules_for(item.event.type):
+            if rule.digest is not None:
+                keys.update(f"digest:{rule.id}:{r}" for r in recipient_ids(rule, item.event.data))
+    for key in sorted(keys):
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
 def _dedup_key(event_pk: str, plan: Plan) -> str:

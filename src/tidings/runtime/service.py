@@ -91,8 +91,16 @@ class Service:
         self.dispatcher = Dispatcher(
             self.store, self.broker, settings, self.clock, self.metrics, base_dir=base_dir
         )
+        # In-memory lanes never lose a published ticket while the process lives (a restart
+        # republishes everything), so only RabbitMQ needs a prompt re-publish of rows whose
+        # hand-off may have failed.
         self.scheduler = Scheduler(
-            self.store, self.broker, self.processor, self.clock, self.metrics
+            self.store,
+            self.broker,
+            self.processor,
+            self.clock,
+            self.metrics,
+            requeue_after=300.0 if settings.broker == "embedded" else 30.0,
         )
         self.api_keys: dict[str, frozenset[str]] = {}
         self.rate_buckets: dict[str, Any] = {}
