@@ -91,6 +91,22 @@ def test_binary_and_batch_modes(server: Server) -> None:
         assert batch.status_code == 202
         assert all(r["status"] == 202 for r in batch.json()["results"])
     wait_for(lambda: len(inbox(server, "buyer-9", limit=100)["items"]) == 50)
+    seen: list[str] = []
+    cursor = None
+    while True:  # pages of 20, newest first, each item once
+        params = {"limit": 20, **({"cursor": cursor} if cursor else {})}
+        page = inbox(server, "buyer-9", **params)
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 50 and seen == sorted(seen, reverse=True)
+    with server.client() as client:
+        first = client.get("/v1/notifications", params={"subscriber_id": "buyer-9", "limit": 30})
+        rest = client.get("/v1/notifications", params={"subscriber_id": "buyer-9", "limit": 30,
+                                                        "cursor": first.json()["next_cursor"]})
+    assert len(first.json()["items"]) == 30 and len(rest.json()["items"]) == 20
+    assert rest.json()["next_cursor"] is None
 
 
 def _count_rows(server: Server) -> int:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import func, select, text
 from starlette.responses import Response
 
-from tidings.api.deps import page_limit, require, service
+from tidings.api.deps import page, page_limit, require, service
 from tidings.clock import iso
 from tidings.errors import NotFound
 from tidings.store import deliveries as delivery_rows
@@ -28,7 +28,9 @@ async def list_dlq(
     svc = service(request)
     size = page_limit(limit)
     async with svc.store.read() as conn:
-        found = await delivery_rows.list_dead_letters(conn, cursor, size + 1)
+        found, next_cursor = page(
+            await delivery_rows.list_dead_letters(conn, cursor, size + 1), size
+        )
     items = [
         {
             "id": r.id,
@@ -38,9 +40,9 @@ async def list_dlq(
             "reason": r.reason,
             "created_at": iso(r.created_at),
         }
-        for r in found[:size]
+        for r in found
     ]
-    return {"items": items, "next_cursor": found[size - 1].id if len(found) > size else None}
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.post("/v1/dlq/{dead_id}/replay", status_code=202, summary="Replay a dead letter")

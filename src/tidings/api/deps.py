@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -98,6 +98,23 @@ async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}", "/", status=400) from exc
+
+
+T = TypeVar("T")
+
+
+def page(
+    found: Sequence[T], size: int, cursor: Callable[[T], str] | None = None
+) -> tuple[list[T], str | None]:
+    """The first ``size`` of ``found`` (fetched with ``limit=size + 1``) and the next cursor.
+
+    The cursor is the last shown row's ``id`` (or what ``cursor`` makes of it), or ``None``
+    when nothing follows.
+    """
+    if len(found) <= size:
+        return list(found), None
+    last: Any = found[size - 1]
+    return list(found[:size]), (cursor(last) if cursor else str(last.id))
 
 
 def page_limit(value: int | None, default: int = 50, maximum: int = 500) -> int:

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from tidings.api.deps import read_body, require, service
 from tidings.api.problems import ApiError, problem_body
+from tidings.api.views import notifications_json
 from tidings.clock import iso
 from tidings.errors import InvalidInput, NotFound
 from tidings.events import catalog
@@ -128,24 +130,30 @@ def _item_id(item: Any) -> Any:
     return item.get("id") if isinstance(item, dict) else None
 
 
-@router.get("/v1/events/{event_id}", summary="Explain what an event caused")
-async def get_event(
-    event_id: str, request: Request, source: str | None = None, _: str = Depends(require("read"))
+async def find_event(conn: AsyncConnection, event_id: str, source: str | None) -> Any:
+    """The one event row a CloudEvents id (and source) or a row id names; 404/409 otherwise."""
+    rows = await event_rows.find(conn, event_id, source)
+    if not rows:
+        raise NotFound(f"no event {event_id!r}" + (f" from {source!r}" if source else ""))
+    if len(rows) > 1:
+        raise ApiError(409, "several sources sent this id: add ?source=")
+    return rows[0]
+
+
+async def explain(
+    conn: AsyncConnection, row: Any, now: float, *, with_notifications: bool = False
 ) -> dict[str, Any]:
-    """The event and one decision per matched rule and recipient, with reasons."""
-    svc = service(request)
-    async with svc.store.read() as conn:
-        rows = await event_rows.find(conn, event_id, source)
-        if not rows:
-            raise NotFound(f"no event {event_id!r}" + (f" from {source!r}" if source else ""))
-        if len(rows) > 1:
-            raise ApiError(409, "several sources sent this id: add ?source=")
-        row = rows[0]
-        decisions = await event_rows.decisions_of(conn, row.id)
-        notes = await delivery_rows.list_notifications(
-            conn, subscriber_id=None, event_pk=row.id, status=None, after=None, limit=1000
-        )
-    return {
+    """An event and one decision per matched rule and recipient, with the reasons.
+
+    ``with_notifications`` adds every notification with its deliveries and attempts (the
+    dashboard's explain view); otherwise only their count.
+    """
+    made = await event_rows.decisions_of(conn, row.id)
+    notes = await delivery_rows.list_notifications(
+        conn, subscriber_id=None, event_pk=row.id, status=None, after=None, limit=1000
+    )
+    story: dict[str, Any] = {
+        "pk": row.id,
         "event": row.envelope,
         "received_at": iso(row.received_at),
         "processed_at": iso(row.processed_at),
@@ -158,7 +166,20 @@ async def get_event(
                 **({"until": iso(d.until)} if d.until is not None else {}),
                 "notification_ids": d.notification_ids,
             }
-            for d in decisions
+            for d in made
         ],
         "notification_count": len(notes),
     }
+    if with_notifications:
+        story["notifications"] = await notifications_json(conn, notes, now, with_attempts=True)
+    return story
+
+
+@router.get("/v1/events/{event_id}", summary="Explain what an event caused")
+async def get_event(
+    event_id: str, request: Request, source: str | None = None, _: str = Depends(require("read"))
+) -> dict[str, Any]:
+    """The event and one decision per matched rule and recipient, with reasons."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        return await explain(conn, await find_event(conn, event_id, source), svc.clock.now())

@@ -11,7 +11,7 @@ import jwt
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
-from tidings.api.deps import page_limit, service
+from tidings.api.deps import page, page_limit, service
 from tidings.api.problems import ApiError
 from tidings.errors import NotFound
 from tidings.store import inbox as inbox_rows
@@ -63,10 +63,8 @@ async def list_inbox(
     size = page_limit(limit, 20, 100)
     async with svc.store.read() as conn:
         found = await inbox_rows.list_items(conn, me, status, cursor, size + 1)
-    return {
-        "items": [inbox_rows.item_json(r) for r in found[:size]],
-        "next_cursor": found[size - 1].id if len(found) > size else None,
-    }
+    shown, next_cursor = page(found, size)
+    return {"items": [inbox_rows.item_json(r) for r in shown], "next_cursor": next_cursor}
 
 
 @router.get("/v1/inbox/count", summary="Unread and unseen counts")

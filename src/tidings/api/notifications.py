@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from tidings.api.deps import page_limit, require, service
+from tidings.api.deps import page, page_limit, require, service
 from tidings.api.views import notifications_json
 from tidings.errors import NotFound
 from tidings.store import deliveries as delivery_rows
@@ -44,8 +44,9 @@ async def list_notifications(
             after=cursor,
             limit=size + 1,
         )
-        items = await notifications_json(conn, rows[:size], svc.clock.now())
-    return {"items": items, "next_cursor": rows[size - 1].id if len(rows) > size else None}
+        shown, next_cursor = page(rows, size)
+        items = await notifications_json(conn, shown, svc.clock.now())
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/v1/notifications/{notification_id}", summary="One notification")

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tidings.api.deps import page_limit, read_json, require, service
+from tidings.api.deps import page, page_limit, read_json, require, service
 from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.errors import InvalidInput, NotFound
 from tidings.store import subscribers as rows
@@ -146,9 +146,9 @@ async def list_subscribers(
     svc = service(request)
     size = page_limit(limit)
     async with svc.store.read() as conn:
-        ids = await rows.list_ids(conn, cursor, size + 1)
-        items = [await rows.get(conn, svc.store.cipher, i) for i in ids[:size]]
-    return {"items": items, "next_cursor": ids[size - 1] if len(ids) > size else None}
+        ids, next_cursor = page(await rows.list_ids(conn, cursor, size + 1), size, str)
+        items = [await rows.get(conn, svc.store.cipher, i) for i in ids]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/v1/subscribers/{subscriber_id}", summary="A subscriber")

@@ -22,13 +22,14 @@ from starlette.responses import FileResponse, Response
 
 from tidings import __version__
 from tidings.api.deps import page_limit, require, service
+from tidings.api.events import explain as explain_event
+from tidings.api.events import find_event
 from tidings.api.views import notifications_json
 from tidings.channels import console
 from tidings.clock import iso
 from tidings.errors import NotFound
 from tidings.runtime.service import Service
 from tidings.store import deliveries as delivery_rows
-from tidings.store import events as event_rows
 from tidings.store import inbox as inbox_rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.tables import dead_letters, decisions, deliveries, events, notifications
@@ -218,33 +219,8 @@ async def explain(
     """The whole story of one event (by row id, or CloudEvents id and optional source)."""
     svc = service(request)
     async with svc.store.read() as conn:
-        rows = await event_rows.find(conn, event_pk, source)
-        if not rows:
-            raise NotFound(f"no event {event_pk!r}")
-        row = rows[0]
-        made = await event_rows.decisions_of(conn, row.id)
-        notes = await delivery_rows.list_notifications(
-            conn, subscriber_id=None, event_pk=row.id, status=None, after=None, limit=500
-        )
-        shown = await notifications_json(conn, notes, svc.clock.now(), with_attempts=True)
-    return {
-        "pk": row.id,
-        "event": row.envelope,
-        "received_at": iso(row.received_at),
-        "processed_at": iso(row.processed_at),
-        "decisions": [
-            {
-                "rule": d.rule_id,
-                "recipient": d.recipient_id,
-                "outcome": d.outcome,
-                "reason": d.reason,
-                "until": iso(d.until),
-                "notification_ids": d.notification_ids,
-            }
-            for d in made
-        ],
-        "notifications": shown,
-    }
+        row = await find_event(conn, event_pk, source)
+        return await explain_event(conn, row, svc.clock.now(), with_notifications=True)
 
 
 @admin.get("/dead-letters", summary="Dead letters with their event and recipient")
