@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
@@ -29,6 +29,7 @@ from tidings.runtime.inbox_hub import InboxHub
 from tidings.store import Store, schedule
 from tidings.store import events as event_rows
 from tidings.store import subscribers as subscriber_rows
+from tidings.store.db import bulk_insert
 from tidings.store.deliveries import existing_dedup_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
@@ -405,11 +406,11 @@ class _Batch:
             ],
         )
         if self.notes:
-            await conn.execute(insert(notifications), list(self.notes.values()))
+            await bulk_insert(conn, notifications, list(self.notes.values()))
         if self.deliveries:
-            await conn.execute(insert(deliveries), self.deliveries)
+            await bulk_insert(conn, deliveries, self.deliveries)
         if self.inbox:
-            await conn.execute(insert(inbox_items), self.inbox)
+            await bulk_insert(conn, inbox_items, self.inbox)
         await schedule.fold_digests(conn, self.folds)
         await schedule.cancel(conn, self.cancels, self.now)
         subjects = {nid: row["subject"] for nid, row in self.notes.items()}

@@ -9,12 +9,13 @@ so that one bad operation fails alone.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import JSON, Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -140,3 +141,39 @@ class Writer:
             exc = wrapped
         if not future.done():
             future.set_exception(exc)
+
+
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], str] = {}
+
+
+async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT`` many rows (all with the same keys) as one executemany.
+
+    On SQLite the statement is compiled once per column set and the rows are passed as plain
+    tuples with JSON columns serialised here: SQLAlchemy's per-row parameter processing costs
+    ~25 µs a row, more than SQLite's insert itself, and the processor writes ~10 rows an
+    event. Other backends take SQLAlchemy's ordinary executemany.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        await conn.execute(table.insert(), list(rows))
+        return
+    columns = tuple(rows[0])
+    key = (conn.dialect.name, table.name, columns)
+    sql = _INSERTS.get(key)
+    if sql is None:
+        names = ", ".join(columns)
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' for _ in columns)})"
+        _INSERTS[key] = sql
+    as_json = [isinstance(table.c[name].type, JSON) for name in columns]
+    values = [
+        tuple(
+            json.dumps(row[name], ensure_ascii=False)
+            if encode and row[name] is not None
+            else row[name]
+            for name, encode in zip(columns, as_json, strict=True)
+        )
+        for row in rows
+    ]
+    await conn.exec_driver_sql(sql, values)

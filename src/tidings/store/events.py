@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.events.cloudevents import Event
 from tidings.ids import new_id
+from tidings.store.db import bulk_insert
 from tidings.store.tables import decisions, events
 from tidings.strategy.model import Decision
 
@@ -80,7 +81,7 @@ async def insert_events(
     if not rows_to_insert:
         return results
     if conn.dialect.name != "postgresql":
-        await conn.execute(insert(events), rows_to_insert)
+        await bulk_insert(conn, events, rows_to_insert)
         return results
     statement = pg_insert(events).on_conflict_do_nothing().returning(events.c.id)
     inserted = set((await conn.execute(statement, rows_to_insert)).scalars())
@@ -142,7 +143,7 @@ def decision_rows(
 async def insert_decision_rows(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Store decision rows (see :func:`decision_rows`) in one statement."""
     if rows:
-        await conn.execute(insert(decisions), list(rows))
+        await bulk_insert(conn, decisions, rows)
 
 
 async def find(conn: AsyncConnection, event_id: str, source: str | None) -> list[Any]:
