@@ -48,7 +48,7 @@ def _event(n: int, run: str) -> dict[str, Any]:
 class TidingsProcess:
     """``tidings serve`` on a fresh SQLite database in a temp directory."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, role: str = "all") -> None:
         self.workdir = workdir
         self.port = free_port()
         env = {
@@ -59,7 +59,16 @@ class TidingsProcess:
             "TIDINGS_INBOX_SECRET": "bench-inbox-secret-0123456789",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tidings.cli", "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "tidings.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--role",
+                role,
+            ],
             cwd=workdir,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -238,6 +247,18 @@ def run(seconds: float = 5.0) -> dict[str, Any]:
     """Every ingest figure, plus the bare endpoint measured in the same run."""
     results: list[BaselineResult] = [bare_run(seconds, 32, "raw")]
     with tempfile.TemporaryDirectory() as tmp:
+        # intake alone: --role api commits events and answers; no decision work competes
+        server = TidingsProcess(Path(tmp), role="api")
+        try:
+            intake = asyncio.run(_single(server.port, seconds, 32))
+            intake["name"] = "tidings single-event POST, intake only (--role api)"
+            results.append(intake)
+            batch_intake = asyncio.run(_batch(server.port, seconds))
+            batch_intake["name"] = "tidings batch POST, intake only (--role api)"
+            results.append(batch_intake)
+        finally:
+            server.stop()
+    with tempfile.TemporaryDirectory() as tmp:
         server = TidingsProcess(Path(tmp))
         try:
             results.append(asyncio.run(_single(server.port, seconds, 32)))
@@ -251,9 +272,10 @@ def run(seconds: float = 5.0) -> dict[str, Any]:
             results.append(paced)
         finally:
             server.stop()
-    bare, single = results[0]["per_second"], results[1]["per_second"]
+    bare, intake, single = (results[i]["per_second"] for i in (0, 1, 3))
     return {
         "results": results,
+        "intake_vs_bare": round(intake / bare, 3) if bare else None,
         "single_vs_bare": round(single / bare, 3) if bare else None,
         "peak_rss_mb": round(rss, 1),
     }
@@ -266,7 +288,8 @@ def main() -> None:
     outcome = run(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)
     print(markdown_table(outcome["results"]))
     print(
-        f"\nsingle-event ingest / bare endpoint: {outcome['single_vs_bare']:.0%}; "
+        f"\nsingle-event intake / bare endpoint: {outcome['intake_vs_bare']:.0%} "
+        f"(deciding in the same process too: {outcome['single_vs_bare']:.0%}); "
         f"server peak RSS {outcome['peak_rss_mb']} MiB"
     )
     print(json.dumps({k: v for k, v in outcome.items() if k != "results"}))
