@@ -6,9 +6,12 @@ import asyncio
 import logging
 import os
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
@@ -48,9 +51,9 @@ def make_broker(settings: Settings) -> Broker:
     """The broker the config names."""
     if settings.broker == "embedded":
         return EmbeddedBroker()
-    from tidings.queue.rabbitmq import RabbitBroker  # type: ignore[import-not-found,unused-ignore]
+    from tidings.queue.rabbitmq import RabbitBroker
 
-    return RabbitBroker(settings.broker)  # type: ignore[no-any-return,unused-ignore]
+    return RabbitBroker(settings.broker)
 
 
 def make_ingest(settings: Settings) -> EventIngest | None:
@@ -134,10 +137,7 @@ class Service:
         now = self.clock.now()
         configured = self.settings.api_keys
 
-        async def setup(conn: object) -> str | None:
-            from sqlalchemy.ext.asyncio import AsyncConnection
-
-            assert isinstance(conn, AsyncConnection)
+        async def setup(conn: AsyncConnection) -> str | None:
             for entry in configured:
                 await key_rows.add_key(conn, entry.key, list(entry.scopes), "config", now)
             generated = None
@@ -175,10 +175,12 @@ class Service:
 
     async def _commit(self, batch: Sequence[Event]) -> list[Accepted]:
         accepted = await self.intake.accept(batch)
-        for event, result in zip(batch, accepted, strict=True):
-            self.metrics.events.labels(
-                event.type, "duplicate" if result.duplicate else "accepted"
-            ).inc()
+        counts = Counter(
+            (event.type, "duplicate" if result.duplicate else "accepted")
+            for event, result in zip(batch, accepted, strict=True)
+        )
+        for labels, count in counts.items():
+            self.metrics.events.labels(*labels).inc(count)
         return accepted
 
     async def aclose(self) -> None:
