@@ -180,18 +180,23 @@ class Dispatcher:
         now = self.clock.now()
         ids = list(dict.fromkeys(t.delivery_id for t in tickets))
 
-        async def claim(conn: AsyncConnection) -> list[Claimed]:
-            return await delivery_rows_store.claim(conn, ids, now, self.lease)
-
-        claimed = await self.store.write(claim)
-        if not claimed:
-            return
-        async with self.store.read() as conn:
+        async def claim(conn: AsyncConnection) -> _Batch:
+            # what sending needs is read in the claiming transaction: no second connection,
+            # no wait for it (a read on its own added ~2 ms to Tc here)
+            claimed = await delivery_rows_store.claim(conn, ids, now, self.lease)
+            if not claimed:
+                return _Batch([], {}, {}, {})
             notes = await delivery_rows_store.notifications_by_id(
                 conn, [c.notification_id for c in claimed]
             )
             event_data = await _event_data(conn, [n.event_pk for n in notes.values()])
             found = await _destinations(conn, self.store.cipher, claimed, notes)
+            return _Batch(claimed, notes, event_data, found)
+
+        batch = await self.store.write(claim)
+        claimed, notes, event_data, found = batch.claimed, batch.notes, batch.events, batch.found
+        if not claimed:
+            return
         results = await asyncio.gather(
             *(
                 self._attempt(
@@ -450,8 +455,11 @@ def breaker_from(options: Any, clock: Clock) -> Breaker:
     return Breaker(clock, threshold=threshold, cooldown=cooldown)
 
 
+_LANES: dict[str, Lane] = {lane: lane for lane in LANES}
+
+
 def _lane(name: str) -> Lane:
-    return next((lane for lane in LANES if lane == name), "normal")
+    return _LANES.get(name, "normal")
 
 
 def _queue_wait(r: _Result) -> float | None:
@@ -465,6 +473,14 @@ def _queue_wait(r: _Result) -> float | None:
 class _Event:
     envelope: dict[str, Any]
     occurred_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    claimed: list[Claimed]
+    notes: dict[str, Any]
+    events: dict[str, _Event]
+    found: dict[str, Destination]
 
 
 _NO_EVENT = _Event({}, None)
