@@ -48,6 +48,8 @@ from tidings.store.tables import deliveries, devices, events, subscribers, webho
 log = logging.getLogger(__name__)
 _OPEN_RECHECK = 0.25
 """Seconds a delivery waits before looking again when every provider's circuit is open."""
+_RECORD_EVERY = 0.1
+"""Seconds between commits of the outcomes of one batch's attempts while some still run."""
 _SUCCESS = frozenset({"sent", "delivered"})
 _EXTERNAL_DONE = frozenset({"failed", "dead", "expired", "cancelled"})
 
@@ -197,17 +199,29 @@ class Dispatcher:
         claimed, notes, event_data, found = batch.claimed, batch.notes, batch.events, batch.found
         if not claimed:
             return
-        results = await asyncio.gather(
-            *(
+        running = {
+            asyncio.ensure_future(
                 self._attempt(
                     item,
                     notes[item.notification_id],
                     found.get(item.id),
                     event_data.get(notes[item.notification_id].event_pk, _NO_EVENT),
                 )
-                for item in claimed
             )
-        )
+            for item in claimed
+        }
+        try:
+            while running:
+                # outcomes are committed as they come in: one slow endpoint does not keep
+                # the rest of the batch "sending" (nor re-sendable after a crash) until it ends
+                done, running = await asyncio.wait(running, timeout=_RECORD_EVERY)
+                if done:
+                    await self._finish([task.result() for task in done], notes)
+        finally:
+            for task in running:  # cancelled (shutdown): the leases bring them back
+                task.cancel()
+
+    async def _finish(self, results: list[_Result], notes: dict[str, Any]) -> None:
         fallback_tickets = await self.store.write(lambda conn: self._record(conn, results, notes))
         if fallback_tickets:
             await self.broker.publish(fallback_tickets)
