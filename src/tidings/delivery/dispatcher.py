@@ -277,6 +277,12 @@ class Dispatcher:
         ]
         if not candidates:
             return result("failed", error=f"no provider for {destination.kind}", outcome="failed")
+        names = [s.provider.name for s in candidates]
+        if item.attempts and item.provider in names:
+            # a retry fails over at once: start with the provider after the one that failed
+            # (the idempotency id is the same, so a late success there is deduplicated)
+            after = names.index(item.provider) + 1
+            candidates = candidates[after:] + candidates[:after]
         slot = next((s for s in candidates if s.breaker.allow()), None)
         if slot is None:
             # not an attempt: nobody was called, so the budget is untouched

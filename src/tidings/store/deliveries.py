@@ -67,6 +67,8 @@ class Claimed:
     due_at: float
     enqueued_at: float | None
     is_fallback: bool
+    provider: str | None = None
+    """The provider of the last attempt (a retry starts with the next one)."""
 
 
 ORDER_WAIT = 0.2
@@ -123,6 +125,7 @@ async def claim(
             deliveries.c.due_at,
             deliveries.c.enqueued_at,
             deliveries.c.is_fallback,
+            deliveries.c.provider,
         )
     )
     claimed = [Claimed(*row) for row in result]
