@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not any((ROOT / p).exists() for p in (path, path + ".py")):
                         outputs.append(f"(suite {path} not present)")
                         continue
+                    if suite == "scaleout":
+                        command = [*command, "--services", env["TIDINGS_TEST_SERVICES_DIR"]]
                     print(f"== {suite}: {' '.join(command)}", flush=True)
                     done = subprocess.run(
                         [sys.executable, *command],
