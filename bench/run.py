@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                         outputs.append(f"(suite {path} not present)")
                         continue
                     if suite == "scaleout":
+                        if not env.get("TIDINGS_TEST_SERVICES_DIR"):
+                            outputs.append("(scaleout needs TIDINGS_TEST_SERVICES_DIR)")
+                            continue
                         command = [*command, "--services", env["TIDINGS_TEST_SERVICES_DIR"]]
                     print(f"== {suite}: {' '.join(command)}", flush=True)
                     done = subprocess.run(
