@@ -58,13 +58,22 @@ class Server:
 
     def start(self, timeout: float = 20.0) -> Server:
         """Start and wait for ``/readyz``."""
-        command = [sys.executable, "-m", "tidings.cli", "serve", "--port", str(self.port),
-                   "--role", self.role]
+        command = [
+            sys.executable,
+            "-m",
+            "tidings.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--role",
+            self.role,
+        ]
         if self.config_path is not None:
             command += ["--config", str(self.config_path)]
         handle = self.log.open("ab")
-        self.process = subprocess.Popen(command, cwd=self.workdir, env=self.env, stdout=handle,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -94,8 +103,11 @@ class Server:
 
     def client(self, key: str | None = None) -> httpx.Client:
         """A client authenticated with the admin key (or ``key``)."""
-        return httpx.Client(base_url=self.url, timeout=10,
-                            headers={"Authorization": f"Bearer {key or self.admin_key}"})
+        return httpx.Client(
+            base_url=self.url,
+            timeout=10,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+        )
 
     def token(self, subscriber_id: str, ttl: float = 3600) -> str:
         """An inbox token signed with the configured inbox secret."""
@@ -107,7 +119,11 @@ class Server:
         """An inbox token minted by ``tidings token`` (the CLI)."""
         output = subprocess.run(
             [sys.executable, "-m", "tidings.cli", "token", subscriber_id, "--ttl", ttl],
-            cwd=self.workdir, env=self.env, capture_output=True, text=True, check=True,
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         found = re.search(r"[\w-]+\.[\w-]+\.[\w-]+", output)
         assert found, output
@@ -128,5 +144,10 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> A
 
 def cloudevent(event_type: str, event_id: str, **data: Any) -> dict[str, Any]:
     """A structured CloudEvent from ``/shop``."""
-    return {"specversion": "1.0", "id": event_id, "source": "/shop", "type": event_type,
-            "data": data}
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "/shop",
+        "type": event_type,
+        "data": data,
+    }

@@ -30,7 +30,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_bare_on_stays_a_string() -> None:
-    assert parse_yaml("on: order.paid\noff: yes\nx: true") == {"on": "order.paid", "off": "yes", "x": True}
+    assert parse_yaml("on: order.paid\noff: yes\nx: true") == {
+        "on": "order.paid",
+        "off": "yes",
+        "x": True,
+    }
 
 
 def test_config_with_rules_gets_exactly_those(tmp_path: Path) -> None:
@@ -48,13 +52,20 @@ def test_no_config_is_the_builtin_pack() -> None:
 
 def test_interpolation_and_env_overrides(tmp_path: Path) -> None:
     text = MINIMAL + 'api_keys: [{key: "${SHOP_KEY}", scopes: [events]}, {key: "${UNSET}"}]\n'
-    env = {"SHOP_KEY": "k1", "TIDINGS_DATABASE_URL": "sqlite:////tmp/x.db",
-           "TIDINGS_API_KEYS": "k2:read+events,k3", "TIDINGS_BROKER_URL": "amqp://guest@h/"}
+    env = {
+        "SHOP_KEY": "k1",
+        "TIDINGS_DATABASE_URL": "sqlite:////tmp/x.db",
+        "TIDINGS_API_KEYS": "k2:read+events,k3",
+        "TIDINGS_BROKER_URL": "amqp://guest@h/",
+    }
     settings = load_settings(write(tmp_path, text), env=env)
     assert settings.database == "sqlite:////tmp/x.db"
     assert settings.broker == "amqp://guest@h/"
     assert [(k.key, k.scopes) for k in settings.api_keys] == [
-        ("k1", ["events"]), ("k2", ["read", "events"]), ("k3", ["admin"])]
+        ("k1", ["events"]),
+        ("k2", ["read", "events"]),
+        ("k3", ["admin"]),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -75,7 +86,12 @@ def test_errors_name_the_key_path(tmp_path: Path, patch: tuple[str, str], path: 
 
 def test_durations() -> None:
     assert [parse_duration(v) for v in ("250ms", "10s", "15m", "24h", "3d")] == [
-        0.25, 10, 900, 86400, 259200]
+        0.25,
+        10,
+        900,
+        86400,
+        259200,
+    ]
     assert format_duration(900) == "15m"
     with pytest.raises(ValueError):
         parse_duration("5 minutes")

@@ -10,8 +10,11 @@ from tidings.templates import Templates, money, pick_locale
 
 SOURCES = {
     "paid": {
-        "en-US": {"title": "Paid {{ amount | money(currency) }}", "body": "{{ order_id }}",
-                  "html": "<p>{{ text }}</p>"},
+        "en-US": {
+            "title": "Paid {{ amount | money(currency) }}",
+            "body": "{{ order_id }}",
+            "html": "<p>{{ text }}</p>",
+        },
         "zh-CN": {"title": "已支付 {{ amount | money(currency) }}", "body": "{{ order_id }}"},
     }
 }
@@ -25,7 +28,13 @@ def test_money_per_locale() -> None:
 
 @pytest.mark.parametrize(
     ("wanted", "chosen"),
-    [("zh-CN", "zh-CN"), ("zh-TW", "zh-CN"), ("en-GB", "en-US"), ("fr-FR", "en-US"), (None, "en-US")],
+    [
+        ("zh-CN", "zh-CN"),
+        ("zh-TW", "zh-CN"),
+        ("en-GB", "en-US"),
+        ("fr-FR", "en-US"),
+        (None, "en-US"),
+    ],
 )
 def test_locale_fallback(wanted: str | None, chosen: str) -> None:
     assert pick_locale(SOURCES["paid"], wanted, "en-US") == chosen
@@ -33,23 +42,28 @@ def test_locale_fallback(wanted: str | None, chosen: str) -> None:
 
 def test_render_in_the_subscribers_locale() -> None:
     templates = Templates(SOURCES, "en-US")
-    locale, fields = templates.render("paid", "zh-CN", {"amount": "99.00", "currency": "CNY",
-                                                       "order_id": "o1"})
+    locale, fields = templates.render(
+        "paid", "zh-CN", {"amount": "99.00", "currency": "CNY", "order_id": "o1"}
+    )
     assert locale == "zh-CN"
     assert fields == {"title": "已支付 ¥99.00", "body": "o1"}
 
 
 def test_html_is_escaped_text_is_not() -> None:
     templates = Templates(SOURCES, "en-US")
-    _, fields = templates.render("paid", "en-US", {"text": "<script>x</script>", "amount": "1",
-                                                   "currency": "USD", "order_id": "<b>"})
+    _, fields = templates.render(
+        "paid",
+        "en-US",
+        {"text": "<script>x</script>", "amount": "1", "currency": "USD", "order_id": "<b>"},
+    )
     assert fields["html"] == "<p>&lt;script&gt;x&lt;/script&gt;</p>"
     assert fields["body"] == "<b>"
 
 
 def test_sandbox_blocks_attribute_escapes() -> None:
-    templates = Templates({"evil": {"en-US": {"title": "{{ ''.__class__.__mro__ }}", "body": "x"}}},
-                          "en-US")
+    templates = Templates(
+        {"evil": {"en-US": {"title": "{{ ''.__class__.__mro__ }}", "body": "x"}}}, "en-US"
+    )
     with pytest.raises(SecurityError):
         templates.render("evil", "en-US", {})
 

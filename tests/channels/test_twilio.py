@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.fakes.tls import BackgroundServer
 from tests.fakes.twilio_server import TwilioServer
-
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.twilio import TwilioProvider
 from tidings.config import ProviderSettings

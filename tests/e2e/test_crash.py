@@ -18,12 +18,18 @@ def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:
     killed = threading.Event()
 
     def post(worker: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=5,
-                          headers={"Authorization": f"Bearer {server.admin_key}"}) as client:
+        with httpx.Client(
+            base_url=server.url, timeout=5, headers={"Authorization": f"Bearer {server.admin_key}"}
+        ) as client:
             for n in range(250):
                 event_id = f"evt-{worker}-{n}"
-                event = cloudevent("order.delivered", event_id, order_id=f"o-{worker}-{n}",
-                                   buyer_id=f"buyer-{worker}", seller_id="seller-1")
+                event = cloudevent(
+                    "order.delivered",
+                    event_id,
+                    order_id=f"o-{worker}-{n}",
+                    buyer_id=f"buyer-{worker}",
+                    seller_id="seller-1",
+                )
                 try:
                     response = client.post("/v1/events", json=event)
                 except httpx.HTTPError:
@@ -63,6 +69,7 @@ def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:
         return {row[0]: (row[1], row[2]) for row in rows}
 
     try:
+
         def settled() -> dict[str, tuple[int, int]] | None:
             found = counts()
             done = all(value == (1, 1) for value in found.values())
@@ -74,8 +81,10 @@ def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:
             found = counts()
             wrong = {k: v for k, v in found.items() if v != (1, 1)}
             lost = sorted(accepted - set(found))
-            raise AssertionError(f"lost {len(lost)} {lost[:5]}; wrong {list(wrong.items())[:5]}; "
-                                 f"log: {restarted.log.read_text()[-2000:]}") from None
+            raise AssertionError(
+                f"lost {len(lost)} {lost[:5]}; wrong {list(wrong.items())[:5]}; "
+                f"log: {restarted.log.read_text()[-2000:]}"
+            ) from None
         missing = accepted - set(final)
         assert not missing, f"accepted but lost: {sorted(missing)[:5]}"
         assert all(value == (1, 1) for value in final.values())
@@ -86,6 +95,9 @@ def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:
 
 def _no_pending(database: Path) -> bool:
     with sqlite3.connect(database) as db:
-        return db.execute(
-            "select count(*) from deliveries where status in ('pending', 'sending')"
-        ).fetchone()[0] == 0
+        return (
+            db.execute(
+                "select count(*) from deliveries where status in ('pending', 'sending')"
+            ).fetchone()[0]
+            == 0
+        )

@@ -12,26 +12,47 @@ import pytest
 
 from tests.harness import Server, cloudevent, wait_for
 
-PAID = {"order_id": "o-1", "buyer_id": "buyer-1", "seller_id": "seller-1", "amount": "99.00",
-        "currency": "CNY"}
+PAID = {
+    "order_id": "o-1",
+    "buyer_id": "buyer-1",
+    "seller_id": "seller-1",
+    "amount": "99.00",
+    "currency": "CNY",
+}
 
 
 def inbox(server: Server, subscriber: str, **params: Any) -> dict[str, Any]:
     token = server.token(subscriber)
-    response = httpx.get(f"{server.url}/v1/inbox", params=params,
-                         headers={"Authorization": f"Bearer {token}"})
+    response = httpx.get(
+        f"{server.url}/v1/inbox", params=params, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
 
 def test_event_reaches_the_inbox_in_the_subscribers_language(server: Server) -> None:
     with server.client() as client:
-        assert client.put("/v1/subscribers/buyer-1", json={
-            "name": "Li Lei", "email": "li@shop.test", "phone": "+8613800138000",
-            "locale": "zh-CN", "timezone": "Asia/Shanghai"}).status_code == 201
+        assert (
+            client.put(
+                "/v1/subscribers/buyer-1",
+                json={
+                    "name": "Li Lei",
+                    "email": "li@shop.test",
+                    "phone": "+8613800138000",
+                    "locale": "zh-CN",
+                    "timezone": "Asia/Shanghai",
+                },
+            ).status_code
+            == 201
+        )
         response = client.post("/v1/events", json=cloudevent("order.paid", "evt-1", **PAID))
         assert response.status_code == 202
-        assert response.json() == {"id": "evt-1", "source": "/shop", "status": 202, "duplicate": False}
+        assert response.json() == {
+            "id": "evt-1",
+            "source": "/shop",
+            "status": 202,
+            "duplicate": False,
+        }
     items = wait_for(lambda: inbox(server, "buyer-1")["items"])
     assert items[0]["title"] == "支付成功"
     assert items[0]["body"] == "订单 o-1 已支付 ¥99.00。"
@@ -42,13 +63,24 @@ def test_event_reaches_the_inbox_in_the_subscribers_language(server: Server) -> 
 def test_explain_and_notifications(server: Server) -> None:
     with server.client() as client:
         client.put("/v1/subscribers/buyer-1", json={"locale": "en-US"})
-        client.put("/v1/subscribers/buyer-1/preferences",
-                   json={"categories": {"order_updates": {"channels": {"push": False}}}})
+        client.put(
+            "/v1/subscribers/buyer-1/preferences",
+            json={"categories": {"order_updates": {"channels": {"push": False}}}},
+        )
         client.post("/v1/events", json=cloudevent("order.paid", "evt-2", **PAID))
-        explained = wait_for(lambda: client.get("/v1/events/evt-2", params={"source": "/shop"}).json()
-                             if client.get("/v1/events/evt-2").json().get("processed_at") else None)
+        explained = wait_for(
+            lambda: (
+                client.get("/v1/events/evt-2", params={"source": "/shop"}).json()
+                if client.get("/v1/events/evt-2").json().get("processed_at")
+                else None
+            )
+        )
         by_rule = {d["rule"]: d for d in explained["decisions"]}
-        assert set(by_rule) == {"order-paid-buyer", "order-paid-seller", "seller-paid-orders-digest"}
+        assert set(by_rule) == {
+            "order-paid-buyer",
+            "order-paid-seller",
+            "seller-paid-orders-digest",
+        }
         buyer = by_rule["order-paid-buyer"]
         assert buyer["outcome"] == "sent" and buyer["recipient"] == "buyer-1"
         assert "opted out of push for order_updates" in buyer["reason"]
@@ -70,24 +102,48 @@ def test_replay_is_idempotent_forever(server: Server) -> None:
         wait_for(lambda: inbox(server, "buyer-1")["items"])
         again = client.post("/v1/events", json=event)
         assert again.status_code == 200 and again.json()["duplicate"] is True
-        batch = client.post("/v1/events", content=json.dumps([event, {**event, "id": "evt-4"}]),
-                            headers={"content-type": "application/cloudevents-batch+json"})
+        batch = client.post(
+            "/v1/events",
+            content=json.dumps([event, {**event, "id": "evt-4"}]),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
         assert batch.status_code == 207
         assert [(r["status"], r["duplicate"]) for r in batch.json()["results"]] == [
-            (200, True), (202, False)]
+            (200, True),
+            (202, False),
+        ]
     wait_for(lambda: len(inbox(server, "buyer-1")["items"]) == 2)
     assert len(inbox(server, "buyer-1")["items"]) == 2
 
 
 def test_binary_and_batch_modes(server: Server) -> None:
     with server.client() as client:
-        binary = client.post("/v1/events", json=PAID, headers={
-            "ce-specversion": "1.0", "ce-id": "bin-1", "ce-source": "/pos", "ce-type": "order.paid"})
+        binary = client.post(
+            "/v1/events",
+            json=PAID,
+            headers={
+                "ce-specversion": "1.0",
+                "ce-id": "bin-1",
+                "ce-source": "/pos",
+                "ce-type": "order.paid",
+            },
+        )
         assert binary.status_code == 202, binary.text
-        events = [cloudevent("order.shipped", f"ship-{i}", order_id=f"o-{i}", buyer_id="buyer-9",
-                             seller_id="seller-1") for i in range(50)]
-        batch = client.post("/v1/events", content=json.dumps(events),
-                            headers={"content-type": "application/cloudevents-batch+json"})
+        events = [
+            cloudevent(
+                "order.shipped",
+                f"ship-{i}",
+                order_id=f"o-{i}",
+                buyer_id="buyer-9",
+                seller_id="seller-1",
+            )
+            for i in range(50)
+        ]
+        batch = client.post(
+            "/v1/events",
+            content=json.dumps(events),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
         assert batch.status_code == 202
         assert all(r["status"] == 202 for r in batch.json()["results"])
     wait_for(lambda: len(inbox(server, "buyer-9", limit=100)["items"]) == 50)
@@ -103,8 +159,10 @@ def test_binary_and_batch_modes(server: Server) -> None:
     assert len(seen) == len(set(seen)) == 50 and seen == sorted(seen, reverse=True)
     with server.client() as client:
         first = client.get("/v1/notifications", params={"subscriber_id": "buyer-9", "limit": 30})
-        rest = client.get("/v1/notifications", params={"subscriber_id": "buyer-9", "limit": 30,
-                                                        "cursor": first.json()["next_cursor"]})
+        rest = client.get(
+            "/v1/notifications",
+            params={"subscriber_id": "buyer-9", "limit": 30, "cursor": first.json()["next_cursor"]},
+        )
     assert len(first.json()["items"]) == 30 and len(rest.json()["items"]) == 20
     assert rest.json()["next_cursor"] is None
 
@@ -126,12 +184,24 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ("body", "headers", "status", "field"),
     [
         (b"{not json", {"content-type": "application/json"}, 400, "/"),
-        (json.dumps({**cloudevent("order.paid", "x", **PAID), "specversion": "0.3"}).encode(),
-         {"content-type": "application/cloudevents+json"}, 422, "/specversion"),
-        (json.dumps(cloudevent("order.paid", "x", order_id="o")).encode(),
-         {"content-type": "application/json"}, 422, "/data/buyer_id"),
-        (json.dumps({**cloudevent("order.paid", "x", **PAID), "id": None}).encode(),
-         {"content-type": "application/json"}, 422, "/id"),
+        (
+            json.dumps({**cloudevent("order.paid", "x", **PAID), "specversion": "0.3"}).encode(),
+            {"content-type": "application/cloudevents+json"},
+            422,
+            "/specversion",
+        ),
+        (
+            json.dumps(cloudevent("order.paid", "x", order_id="o")).encode(),
+            {"content-type": "application/json"},
+            422,
+            "/data/buyer_id",
+        ),
+        (
+            json.dumps({**cloudevent("order.paid", "x", **PAID), "id": None}).encode(),
+            {"content-type": "application/json"},
+            422,
+            "/id",
+        ),
         (b"x" * (1024 * 1024 + 1), {"content-type": "application/json"}, 413, "/"),
         (b"<xml/>", {"content-type": "text/xml"}, 415, None),
     ],
@@ -155,8 +225,11 @@ def test_batch_accepts_the_valid_items_and_reports_the_rest(server: Server) -> N
     good = cloudevent("order.paid", "ok-1", **PAID)
     bad = cloudevent("order.paid", "bad-1", order_id="o")
     with server.client() as client:
-        response = client.post("/v1/events", content=json.dumps([bad, good, 7]),
-                               headers={"content-type": "application/cloudevents-batch+json"})
+        response = client.post(
+            "/v1/events",
+            content=json.dumps([bad, good, 7]),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
     assert response.status_code == 207
     results = response.json()["results"]
     assert [r["status"] for r in results] == [422, 202, 422]
@@ -167,7 +240,9 @@ def test_batch_accepts_the_valid_items_and_reports_the_rest(server: Server) -> N
 
 
 def test_auth_and_scopes(tmp_path: Any) -> None:
-    server = Server(tmp_path, env={"TIDINGS_API_KEYS": "admin-k:admin,ingest-k:events,reader-k:read"})
+    server = Server(
+        tmp_path, env={"TIDINGS_API_KEYS": "admin-k:admin,ingest-k:events,reader-k:read"}
+    )
     server.admin_key = "admin-k"
     server.start()
     try:
@@ -206,8 +281,16 @@ def test_inbox_tokens_see_only_their_own_items(server: Server) -> None:
 def test_inbox_read_archive_and_counts(server: Server) -> None:
     with server.client() as client:
         for i in range(3):
-            client.post("/v1/events", json=cloudevent("order.shipped", f"s-{i}", order_id=f"o{i}",
-                                                      buyer_id="buyer-1", seller_id="seller-1"))
+            client.post(
+                "/v1/events",
+                json=cloudevent(
+                    "order.shipped",
+                    f"s-{i}",
+                    order_id=f"o{i}",
+                    buyer_id="buyer-1",
+                    seller_id="seller-1",
+                ),
+            )
     headers = {"Authorization": f"Bearer {server.token('buyer-1')}"}
     wait_for(lambda: len(inbox(server, "buyer-1")["items"]) == 3)
     count = httpx.get(f"{server.url}/v1/inbox/count", headers=headers).json()
@@ -227,8 +310,12 @@ def test_sse_stream_pushes_new_items_live(server: Server) -> None:
     ready = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{server.url}/v1/inbox/stream",
-                          headers={"Authorization": f"Bearer {token}"}, timeout=15) as response:
+        with httpx.stream(
+            "GET",
+            f"{server.url}/v1/inbox/stream",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=15,
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             event = ""
             for line in response.iter_lines():
@@ -265,8 +352,16 @@ def _stored_bytes(server: Server) -> bytes:
         conn = await asyncpg.connect(url)
         try:
             chunks = []
-            for table in ("subscribers", "devices", "webhook_endpoints", "events", "notifications",
-                          "deliveries", "inbox_items", "decisions"):
+            for table in (
+                "subscribers",
+                "devices",
+                "webhook_endpoints",
+                "events",
+                "notifications",
+                "deliveries",
+                "inbox_items",
+                "decisions",
+            ):
                 rows = await conn.fetch(f"select t::text as row from {table} t")
                 chunks += [r["row"].encode() for r in rows]
             return b"\n".join(chunks)
@@ -278,9 +373,13 @@ def _stored_bytes(server: Server) -> bytes:
 
 def test_pii_is_encrypted_at_rest_and_erased_on_delete(server: Server) -> None:
     with server.client() as client:
-        client.put("/v1/subscribers/buyer-1", json={"email": "secret.person@shop.test",
-                                                    "phone": "+8613912345678"})
-        client.post("/v1/subscribers/buyer-1/devices", json={"kind": "fcm", "token": "fcm-token-XYZ-123"})
+        client.put(
+            "/v1/subscribers/buyer-1",
+            json={"email": "secret.person@shop.test", "phone": "+8613912345678"},
+        )
+        client.post(
+            "/v1/subscribers/buyer-1/devices", json={"kind": "fcm", "token": "fcm-token-XYZ-123"}
+        )
         client.post("/v1/events", json=cloudevent("order.paid", "pii-1", **PAID))
         wait_for(lambda: inbox(server, "buyer-1")["items"])
         raw = _stored_bytes(server)
@@ -302,10 +401,14 @@ def test_subscriber_validation(server: Server) -> None:
         assert bad_phone.status_code == 422 and bad_phone.json()["field"] == "/phone"
         bad_tz = client.put("/v1/subscribers/b", json={"timezone": "Mars/Olympus"})
         assert bad_tz.status_code == 422 and bad_tz.json()["field"] == "/timezone"
-        required = client.put("/v1/subscribers/b/preferences",
-                              json={"categories": {"order_updates": {"enabled": False}}})
+        required = client.put(
+            "/v1/subscribers/b/preferences",
+            json={"categories": {"order_updates": {"enabled": False}}},
+        )
         assert required.status_code == 409
-        ok = client.put("/v1/subscribers/b/preferences",
-                        json={"channels": {"sms": False}, "categories": {"marketing": {"enabled": False}}})
+        ok = client.put(
+            "/v1/subscribers/b/preferences",
+            json={"channels": {"sms": False}, "categories": {"marketing": {"enabled": False}}},
+        )
         assert ok.status_code == 200
         assert client.get("/v1/subscribers/b/preferences").json()["channels"] == {"sms": False}

@@ -16,15 +16,37 @@ def test_sample_data_satisfies_every_type(event_type: str) -> None:
 @pytest.mark.parametrize(
     ("event_type", "data", "field"),
     [
-        ("order.paid", {"order_id": "o", "buyer_id": "b", "seller_id": "s", "currency": "CNY"},
-         "/data/amount"),
-        ("order.paid", {"order_id": "o", "buyer_id": "b", "seller_id": "s", "amount": 99,
-                        "currency": "CNY"}, "/data/amount"),
-        ("order.paid", {"order_id": "o", "buyer_id": "b", "seller_id": "s", "amount": "9.9",
-                        "currency": "yuan"}, "/data/currency"),
-        ("review.created", {"order_id": "o", "review_id": "r", "buyer_id": "b", "seller_id": "s",
-                            "rating": 6}, "/data/rating"),
-        ("refund.approved", {"order_id": "o", "buyer_id": "b", "seller_id": "s"}, "/data/refund_id"),
+        (
+            "order.paid",
+            {"order_id": "o", "buyer_id": "b", "seller_id": "s", "currency": "CNY"},
+            "/data/amount",
+        ),
+        (
+            "order.paid",
+            {"order_id": "o", "buyer_id": "b", "seller_id": "s", "amount": 99, "currency": "CNY"},
+            "/data/amount",
+        ),
+        (
+            "order.paid",
+            {
+                "order_id": "o",
+                "buyer_id": "b",
+                "seller_id": "s",
+                "amount": "9.9",
+                "currency": "yuan",
+            },
+            "/data/currency",
+        ),
+        (
+            "review.created",
+            {"order_id": "o", "review_id": "r", "buyer_id": "b", "seller_id": "s", "rating": 6},
+            "/data/rating",
+        ),
+        (
+            "refund.approved",
+            {"order_id": "o", "buyer_id": "b", "seller_id": "s"},
+            "/data/refund_id",
+        ),
         ("payment.failed", {"order_id": "o"}, "/data/buyer_id"),
     ],
 )

@@ -9,15 +9,27 @@ from tidings.events.cloudevents import parse_batch, parse_binary, parse_structur
 
 
 def envelope(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = {"specversion": "1.0", "id": "e1", "source": "/shop",
-                               "type": "order.paid", "data": {"order_id": "o1"}}
+    base: dict[str, object] = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "/shop",
+        "type": "order.paid",
+        "data": {"order_id": "o1"},
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
 
 def test_structured_keeps_every_attribute() -> None:
-    event = parse_structured(envelope(subject="o1", time="2026-01-01T08:00:00+08:00", traceid="abc"))
-    assert (event.id, event.source, event.type, event.subject) == ("e1", "/shop", "order.paid", "o1")
+    event = parse_structured(
+        envelope(subject="o1", time="2026-01-01T08:00:00+08:00", traceid="abc")
+    )
+    assert (event.id, event.source, event.type, event.subject) == (
+        "e1",
+        "/shop",
+        "order.paid",
+        "o1",
+    )
     assert event.time == 1767225600.0
     assert event.extensions == {"traceid": "abc"}
     assert event.envelope()["traceid"] == "abc"
@@ -51,11 +63,22 @@ def test_not_an_object() -> None:
 
 def test_binary_mode_reads_ce_headers() -> None:
     event = parse_binary(
-        {"ce-specversion": "1.0", "ce-id": "b1", "ce-source": "/pos", "ce-type": "order.created",
-         "ce-subject": "o9", "content-type": "application/json"},
+        {
+            "ce-specversion": "1.0",
+            "ce-id": "b1",
+            "ce-source": "/pos",
+            "ce-type": "order.created",
+            "ce-subject": "o9",
+            "content-type": "application/json",
+        },
         {"order_id": "o9"},
     )
-    assert (event.id, event.source, event.subject, event.data) == ("b1", "/pos", "o9", {"order_id": "o9"})
+    assert (event.id, event.source, event.subject, event.data) == (
+        "b1",
+        "/pos",
+        "o9",
+        {"order_id": "o9"},
+    )
 
 
 def test_batch_reports_each_item_in_order() -> None:

@@ -42,6 +42,7 @@ class Intake:
             taken, self._pending = self._pending, []
             events = [event for batch, _ in taken for event in batch]
             now = self.clock.now()
+
             async def insert(
                 conn: AsyncConnection, events: list[Event] = events, now: float = now
             ) -> list[Accepted]:
