@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.harness import REPO, Server, cloudevent, wait_for
-from tests.web.browser import chromium
 
 # a webhook provider that dead-letters at the first transient failure, and lets loopback through
 CONFIG: dict[str, Any] = {
@@ -39,23 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         running.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield opened
-    finally:
-        context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
+VIEWPORT = {"width": 1400, "height": 1000}
 
 
 @pytest.fixture

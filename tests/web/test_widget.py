@@ -9,10 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.harness import Server, cloudevent
-from tests.web.browser import chromium
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         running.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield opened
-    finally:
-        context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
+VIEWPORT = {"width": 1200, "height": 800}
 
 
 def paid(server: Server, buyer: str, **extra: Any) -> None:
