@@ -165,7 +165,6 @@ class Processor:
 
     async def process(self, batch: Sequence[StoredEvent]) -> None:
         """Decide on ``batch`` and commit the outcome."""
-        now = self.clock.now()
         wanted: set[str] = set()
         for item in batch:
             wanted |= recipients_of(self.policy, item.event)
@@ -173,7 +172,9 @@ class Processor:
             recipients, targets = await subscriber_rows.recipients(conn, wanted)
 
         async def write(conn: AsyncConnection) -> _Written:
-            return await self._write(conn, batch, recipients, targets, now)
+            # "now" is when the transaction runs, not when the batch was taken: time spent
+            # waiting for the writer belongs to Tp (accept → decided), not to the queue wait
+            return await self._write(conn, batch, recipients, targets, self.clock.now())
 
         written = await self.store.write(write)
         if written.tickets:
