@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tidings.channels.base import CHANNELS, Channel, Priority
+from tidings.channels.base import Channel, Priority
 from tidings.durations import Duration
 from tidings.errors import ConfigError
 
@@ -359,8 +359,3 @@ def load_settings(
         for key in ("categories", "rules", "templates"):
             raw.setdefault(key, pack.get(key))
     return build_settings(raw, env, str(file))
-
-
-def channel_names() -> tuple[Channel, ...]:
-    """Every channel name."""
-    return CHANNELS

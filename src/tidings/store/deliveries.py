@@ -19,23 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.store.tables import attempts, dead_letters, deliveries, notifications
 
 FINAL = frozenset({"sent", "delivered", "failed", "dead", "cancelled", "expired", "suppressed"})
-
-
-async def insert_ignoring_conflicts(
-    conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]], key: str
-) -> None:
-    """``INSERT … ON CONFLICT (key) DO NOTHING`` on SQLite and PostgreSQL."""
-    if not rows:
-        return
-    dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    await conn.execute(dialect(table).on_conflict_do_nothing(index_elements=[key]), list(rows))
 
 
 async def existing_dedup_keys(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
@@ -239,18 +227,6 @@ async def release_expired_leases(conn: AsyncConnection, now: float) -> int:
         .values(status="pending", enqueued_at=None, lease_until=None)
     )
     return int(result.rowcount or 0)
-
-
-async def next_due_at(conn: AsyncConnection) -> float | None:
-    """When the earliest pending-but-not-enqueued delivery falls due."""
-    return (
-        await conn.execute(
-            select(deliveries.c.due_at)
-            .where(deliveries.c.status == "pending", deliveries.c.enqueued_at.is_(None))
-            .order_by(deliveries.c.due_at)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
 
 
 async def add_dead_letter(

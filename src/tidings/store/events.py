@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -97,13 +97,6 @@ def _stored(row: Any) -> StoredEvent:
     return StoredEvent(row.id, parse_structured(row.envelope), row.received_at)
 
 
-async def load(conn: AsyncConnection, pks: Sequence[str]) -> list[StoredEvent]:
-    """Events by row id, in the order given."""
-    rows = await conn.execute(select(events).where(events.c.id.in_(list(pks))))
-    by_pk = {row.id: _stored(row) for row in rows}
-    return [by_pk[pk] for pk in pks if pk in by_pk]
-
-
 async def unprocessed(conn: AsyncConnection, limit: int, older_than: float) -> list[StoredEvent]:
     """Accepted events not processed yet (after a crash or a lost hand-off)."""
     rows = await conn.execute(
@@ -113,11 +106,6 @@ async def unprocessed(conn: AsyncConnection, limit: int, older_than: float) -> l
         .limit(limit)
     )
     return [_stored(row) for row in rows]
-
-
-async def mark_processed(conn: AsyncConnection, pks: Sequence[str], now: float) -> None:
-    """Record that the decisions on these events are committed."""
-    await conn.execute(update(events).where(events.c.id.in_(list(pks))).values(processed_at=now))
 
 
 def decision_rows(

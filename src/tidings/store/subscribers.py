@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import Channel, Destination
+from tidings.channels.base import Channel
 from tidings.crypto import Cipher
 from tidings.ids import new_id
 from tidings.store.tables import devices, inbox_items, subscribers, webhook_endpoints
@@ -302,63 +302,3 @@ async def recipients(
             reachable=frozenset(known["reachable"] | channels),
         )
     return result, targets
-
-
-async def destinations(
-    conn: AsyncConnection, cipher: Cipher, subscriber_id: str, channel: Channel
-) -> list[Destination]:
-    """Every active destination of ``subscriber_id`` on ``channel`` (decrypted)."""
-    if channel == "inapp":
-        return [Destination("inapp", subscriber_id)]
-    if channel in ("email", "sms"):
-        column = subscribers.c.email_enc if channel == "email" else subscribers.c.phone_enc
-        value = (
-            await conn.execute(select(column).where(subscribers.c.id == subscriber_id))
-        ).scalar_one_or_none()
-        address = cipher.decrypt(value)
-        if not address:
-            return []
-        return [Destination("email" if channel == "email" else "phone", address)]
-    if channel == "push":
-        rows = await conn.execute(
-            select(devices).where(
-                devices.c.subscriber_id == subscriber_id, devices.c.active.is_(True)
-            )
-        )
-        found = []
-        for row in rows:
-            keys = json.loads(cipher.decrypt(row.keys_enc) or "{}") if row.keys_enc else {}
-            found.append(
-                Destination(
-                    row.kind, cipher.decrypt(row.token_enc) or "", device_id=row.id, keys=keys
-                )
-            )
-        return found
-    rows = await conn.execute(
-        select(webhook_endpoints).where(
-            webhook_endpoints.c.subscriber_id == subscriber_id, webhook_endpoints.c.active.is_(True)
-        )
-    )
-    return [
-        Destination(
-            "webhook",
-            cipher.decrypt(r.url_enc) or "",
-            device_id=r.id,
-            secret=cipher.decrypt(r.secret_enc),
-        )
-        for r in rows
-    ]
-
-
-async def destination(
-    conn: AsyncConnection,
-    cipher: Cipher,
-    subscriber_id: str,
-    channel: Channel,
-    device_id: str | None,
-) -> Destination | None:
-    """The one destination a delivery row names (``None`` if it is gone or inactive)."""
-    for found in await destinations(conn, cipher, subscriber_id, channel):
-        if device_id is None or found.device_id == device_id:
-            return found
-    return None
