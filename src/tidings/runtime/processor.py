@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
@@ -29,7 +29,7 @@ from tidings.runtime.inbox_hub import InboxHub
 from tidings.store import Store, schedule
 from tidings.store import events as event_rows
 from tidings.store import subscribers as subscriber_rows
-from tidings.store.db import bulk_insert
+from tidings.store.db import advisory_lock, bulk_insert
 from tidings.store.deliveries import existing_dedup_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
@@ -433,7 +433,7 @@ async def _lock_keys(conn: AsyncConnection, batch: Sequence[StoredEvent], policy
             if rule.digest is not None:
                 keys.update(f"digest:{rule.id}:{r}" for r in recipient_ids(rule, item.event.data))
     for key in sorted(keys):
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+        await advisory_lock(conn, key)
 
 
 def _dedup_key(event_pk: str, plan: Plan) -> str:

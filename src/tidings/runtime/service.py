@@ -28,6 +28,7 @@ from tidings.runtime.intake import Intake
 from tidings.runtime.processor import Processor
 from tidings.store import Store
 from tidings.store import keys as key_rows
+from tidings.store.db import advisory_lock
 from tidings.store.events import Accepted, StoredEvent
 from tidings.strategy.decide import Policy
 from tidings.templates import Templates
@@ -138,6 +139,9 @@ class Service:
         configured = self.settings.api_keys
 
         async def setup(conn: AsyncConnection) -> str | None:
+            # an API process and its workers start side by side: one sets up, the rest wait
+            # for its commit and then find every key and secret in place
+            await advisory_lock(conn, "tidings:setup")
             for entry in configured:
                 await key_rows.add_key(conn, entry.key, list(entry.scopes), "config", now)
             generated = None

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Table, event
+from sqlalchemy import JSON, Table, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -141,6 +141,16 @@ class Writer:
             exc = wrapped
         if not future.done():
             future.set_exception(exc)
+
+
+async def advisory_lock(conn: AsyncConnection, key: str) -> None:
+    """Hold a PostgreSQL advisory lock on ``key`` until the transaction ends.
+
+    Processes that write the same thing at once (workers deciding for one subject, services
+    starting side by side) take turns. SQLite has one writer already: a no-op there.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
 _INSERTS: dict[tuple[str, str, tuple[str, ...]], str] = {}
