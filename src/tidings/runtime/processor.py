@@ -432,8 +432,7 @@ async def _lock_keys(conn: AsyncConnection, batch: Sequence[StoredEvent], policy
         for rule in policy.rules_for(item.event.type):
             if rule.digest is not None:
                 keys.update(f"digest:{rule.id}:{r}" for r in recipient_ids(rule, item.event.data))
-    for key in sorted(keys):
-        await advisory_lock(conn, key)
+    await advisory_lock(conn, *keys)
 
 
 def _dedup_key(event_pk: str, plan: Plan) -> str:

@@ -143,14 +143,23 @@ class Writer:
             future.set_exception(exc)
 
 
-async def advisory_lock(conn: AsyncConnection, key: str) -> None:
-    """Hold a PostgreSQL advisory lock on ``key`` until the transaction ends.
+async def advisory_lock(conn: AsyncConnection, *keys: str) -> None:
+    """Hold PostgreSQL advisory locks on ``keys`` until the transaction ends.
 
     Processes that write the same thing at once (workers deciding for one subject, services
-    starting side by side) take turns. SQLite has one writer already: a no-op there.
+    starting side by side) take turns. The keys are locked in sorted order, in one round trip,
+    so two transactions never wait on each other crosswise. SQLite has one writer already: a
+    no-op there.
     """
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    await conn.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM"
+            " (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k COLLATE \"C\") AS s"
+        ),
+        {"keys": sorted(set(keys))},
+    )
 
 
 _INSERTS: dict[tuple[str, str, tuple[str, ...]], str] = {}
