@@ -156,7 +156,7 @@ async def advisory_lock(conn: AsyncConnection, *keys: str) -> None:
     await conn.execute(
         text(
             "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM"
-            " (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k COLLATE \"C\") AS s"
+            ' (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k COLLATE "C") AS s'
         ),
         {"keys": sorted(set(keys))},
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,22 +39,13 @@ async def insert_events(
 ) -> list[Accepted]:
     """Insert the new events of ``batch``; duplicates (also within the batch) are reported.
 
-    One ``SELECT`` for the keys already stored and one executemany ``INSERT`` for the rest —
-    both statements SQLAlchemy compiles once and caches (``ON CONFLICT … RETURNING`` is not
-    cacheable and costs a millisecond or more to compile per call). On SQLite the single writer
+    One ``SELECT`` for the keys already stored (per source) and one executemany ``INSERT`` for
+    the rest — both statements SQLAlchemy compiles once and caches (``ON CONFLICT … RETURNING``
+    is not cacheable and costs a millisecond or more to compile per call). On SQLite the single writer
     makes the pair race-free; PostgreSQL, with several writers, adds ``ON CONFLICT DO NOTHING``
     and reports a row that lost a race as a duplicate.
     """
-    keys = list({(e.source, e.id) for e in batch})
-    existing: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), 400):
-        chunk = keys[start : start + 400]
-        rows = await conn.execute(
-            select(events.c.source, events.c.event_id, events.c.id).where(
-                tuple_(events.c.source, events.c.event_id).in_(chunk)
-            )
-        )
-        existing.update({(r.source, r.event_id): r.id for r in rows})
+    existing = await _stored_keys(conn, batch)
     results: list[Accepted] = []
     rows_to_insert: list[dict[str, Any]] = []
     for event in batch:
@@ -89,6 +80,29 @@ async def insert_events(
     if lost:  # another writer stored the same (source, id) meanwhile
         return [Accepted(r.pk, True) if r.pk in lost else r for r in results]
     return results
+
+
+async def _stored_keys(conn: AsyncConnection, batch: Sequence[Event]) -> dict[tuple[str, str], str]:
+    """``(source, id) → row id`` of the events of ``batch`` that are stored already.
+
+    The lookup is ``source = ? AND event_id IN (…)`` per source: SQLite answers a row-value
+    ``(source, event_id) IN (…)`` with a scan of the whole table (its planner does not take
+    the unique index for it), which made every accept slower as the table grew.
+    """
+    by_source: dict[str, set[str]] = {}
+    for event in batch:
+        by_source.setdefault(event.source, set()).add(event.id)
+    existing: dict[tuple[str, str], str] = {}
+    for source, wanted in by_source.items():
+        ids = list(wanted)
+        for start in range(0, len(ids), 500):
+            rows = await conn.execute(
+                select(events.c.event_id, events.c.id).where(
+                    events.c.source == source, events.c.event_id.in_(ids[start : start + 500])
+                )
+            )
+            existing.update({(source, r.event_id): r.id for r in rows})
+    return existing
 
 
 def _stored(row: Any) -> StoredEvent:
