@@ -41,9 +41,9 @@ async def insert_events(
 
     One ``SELECT`` for the keys already stored (per source) and one executemany ``INSERT`` for
     the rest — both statements SQLAlchemy compiles once and caches (``ON CONFLICT … RETURNING``
-    is not cacheable and costs a millisecond or more to compile per call). On SQLite the single writer
-    makes the pair race-free; PostgreSQL, with several writers, adds ``ON CONFLICT DO NOTHING``
-    and reports a row that lost a race as a duplicate.
+    is not cacheable and costs a millisecond or more to compile per call). On SQLite the single
+    writer makes the pair race-free; PostgreSQL, with several writers, adds ``ON CONFLICT DO
+    NOTHING`` and reports a row that lost a race as a duplicate.
     """
     existing = await _stored_keys(conn, batch)
     results: list[Accepted] = []
