@@ -233,3 +233,41 @@ async def test_poison_goes_to_the_dead_letter_queue_not_round_and_round(
     await asyncio.sleep(1.5)
     assert calls == seen <= 3  # delivered at most limit + 1 times, then left alone
     task.cancel()
+
+
+async def test_a_slow_batch_does_not_keep_later_ones_unacked(
+    rabbit: Callable[..., Awaitable[RabbitBroker]],
+) -> None:
+    first, second = await rabbit(batch=1, slots=4), await rabbit()
+    slow = asyncio.Event()  # never set: the batch holding "d-slow" hangs
+
+    async def handler(lane: Lane, batch: list[Ticket]) -> None:
+        if any(t.delivery_id == "d-slow" for t in batch):
+            await slow.wait()
+
+    task = consuming(first, handler)
+    await first.publish([Ticket("d-slow")])
+    for i in range(5):  # separate messages behind the slow one, on the same channel
+        await first.publish([Ticket(f"d-fast-{i}")])
+    await asyncio.sleep(1.0)  # the fast ones finish; their acks must not wait for "d-slow"
+    await first.connection.close()  # the first worker dies with "d-slow" still in flight
+    task.cancel()
+    other = Recorder()
+    other_task = consuming(second, other)
+    await until(lambda: other.ids() == {"d-slow"})
+    await asyncio.sleep(0.5)
+    assert other.ids() == {"d-slow"}  # only the unfinished ticket came back
+    other_task.cancel()
+
+
+async def test_many_tickets_travel_in_few_messages_and_depth_still_counts_tickets(
+    rabbit: Callable[..., Awaitable[RabbitBroker]], amqp_vhost: str
+) -> None:
+    broker = await rabbit(batch=64)
+    await broker.publish(tickets(200, "low"))
+    channel = await broker.connection.channel()
+    queue = await cast(AbstractRobustChannel, channel).declare_queue(
+        lane_queue("low"), passive=True, robust=False
+    )
+    assert queue.declaration_result.message_count == 4  # 64 + 64 + 64 + 8
+    await until(lambda: broker.depth()["low"] == 200, within=5)

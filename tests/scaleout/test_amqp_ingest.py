@@ -99,3 +99,41 @@ def test_invalid_messages_are_dead_lettered_not_lost_nor_requeued(cluster: Clust
     with cluster.client() as client:
         assert client.get("/v1/events/bad-1").status_code == 404
     assert dead_letters(url) == 2
+
+
+def test_a_batch_message_is_processed_and_a_bad_batch_kept_whole(cluster: Cluster) -> None:
+    url = cluster.env["TIDINGS_BROKER_URL"]
+    good = [
+        cloudevent("order.paid", f"amqp-batch-{i}", **{**PAID, "buyer_id": f"buyer-b{i}"})
+        for i in range(3)
+    ]
+    bad = [
+        cloudevent("order.paid", "amqp-batch-ok", **PAID),
+        cloudevent("order.paid", "amqp-batch-bad", order_id="o-9"),  # no buyer_id
+    ]
+    publish(url, ("batch", json.dumps(good).encode()), ("batch", json.dumps(bad).encode()))
+    for i in range(3):
+        wait_for(lambda i=i: inbox(cluster, f"buyer-b{i}"), timeout=20)
+    wait_for(lambda: dead_letters(url) == 1, timeout=20)
+    with cluster.client() as client:
+        # all or nothing: the valid event of the rejected batch is in tidings.dead with it
+        assert client.get("/v1/events/amqp-batch-ok").status_code == 404
+
+
+def test_a_large_http_batch_is_handed_to_the_workers_in_chunks(cluster: Cluster) -> None:
+    batch = [
+        cloudevent("order.paid", f"http-batch-{i}", **{**PAID, "buyer_id": f"buyer-h{i}"})
+        for i in range(300)
+    ]
+    with cluster.client() as client:
+        response = client.post(
+            "/v1/events",
+            content=json.dumps(batch),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
+        assert response.status_code == 202, response.text
+    for i in (0, 150, 299):
+        wait_for(lambda i=i: inbox(cluster, f"buyer-h{i}"), timeout=30)
+    with cluster.client() as client:
+        explained = client.get("/v1/events/http-batch-299").json()
+        assert explained["decisions"], explained

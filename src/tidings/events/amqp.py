@@ -6,16 +6,18 @@ routing key = event type::
     channel.basic_publish("tidings.events", "order.paid", json.dumps(event),
                           pika.BasicProperties(delivery_mode=2))
 
-Every worker consumes the quorum queue ``tidings.ingest`` (bound with ``#``), commits the
-events (idempotent on ``(source, id)``: a redelivered or replayed message is a duplicate),
-processes them and acks only after that commit. A message that is not a valid CloudEvent is
+A message may also carry a CloudEvents batch (a JSON array of structured events, content type
+``application/cloudevents-batch+json``). Every worker consumes the quorum queue
+``tidings.ingest`` (bound with ``#``), commits the events (idempotent on ``(source, id)``: a
+redelivered or replayed message is a duplicate), processes them and acks only after that
+commit. A message that is not a valid CloudEvent (or a batch with one invalid event) is
 rejected to the dead-letter exchange (queue ``tidings.dead``): kept, never requeued forever.
 
 The HTTP API of a ``--role api`` process hands its accepted events to the workers the same
-way: after the database commit it publishes each one with its row id (header
-``tidings-pk``) and waits for the confirm; a worker then processes it without inserting it
-again. Should that publish fail, the event is still committed, and the workers' recovery
-loop processes it a few seconds later.
+way: after the database commit it publishes them as batches of up to ``HANDOFF_BATCH`` with
+their row ids (header ``tidings-pk``, a list) and waits for the confirms; a worker then
+processes them without inserting them again. Should that publish fail, the events are still
+committed, and the workers' recovery loop processes them a few seconds later.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tidings.errors import BrokerError, InvalidInput
 from tidings.events import catalog
 from tidings.events.cloudevents import Event, parse_structured
 from tidings.queue.rabbitmq import (
+    COUNT_HEADER,
     BatchConsumer,
     connect,
     declare_dead_letters,
@@ -47,6 +50,9 @@ EXCHANGE = "tidings.events"
 QUEUE = "tidings.ingest"
 PK_HEADER = "tidings-pk"
 RECEIVED_HEADER = "tidings-received-at"
+BATCH_TYPE = "application/cloudevents-batch+json"
+HANDOFF_BATCH = 128
+"""Events per hand-off message: a socket write and a confirm per message is the cost here."""
 
 Commit = Callable[[Sequence[Event]], Awaitable[list[Accepted]]]
 Process = Callable[[Sequence[StoredEvent]], Awaitable[None]]
@@ -101,18 +107,22 @@ class EventIngest:
         if publisher is None or not accepted:
             return False
         exchange = await publisher.get_exchange(EXCHANGE, ensure=False)
-        messages = [
-            (
-                item.event.type,
-                aio_pika.Message(
-                    json.dumps(item.event.envelope(), ensure_ascii=False).encode(),
-                    content_type="application/cloudevents+json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers={PK_HEADER: item.pk, RECEIVED_HEADER: item.received_at},
-                ),
+        messages = []
+        for start in range(0, len(accepted), HANDOFF_BATCH):
+            chunk = accepted[start : start + HANDOFF_BATCH]
+            body = json.dumps([item.event.envelope() for item in chunk], ensure_ascii=False)
+            message = aio_pika.Message(
+                body.encode(),
+                content_type=BATCH_TYPE,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={
+                    PK_HEADER: [item.pk for item in chunk],
+                    RECEIVED_HEADER: [item.received_at for item in chunk],
+                    COUNT_HEADER: len(chunk),
+                },
             )
-            for item in accepted
-        ]
+            types = {item.event.type for item in chunk}
+            messages.append((types.pop() if len(types) == 1 else "batch", message))
         try:
             await publish_confirmed(lambda: exchange, messages, patience=self.patience)
         except BrokerError:
@@ -146,7 +156,7 @@ class EventIngest:
         offered: list[Event] = []
         for message in messages:
             try:
-                event = checked(parse_structured(json.loads(message.body)))
+                events = _events_of(message.body)
             except (ValueError, InvalidInput) as exc:
                 # the reason names a field, never a value (PII stays out of the logs)
                 log.warning(
@@ -156,12 +166,19 @@ class EventIngest:
                 await message.reject(requeue=False)
                 continue
             headers = message.headers or {}
-            pk = headers.get(PK_HEADER)
-            received = headers.get(RECEIVED_HEADER)
-            if isinstance(pk, str) and isinstance(received, (int, float)):
-                known.append(StoredEvent(pk, event, float(received)))
+            pks = [pk for pk in _listed(headers.get(PK_HEADER)) if isinstance(pk, str)]
+            received = [
+                float(at)
+                for at in _listed(headers.get(RECEIVED_HEADER))
+                if isinstance(at, (int, float))
+            ]
+            if len(pks) == len(received) == len(events):
+                known += [
+                    StoredEvent(pk, event, at)
+                    for pk, event, at in zip(pks, events, received, strict=True)
+                ]
             else:
-                offered.append(event)
+                offered += events
         if offered:
             # ``now`` is close enough for the received time of a redelivered duplicate
             results = await commit(offered)
@@ -180,3 +197,18 @@ class EventIngest:
             await self._consumer.aclose()
         if self._connection is not None:
             await self._connection.close()
+
+
+def _events_of(body: bytes) -> list[Event]:
+    """The checked events of a message: one structured CloudEvent or a batch of them."""
+    decoded = json.loads(body)
+    if isinstance(decoded, list):
+        return [checked(parse_structured(item, f"/{i}")) for i, item in enumerate(decoded)]
+    return [checked(parse_structured(decoded))]
+
+
+def _listed(value: object) -> list[object]:
+    """A header value as a list (a single value from a one-event message is one item)."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [] if value is None else [value]

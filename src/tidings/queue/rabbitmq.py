@@ -30,6 +30,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aio_pika
@@ -126,13 +127,25 @@ async def publish_confirmed(
 
 
 MessageHandler = Callable[[list[AbstractIncomingMessage]], Awaitable[None]]
+COUNT_HEADER = "tidings-count"
+"""How many items (events, tickets) a message carries, when it is more than one."""
+
+
+def weight(message: AbstractIncomingMessage) -> int:
+    """The items ``message`` carries (its :data:`COUNT_HEADER`, else 1)."""
+    count = (message.headers or {}).get(COUNT_HEADER)
+    return count if isinstance(count, int) and count > 0 else 1
 
 
 class BatchConsumer:
     """Feeds a queue's messages to a handler in batches; acks each after the handler returned.
 
-    The handler may settle messages itself (e.g. reject an invalid one to the DLX); the rest
-    are acked when it returns. It runs at most ``slots`` batches at once.
+    A batch holds messages up to ``batch`` items (a message may carry several, see
+    :func:`weight`). The handler may settle messages itself (e.g. reject an invalid one to the
+    DLX); the rest are acked when it returns. It runs at most ``slots`` batches at once.
+    Acks are cumulative where they can be (:class:`_Acks`): one frame for a run of finished
+    messages rather than one per message, which matters where every socket write is a costly
+    system call.
     """
 
     def __init__(
@@ -150,6 +163,7 @@ class BatchConsumer:
         self.batch = batch
         self.slots = slots
         self._buffer: list[AbstractIncomingMessage] = []
+        self._acks = _Acks()
         self._wake = asyncio.Event()
         self._free = asyncio.Semaphore(slots)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,6 +171,7 @@ class BatchConsumer:
         self._closed = False
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._acks.received(message)
         self._buffer.append(message)
         self._wake.set()
 
@@ -168,10 +183,21 @@ class BatchConsumer:
             self._wake.clear()
             while self._buffer and not self._closed:
                 await self._free.acquire()
-                taken, self._buffer = self._buffer[: self.batch], self._buffer[self.batch :]
+                taken = self._take()
                 task = asyncio.create_task(self._handle(taken))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[AbstractIncomingMessage]:
+        items = 0
+        count = 0
+        for message in self._buffer:
+            items += weight(message)
+            count += 1
+            if items >= self.batch:
+                break
+        taken, self._buffer = self._buffer[:count], self._buffer[count:]
+        return taken
 
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
         try:
@@ -189,10 +215,10 @@ class BatchConsumer:
                     )
                     await asyncio.sleep(0.5 * 2**attempt)
                     continue
-                await _settle(messages, ack=True)
+                await self._acks.finished(messages)
                 return
             # still failing: give the messages back; the delivery limit catches real poison
-            await _settle(messages, ack=False)
+            await self._acks.requeue(messages)
         finally:
             self._free.release()
 
@@ -209,20 +235,130 @@ class BatchConsumer:
             await asyncio.wait(self._tasks, timeout=5.0)
         for task in list(self._tasks):
             task.cancel()
+        await self._acks.flush()
         # unsettled messages go back to the queue when the channel closes
 
 
-async def _settle(messages: Sequence[AbstractIncomingMessage], *, ack: bool) -> None:
-    for message in messages:
-        if message.processed:
-            continue
-        try:
-            if ack:
-                await message.ack()
+@dataclass(slots=True)
+class _Open:
+    """A channel's messages not yet settled (by delivery tag, rising) and those finished."""
+
+    channel: Any
+    unsettled: dict[int, AbstractIncomingMessage] = field(default_factory=dict)
+    finished: dict[int, float] = field(default_factory=dict)
+    """Tag → when its handler finished: acked when the run before it is, or after patience."""
+
+
+class _Acks:
+    """Acknowledgements of one consumer, cumulative where that is safe.
+
+    Delivery tags rise with arrival on a channel. A finished message is acked as part of the
+    longest run of finished messages at the head of its channel's unsettled ones, with one
+    ``multiple`` ack for the whole run. One that finished behind a message still in flight
+    waits ``patience`` seconds for the run to reach it, then is acked alone, so a slow batch
+    never holds later ones unacked (filling the prefetch window). Messages a handler settled
+    itself are skipped. Tags are per channel: a channel that a reconnect replaced is
+    forgotten (the broker requeued what it held).
+    """
+
+    def __init__(self, patience: float = 0.2) -> None:
+        self.patience = patience
+        self._open: dict[int, _Open] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def received(self, message: AbstractIncomingMessage) -> None:
+        """Track ``message`` until it is settled."""
+        channel = _channel_of(message)
+        if channel is None or message.delivery_tag is None:
+            return
+        entry = self._open.get(id(channel))
+        if entry is None or entry.channel is not channel:
+            for key, known in list(self._open.items()):
+                if known.channel.is_closed:
+                    del self._open[key]
+            entry = self._open[id(channel)] = _Open(channel)
+        entry.unsettled[message.delivery_tag] = message
+
+    async def finished(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        """The handler returned: ack ``messages`` (those it did not settle itself)."""
+        now = asyncio.get_running_loop().time()
+        touched: dict[int, _Open] = {}
+        for message in messages:
+            entry = self._entry(message)
+            if entry is None:
+                continue
+            tag = message.delivery_tag
+            assert tag is not None
+            if message.processed:
+                entry.unsettled.pop(tag, None)
             else:
-                await message.nack(requeue=True)
-        except Exception:  # noqa: BLE001 - the channel died: the broker redelivers it
-            pass
+                entry.finished[tag] = now
+            touched[id(entry)] = entry
+        for entry in touched.values():
+            await self._sweep(entry, now)
+        self._arm()
+
+    async def requeue(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        """The handler kept failing: give ``messages`` back to the queue."""
+        for message in messages:
+            if not message.processed:
+                await _quietly(message.nack(requeue=True))
+        for message in messages:
+            entry = self._entry(message)
+            if entry is not None and message.delivery_tag is not None:
+                entry.unsettled.pop(message.delivery_tag, None)
+
+    async def flush(self) -> None:
+        """Ack every finished message now (before the channel closes)."""
+        for entry in list(self._open.values()):
+            await self._sweep(entry, float("inf"))
+
+    def _entry(self, message: AbstractIncomingMessage) -> _Open | None:
+        channel = _channel_of(message)
+        entry = self._open.get(id(channel)) if channel is not None else None
+        return entry if entry is not None and entry.channel is channel else None
+
+    async def _sweep(self, entry: _Open, now: float) -> None:
+        run_end = None
+        for tag in entry.unsettled:
+            if tag not in entry.finished:
+                break
+            run_end = tag
+        if run_end is not None:
+            for tag in [t for t in entry.unsettled if t <= run_end]:
+                del entry.unsettled[tag]
+                entry.finished.pop(tag, None)
+            await _quietly(entry.channel.basic_ack(delivery_tag=run_end, multiple=True))
+        for tag in [t for t, at in entry.finished.items() if now - at >= self.patience]:
+            del entry.finished[tag]
+            entry.unsettled.pop(tag, None)
+            await _quietly(entry.channel.basic_ack(delivery_tag=tag))
+
+    def _arm(self) -> None:
+        if self._timer is not None or not any(e.finished for e in self._open.values()):
+            return
+
+        def fire() -> None:
+            self._timer = None
+            task = asyncio.create_task(self._stragglers())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+        self._timer = asyncio.get_running_loop().call_later(self.patience, fire)
+
+    async def _stragglers(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for entry in list(self._open.values()):
+            await self._sweep(entry, now)
+        self._arm()
+
+
+def _channel_of(message: AbstractIncomingMessage) -> Any | None:
+    try:
+        return message.channel
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return None
 
 
 class RabbitBroker:
@@ -253,6 +389,8 @@ class RabbitBroker:
         self._inbox: AbstractExchange | None = None
         self._consumers: list[BatchConsumer] = []
         self._depth: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        self._carried = _Carried()
+        self._relaying: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
 
     @property
@@ -279,23 +417,36 @@ class RabbitBroker:
         self._tasks.append(asyncio.create_task(self._watch_depth(), name="broker-depth"))
 
     async def publish(self, tickets: Sequence[Ticket]) -> None:
-        """Queue ``tickets``; returns when RabbitMQ confirmed every one."""
+        """Queue ``tickets``; returns when RabbitMQ confirmed every one.
+
+        The tickets of one call travel as few messages as the batch size allows (one per lane
+        and ``batch`` tickets): on this path every message is a socket write and a confirm.
+        """
         if not tickets:
             return
         publisher = self._publisher
         if publisher is None:
             raise BrokerError("the RabbitMQ broker is not started")
-        messages = [
-            (
-                lane_queue(ticket.lane),
-                aio_pika.Message(
-                    json.dumps({"id": ticket.delivery_id, "subject": ticket.subject}).encode(),
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-            )
-            for ticket in tickets
-        ]
+        by_lane: dict[Lane, list[Ticket]] = {}
+        for ticket in tickets:
+            by_lane.setdefault(ticket.lane, []).append(ticket)
+        messages = []
+        for lane, queued in by_lane.items():
+            for start in range(0, len(queued), self.batch):
+                chunk = queued[start : start + self.batch]
+                body = {"tickets": [[t.delivery_id, t.subject] for t in chunk]}
+                messages.append(
+                    (
+                        lane_queue(lane),
+                        aio_pika.Message(
+                            json.dumps(body).encode(),
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            headers={COUNT_HEADER: len(chunk)},
+                        ),
+                    )
+                )
+        self._carried.see(len(messages), len(tickets))
         await publish_confirmed(
             lambda: publisher.default_exchange, messages, patience=self.patience
         )
@@ -311,7 +462,7 @@ class RabbitBroker:
             )
             consumer = BatchConsumer(
                 queue,
-                _ticket_handler(lane, handler),
+                _ticket_handler(lane, handler, self._carried),
                 batch=self.batch,
                 slots=self.slots,
                 retries=self.retries,
@@ -321,8 +472,13 @@ class RabbitBroker:
         await asyncio.gather(*runs)
 
     def depth(self) -> dict[Lane, int]:
-        """Tickets waiting per lane (refreshed every second from the broker)."""
-        return dict(self._depth)
+        """Tickets waiting per lane (refreshed every second from the broker).
+
+        RabbitMQ counts messages, and a message carries up to ``batch`` tickets: the depth is
+        its count times the mean tickets per message this process has published and
+        consumed lately (exact while every message carries the same number).
+        """
+        return {lane: round(n * self._carried.per_message) for lane, n in self._depth.items()}
 
     async def _watch_depth(self) -> None:
         channel: AbstractRobustChannel | None = None
@@ -344,12 +500,21 @@ class RabbitBroker:
             await asyncio.sleep(1.0)
 
     def publish_inbox(self, subscriber_id: str, message: dict[str, Any]) -> None:
-        """Tell every process's SSE streams about a new inbox item (best effort)."""
-        exchange = self._inbox
-        if exchange is None:
+        """Tell every process's SSE streams about a new inbox item (best effort).
+
+        Items relayed in one pass of the event loop (a processed batch) go as one message.
+        """
+        if self._inbox is None:
             return
-        relayed = {"to": subscriber_id, "message": message, "from": self.hub.origin}
-        body = json.dumps(relayed, default=str)
+        if not self._relaying:
+            asyncio.get_running_loop().call_soon(self._relay)
+        self._relaying.append({"to": subscriber_id, "message": message})
+
+    def _relay(self) -> None:
+        exchange, items, self._relaying = self._inbox, self._relaying, []
+        if exchange is None or not items:
+            return
+        body = json.dumps({"from": self.hub.origin, "items": items}, default=str)
         task = asyncio.create_task(_quietly(exchange.publish(aio_pika.Message(body.encode()), "")))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
@@ -364,15 +529,55 @@ class RabbitBroker:
             await self._connection.close()
 
 
-def _ticket_handler(lane: Lane, handler: Handler) -> MessageHandler:
+class _Carried:
+    """Tickets per message, a moving mean over the messages seen lately."""
+
+    def __init__(self, horizon: int = 1000) -> None:
+        self.horizon = horizon
+        self.messages = 0.0
+        self.tickets = 0.0
+
+    def see(self, messages: int, tickets: int) -> None:
+        """Count ``messages`` that carried ``tickets`` in all."""
+        if self.messages + messages > self.horizon:
+            keep = self.horizon / (self.messages + messages)
+            self.messages *= keep
+            self.tickets *= keep
+        self.messages += messages
+        self.tickets += tickets
+
+    @property
+    def per_message(self) -> float:
+        """The mean (1 before any message was seen)."""
+        return self.tickets / self.messages if self.messages else 1.0
+
+
+def parse_tickets(lane: Lane, body: bytes) -> list[Ticket]:
+    """The tickets of a message body: ``{"tickets": [[id, subject], ...]}``.
+
+    The older one-ticket body ``{"id": ..., "subject": ...}`` is read too. Raises
+    ``ValueError`` for anything else.
+    """
+    try:
+        decoded = json.loads(body)
+        if isinstance(decoded, dict) and "tickets" in decoded:
+            return [
+                Ticket(str(i), lane, None if s is None else str(s)) for i, s in decoded["tickets"]
+            ]
+        return [Ticket(str(decoded["id"]), lane, decoded.get("subject"))]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError("not a ticket message") from exc
+
+
+def _ticket_handler(lane: Lane, handler: Handler, carried: _Carried) -> MessageHandler:
     async def handle(messages: list[AbstractIncomingMessage]) -> None:
         tickets = []
         for message in messages:
             try:
-                body = json.loads(message.body)
-                tickets.append(Ticket(str(body["id"]), lane, body.get("subject")))
-            except (ValueError, KeyError, TypeError):
+                tickets += parse_tickets(lane, message.body)
+            except ValueError:
                 await message.reject(requeue=False)  # not a ticket: keep it in tidings.dead
+        carried.see(len(messages), len(tickets))
         if tickets:
             await handler(lane, tickets)
 
@@ -403,7 +608,9 @@ class RelayedHub(InboxHub):
         """An item relayed by a process (ours were delivered locally already)."""
         try:
             relayed = json.loads(message.body)
-        except ValueError:
+            if relayed.get("from") == self.origin:
+                return
+            for item in relayed["items"]:
+                super().publish(str(item["to"]), item["message"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
-        if relayed.get("from") != self.origin:
-            super().publish(str(relayed["to"]), relayed["message"])
