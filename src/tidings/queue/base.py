@@ -14,6 +14,9 @@ three priority lanes. Guarantees every backend must give:
   only after the handler returned, i.e. after its outcome was committed. A handler that
   raises gets its tickets redelivered.
 - Lanes are isolated: a backlog on ``low`` never delays ``high``.
+- A broker that can be away (RabbitMQ) does not stop a consuming process: while it is
+  unreachable, ``publish`` hands the tickets to the process's own lanes (the store keeps
+  them durable either way) and ``available`` says so.
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ class Broker(Protocol):
 
     def depth(self) -> dict[Lane, int]:
         """Tickets waiting per lane (as far as this process can tell)."""
+        ...
+
+    def available(self) -> bool:
+        """Whether the broker itself carries tickets now.
+
+        ``False`` while a networked broker is away: a consuming process then runs its own
+        tickets on in-process lanes, and accepted events are not handed to other processes.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -47,6 +47,10 @@ class EmbeddedBroker:
         """Tickets waiting per lane."""
         return {lane: len(queue) for lane, queue in self._lanes.items()}
 
+    def available(self) -> bool:
+        """Always: the lanes live in this process."""
+        return True
+
     def _may_start(self, lane: Lane) -> bool:
         busy = self._busy
         if lane == "high":
