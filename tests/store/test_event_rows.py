@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tidings.crypto import Cipher, generate_key
 from tidings.events.cloudevents import Event
 from tidings.store import Store
 from tidings.store import events as event_rows
+from tidings.store.db import inline_sqlite
 
 
 def event(event_id: str, source: str = "/shop") -> Event:
@@ -38,24 +41,27 @@ async def test_duplicates_within_and_across_batches(tmp_path: Path) -> None:
 
 async def test_duplicate_lookup_searches_the_unique_index(tmp_path: Path) -> None:
     """The (source, id) lookup of every accept must not scan the events table."""
-    from sqlalchemy import event as sa_event
-
     store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
     await store.start()
-    seen: list[tuple[str, tuple[object, ...]]] = []
+    statements: list[str] = []
 
-    def capture(_conn: object, _cursor: object, sql: str, params: object, *_: object) -> None:
-        if sql.lstrip().upper().startswith("SELECT") and "FROM events" in sql:
-            seen.append((sql, tuple(params) if isinstance(params, (list, tuple)) else ()))
+    async def accept(conn: AsyncConnection) -> list[event_rows.Accepted]:
+        raw = inline_sqlite(conn)
+        assert raw is not None
+        raw.set_trace_callback(statements.append)  # the SQL with its values filled in
+        try:
+            batch = [event("a"), event("b"), event("c", "/other")]
+            return await event_rows.insert_events(conn, batch, 1.0)
+        finally:
+            raw.set_trace_callback(None)
 
-    sa_event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
     try:
-        batch = [event("a"), event("b"), event("c", "/other")]
-        await store.write(lambda c: event_rows.insert_events(c, batch, 1.0))
-        assert seen
+        await store.write(accept)
+        lookups = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(lookups) == 2  # one per source
         async with store.read() as conn:
-            for sql, params in seen:
-                plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            for sql in lookups:
+                plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
                 details = " ".join(str(row[-1]) for row in plan)
                 assert "USING INDEX" in details and "SCAN events" not in details, details
     finally:

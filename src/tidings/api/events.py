@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +35,17 @@ def _checked(event: Event, prefix: str = "") -> Event:
     if event.subject is None:
         subject = catalog.default_subject(event.data)
         if subject is not None:
-            event = dataclasses.replace(event, subject=subject)
+            # built directly: dataclasses.replace costs several times more, per event
+            event = Event(
+                event.id,
+                event.source,
+                event.type,
+                event.data,
+                subject,
+                event.time,
+                event.time_text,
+                event.extensions,
+            )
     return event
 
 

@@ -35,18 +35,21 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MONEY = re.compile(r"^-?\d+(\.\d+)?$")
 
 
+_ID_FIELDS = {name: tuple(f.endswith("_id") for f in fields) for name, fields in CATALOG.items()}
+
+
 def validate(event_type: str, data: dict[str, Any], prefix: str = "") -> None:
     """Raise :class:`InvalidInput` naming the field when ``data`` breaks the catalog."""
     required = CATALOG.get(event_type)
     if required is None:
         return
-    for name in required:
+    for name, is_id in zip(required, _ID_FIELDS[event_type], strict=True):
         value = data.get(name)
         if value is None or value == "":
             raise InvalidInput(
                 f"`data.{name}` is required for {event_type}", f"{prefix}/data/{name}"
             )
-        if name.endswith("_id") and not isinstance(value, str | int):
+        if is_id and not isinstance(value, (str, int)):
             raise InvalidInput(f"`data.{name}` must be a string", f"{prefix}/data/{name}")
     if "amount" in data and data["amount"] is not None:
         amount = data["amount"]

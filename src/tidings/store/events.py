@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.events.cloudevents import Event
 from tidings.ids import new_id
-from tidings.store.db import bulk_insert
+from tidings.store.db import bulk_insert, inline_sqlite
 from tidings.store.tables import decisions, events
 from tidings.strategy.model import Decision
 
@@ -93,16 +93,36 @@ async def _stored_keys(conn: AsyncConnection, batch: Sequence[Event]) -> dict[tu
     for event in batch:
         by_source.setdefault(event.source, set()).add(event.id)
     existing: dict[tuple[str, str], str] = {}
+    raw = inline_sqlite(conn)
     for source, wanted in by_source.items():
         ids = list(wanted)
-        for start in range(0, len(ids), 500):
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            if raw is not None:
+                found = raw.execute(_lookup_sql(len(chunk)), (source, *chunk)).fetchall()
+                existing.update({(source, event_id): pk for event_id, pk in found})
+                continue
             rows = await conn.execute(
                 select(events.c.event_id, events.c.id).where(
-                    events.c.source == source, events.c.event_id.in_(ids[start : start + 500])
+                    events.c.source == source, events.c.event_id.in_(chunk)
                 )
             )
             existing.update({(source, r.event_id): r.id for r in rows})
     return existing
+
+
+_CHUNK = 500
+_LOOKUPS: dict[int, str] = {}
+
+
+def _lookup_sql(size: int) -> str:
+    """The SQLite duplicate lookup for ``size`` ids (the same query SQLAlchemy would build)."""
+    sql = _LOOKUPS.get(size)
+    if sql is None:
+        marks = ", ".join("?" * size)
+        sql = f"SELECT event_id, id FROM events WHERE source = ? AND event_id IN ({marks})"
+        _LOOKUPS[size] = sql
+    return sql
 
 
 def _stored(row: Any) -> StoredEvent:

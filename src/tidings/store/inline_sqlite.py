@@ -96,8 +96,19 @@ class InlineConnection:
     """An aiosqlite-style connection whose calls complete without a thread hop."""
 
     def __init__(self, database: str, **kwargs: Any) -> None:
-        self._conn = sqlite3.connect(database, check_same_thread=False, **kwargs)
+        self._conn: sqlite3.Connection = sqlite3.connect(
+            database, check_same_thread=False, **kwargs
+        )
         self._tx = _Immediate()
+
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The ``sqlite3`` connection itself, for statements run without SQLAlchemy.
+
+        Statements on it join the transaction SQLAlchemy holds on this connection (pysqlite
+        begins one implicitly before the first write); SQLAlchemy commits or rolls it back.
+        """
+        return self._conn
 
     @property
     def isolation_level(self) -> str | None:
