@@ -199,6 +199,11 @@ async def test_header_injection_is_refused(pool: Http1Pool) -> None:
         await pool.post("http://127.0.0.1:9/a b", b"{}", {})
     with pytest.raises(ValueError):
         await pool.post("http://127.0.0.1:9/", b"{}", {"x": "a\r\nEvil: 1"})
+    for value in ("a\nEvil: 1", "a\rEvil: 1", "a\x00"):  # a bare LF or CR splits a head too
+        with pytest.raises(ValueError):
+            await pool.post("http://127.0.0.1:9/", b"{}", {"x": value})
+    with pytest.raises(ValueError):
+        await pool.post("http://127.0.0.1:9/", b"{}", {"x\ny": "1"})
 
 
 async def test_tls_with_a_private_ca(tmp_path: Path) -> None:

@@ -246,30 +246,26 @@ class Http1Pool:
         self.max_body = max_body
         self.user_agent = user_agent
         self._idle: dict[_Origin, deque[_Connection]] = {}
+        self._targets: dict[str, tuple[_Origin, bytes]] = {}
         self._closed = False
         self.connections_opened = 0
         """How many connections were opened (tests check keep-alive with it)."""
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         """POST ``body`` to ``url``; the reply, whatever its status."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("only absolute http(s) URLs")
-        port = parts.port or (443 if scheme == "https" else 80)
-        origin = _Origin(scheme, parts.hostname, port)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
+        known = self._targets.get(url)
+        if known is None:
+            known = self._target(url)
+        origin, start = known
+        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
         if "user-agent" not in {name.lower() for name in headers}:
-            head.append(f"User-Agent: {self.user_agent}")
-        head += [f"{name}: {value}" for name, value in headers.items()]
-        head += [f"Content-Length: {len(body)}", "", ""]
-        text = "\r\n".join(head)
-        if any(char in _FORBIDDEN for char in target) or text.count("\r\n") != len(head) - 1:
-            raise ValueError("control characters or spaces in the request line or headers")
-        data = text.encode("latin-1") + body
+            lines.append(f"User-Agent: {self.user_agent}\r\n")
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        text = "".join(lines)
+        ends = len(lines) + 1  # every line ends with CRLF, and one more closes the head
+        if text.count("\n") != ends or text.count("\r") != ends or "\x00" in text:
+            raise ValueError("control characters in the request headers")
+        data = start + text.encode("latin-1") + body
         async with asyncio.timeout(self.timeout):
             while True:
                 connection, reused = await self._acquire(origin)
@@ -286,6 +282,28 @@ class Http1Pool:
                 connection.done()
                 self._release(origin, connection)
                 return reply
+
+    def _target(self, url: str) -> tuple[_Origin, bytes]:
+        """The origin of ``url`` and the request line + ``Host`` header, checked once per URL."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("only absolute http(s) URLs")
+        port = parts.port or (443 if scheme == "https" else 80)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        host = parts.netloc.rpartition("@")[2]
+        if any(char in _FORBIDDEN for char in target + host):
+            raise ValueError("control characters or spaces in the request line or headers")
+        known = (
+            _Origin(scheme, parts.hostname, port),
+            f"POST {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1"),
+        )
+        if len(self._targets) >= 4096:
+            self._targets.clear()  # a bound, not an LRU
+        self._targets[url] = known
+        return known
 
     async def _acquire(self, origin: _Origin) -> tuple[_Connection, bool]:
         idle = self._idle.get(origin)

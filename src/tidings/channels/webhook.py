@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -29,6 +30,8 @@ from tidings.delivery.ratelimit import Gate
 from tidings.errors import DestinationGone, PermanentProviderError, TransientProviderError
 
 SECRET_PREFIX = "whsec_"
+_CACHED = 4096
+"""Entries per cache of a provider (cleared when full: a bound, not an LRU)."""
 
 
 def secret_key(secret: str) -> bytes:
@@ -86,21 +89,45 @@ class _EndpointLimits:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._gates: dict[str, tuple[Gate, int]] = {}
+        self._gates: dict[str, _Place] = {}
+
+    async def acquire(self, origin: str, priority: Priority) -> _Place:
+        """Wait for a place at ``origin``; hand it back with :meth:`release`."""
+        place = self._gates.get(origin)
+        if place is None:
+            place = self._gates[origin] = _Place(Gate(self.limit))
+        place.users += 1
+        try:
+            await place.gate.acquire(priority)
+        except BaseException:
+            self._leave(origin, place)
+            raise
+        return place
+
+    def release(self, origin: str, place: _Place) -> None:
+        """Give the place back."""
+        place.gate.release()
+        self._leave(origin, place)
+
+    def _leave(self, origin: str, place: _Place) -> None:
+        place.users -= 1
+        if not place.users:
+            del self._gates[origin]  # no growth with the number of endpoints ever seen
 
     @asynccontextmanager
     async def hold(self, origin: str, priority: Priority) -> AsyncIterator[None]:
-        gate, users = self._gates.get(origin) or (Gate(self.limit), 0)
-        self._gates[origin] = (gate, users + 1)
+        """Hold a place at ``origin`` for the duration of the block."""
+        place = await self.acquire(origin, priority)
         try:
-            async with gate.hold(priority):
-                yield
+            yield
         finally:
-            gate, users = self._gates[origin]
-            if users == 1:
-                del self._gates[origin]  # no growth with the number of endpoints ever seen
-            else:
-                self._gates[origin] = (gate, users - 1)
+            self.release(origin, place)
+
+
+@dataclass(slots=True)
+class _Place:
+    gate: Gate
+    users: int = 0
 
 
 def _origin(url: str) -> str:
@@ -129,6 +156,10 @@ class WebhookProvider:
             max_idle_per_origin=max_connections,
             user_agent="tidings-webhooks",
         )
+        self._keys: dict[str, bytes] = {}
+        """HMAC keys by endpoint secret (decoding one per send showed in profiles)."""
+        self._checked: dict[str, str] = {}
+        """Origins of URLs that passed the address guard for good (no DNS to redo)."""
 
     async def send(self, message: Message) -> Receipt:
         """POST the signed event; 2xx is delivered, 410 means the endpoint is gone."""
@@ -137,13 +168,26 @@ class WebhookProvider:
             raise PermanentProviderError(
                 f"{self.name}: the endpoint has no signing secret", code="secret"
             )
-        key = secret_key(destination.secret)
+        key = self._keys.get(destination.secret)
+        if key is None:
+            key = secret_key(destination.secret)
+            if len(self._keys) >= _CACHED:
+                self._keys.clear()
+            self._keys[destination.secret] = key
         url = destination.address
-        await guard(url, self.allow_private)
+        origin = self._checked.get(url)
+        if origin is None:
+            await guard(url, self.allow_private)
+            origin = _origin(url)
+            if self.allow_private:  # nothing to resolve: the verdict holds for this URL
+                if len(self._checked) >= _CACHED:
+                    self._checked.clear()
+                self._checked[url] = origin
         body = json.dumps(
             payload(message), ensure_ascii=False, separators=(",", ":"), default=str
         ).encode("utf-8")
-        async with self._limits.hold(_origin(url), message.priority):
+        place = await self._limits.acquire(origin, message.priority)
+        try:
             timestamp = int(time.time())  # signed after any wait: receivers allow 5 minutes
             headers = {
                 "content-type": "application/json",
@@ -153,6 +197,8 @@ class WebhookProvider:
             }
             # redirects are not followed: a 3xx could lead past the address guard
             reply = await self._post(url, body, headers)
+        finally:
+            self._limits.release(origin, place)
         if reply.status == 410:
             raise DestinationGone(f"{self.name}: endpoint answered 410 Gone", code="410")
         _raise_for_status(self.name, reply)

@@ -42,8 +42,8 @@ from tidings.runtime.processor import delivery_rows
 from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
 from tidings.store import subscribers as subscriber_rows
-from tidings.store.deliveries import Claimed
-from tidings.store.tables import deliveries, devices, events, subscribers, webhook_endpoints
+from tidings.store.deliveries import Claimed, Outgoing
+from tidings.store.tables import deliveries, devices, subscribers, webhook_endpoints
 
 log = logging.getLogger(__name__)
 _OPEN_RECHECK = 0.25
@@ -127,6 +127,7 @@ class Dispatcher:
                 built = [console]
             self.slots[channel] = built
         self._breakers = {s.provider.name: s.breaker for ss in self.slots.values() for s in ss}
+        self._plain = _Plaintexts(store.cipher)
         self.refresh_gauges()
 
     def _slot(self, provider: Provider, entry: ProviderSettings, timeout: float) -> Slot:
@@ -187,26 +188,18 @@ class Dispatcher:
             # no wait for it (a read on its own added ~2 ms to Tc here)
             claimed = await delivery_rows_store.claim(conn, ids, now, self.lease)
             if not claimed:
-                return _Batch([], {}, {}, {})
-            notes = await delivery_rows_store.notifications_by_id(
-                conn, [c.notification_id for c in claimed]
-            )
-            event_data = await _event_data(conn, [n.event_pk for n in notes.values()])
-            found = await _destinations(conn, self.store.cipher, claimed, notes)
-            return _Batch(claimed, notes, event_data, found)
+                return _Batch([], {}, {})
+            notes = await delivery_rows_store.outgoing(conn, [c.notification_id for c in claimed])
+            found = await _destinations(conn, self._plain, claimed, notes)
+            return _Batch(claimed, notes, found)
 
         batch = await self.store.write(claim)
-        claimed, notes, event_data, found = batch.claimed, batch.notes, batch.events, batch.found
+        claimed, notes, found = batch.claimed, batch.notes, batch.found
         if not claimed:
             return
         running = {
             asyncio.ensure_future(
-                self._attempt(
-                    item,
-                    notes[item.notification_id],
-                    found.get(item.id),
-                    event_data.get(notes[item.notification_id].event_pk, _NO_EVENT),
-                )
+                self._attempt(item, notes[item.notification_id], found.get(item.id))
             )
             for item in claimed
         }
@@ -221,7 +214,7 @@ class Dispatcher:
             for task in running:  # cancelled (shutdown): the leases bring them back
                 task.cancel()
 
-    async def _finish(self, results: list[_Result], notes: dict[str, Any]) -> None:
+    async def _finish(self, results: list[_Result], notes: dict[str, Outgoing]) -> None:
         fallback_tickets = await self.store.write(lambda conn: self._record(conn, results, notes))
         if fallback_tickets:
             await self.broker.publish(fallback_tickets)
@@ -229,7 +222,7 @@ class Dispatcher:
             self._observe(result)
 
     async def _attempt(
-        self, item: Claimed, note: Any, destination: Destination | None, event: _Event
+        self, item: Claimed, note: Outgoing, destination: Destination | None
     ) -> _Result:
         started = self.clock.now()
         attempt = item.attempts + 1
@@ -294,15 +287,20 @@ class Dispatcher:
                 attempts=item.attempts,
             )
         category = self.settings.categories.get(note.category)
-        message = _message(item, note, destination, event, bool(category and category.required))
+        message = _message(item, note, destination, bool(category and category.required))
         name = slot.provider.name
         call_start = self.clock.now()
         try:
-            async with slot.gate.hold(_lane(item.lane)):
+            await slot.gate.acquire(_lane(item.lane))
+            try:
                 if slot.limit is not None:
                     await slot.limit.acquire()
                 call_start = self.clock.now()
-                receipt = await asyncio.wait_for(slot.provider.send(message), slot.timeout)
+                # a timeout scope, not wait_for: no extra task per call
+                async with asyncio.timeout(slot.timeout):
+                    receipt = await slot.provider.send(message)
+            finally:
+                slot.gate.release()
         except DestinationGone as exc:
             slot.breaker.success()
             return result(
@@ -365,7 +363,7 @@ class Dispatcher:
         )
 
     async def _record(
-        self, conn: AsyncConnection, results: Sequence[_Result], notes: dict[str, Any]
+        self, conn: AsyncConnection, results: Sequence[_Result], notes: dict[str, Outgoing]
     ) -> list[Ticket]:
         outcomes = []
         for r in results:
@@ -408,7 +406,7 @@ class Dispatcher:
             tickets += await self._fallback(conn, notes[notification_id], now)
         return tickets
 
-    async def _fallback(self, conn: AsyncConnection, note: Any, now: float) -> list[Ticket]:
+    async def _fallback(self, conn: AsyncConnection, note: Outgoing, now: float) -> list[Ticket]:
         """Fallback deliveries when every primary external delivery has failed."""
         if not note.fallback:
             return []
@@ -490,36 +488,41 @@ def _queue_wait(r: _Result) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Event:
-    envelope: dict[str, Any]
-    occurred_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Batch:
     claimed: list[Claimed]
-    notes: dict[str, Any]
-    events: dict[str, _Event]
+    notes: dict[str, Outgoing]
     found: dict[str, Destination]
 
 
-_NO_EVENT = _Event({}, None)
+class _Plaintexts:
+    """Decrypted PII fields by ciphertext, so that a busy endpoint's URL and secret are not
+    decrypted again for every delivery. Bounded (cleared when full); a field that changes
+    has a new ciphertext, and a removed row is never looked up."""
 
+    def __init__(self, cipher: Cipher, size: int = 4096) -> None:
+        self.cipher = cipher
+        self.size = size
+        self._known: dict[str, str | None] = {}
 
-async def _event_data(conn: AsyncConnection, pks: Sequence[str]) -> dict[str, _Event]:
-    rows = await conn.execute(
-        select(events.c.id, events.c.envelope, events.c.time, events.c.received_at).where(
-            events.c.id.in_(list(set(pks)))
-        )
-    )
-    return {
-        row.id: _Event(row.envelope, row.time if row.time is not None else row.received_at)
-        for row in rows
-    }
+    def decrypt(self, ciphertext: str | None) -> str | None:
+        """What :meth:`Cipher.decrypt` answers for ``ciphertext``."""
+        if ciphertext is None:
+            return None
+        known = self._known
+        if ciphertext in known:
+            return known[ciphertext]
+        plain = self.cipher.decrypt(ciphertext)
+        if len(known) >= self.size:
+            known.clear()
+        known[ciphertext] = plain
+        return plain
 
 
 async def _destinations(
-    conn: AsyncConnection, cipher: Cipher, claimed: Sequence[Claimed], notes: dict[str, Any]
+    conn: AsyncConnection,
+    cipher: _Plaintexts,
+    claimed: Sequence[Claimed],
+    notes: dict[str, Outgoing],
 ) -> dict[str, Destination]:
     """The destination of every claimed delivery that still has one, in one query per table.
 
@@ -570,11 +573,9 @@ async def _destinations(
     return found
 
 
-def _message(
-    item: Claimed, note: Any, destination: Destination, event: _Event, required: bool
-) -> Message:
+def _message(item: Claimed, note: Outgoing, destination: Destination, required: bool) -> Message:
     content = dict(note.content)
-    envelope = event.envelope
+    envelope = note.envelope
     return Message(
         delivery_id=item.id,
         notification_id=item.notification_id,
@@ -589,10 +590,10 @@ def _message(
         subject=note.subject,
         category=note.category,
         category_required=required,
-        priority=note.priority,
+        priority=_lane(note.priority),
         locale=note.locale,
         ttl=None if note.expires_at is None else max(0.0, note.expires_at - item.created_at),
-        occurred_at=event.occurred_at,
+        occurred_at=note.occurred_at,
         content=content,
         data=dict(envelope.get("data") or {}),
     )

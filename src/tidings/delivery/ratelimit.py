@@ -63,28 +63,27 @@ class Gate:
         """Calls waiting for a place."""
         return sum(len(queue) for queue in self._waiting.values())
 
-    @asynccontextmanager
-    async def hold(self, lane: Lane = "normal") -> AsyncIterator[None]:
-        """Hold one place for the duration of the block."""
+    async def acquire(self, lane: Lane = "normal") -> None:
+        """Take one place, waiting (behind higher lanes) while all are in use.
+
+        The caller must :meth:`release` it; :meth:`hold` does both around a block.
+        """
         if self.in_use < self.limit and not self.waiting():
             self.in_use += 1
-        else:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting[lane].append(future)
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._release()  # handed a place just as we were cancelled: pass it on
-                else:
-                    self._waiting[lane].remove(future)
-                raise
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[lane].append(future)
         try:
-            yield
-        finally:
-            self._release()
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a place just as we were cancelled: pass it on
+            else:
+                self._waiting[lane].remove(future)
+            raise
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give back a place taken with :meth:`acquire` (to the highest lane waiting)."""
         for lane in LANES:
             queue = self._waiting[lane]
             while queue:
@@ -93,3 +92,12 @@ class Gate:
                     future.set_result(None)  # the place passes on; in_use is unchanged
                     return
         self.in_use -= 1
+
+    @asynccontextmanager
+    async def hold(self, lane: Lane = "normal") -> AsyncIterator[None]:
+        """Hold one place for the duration of the block."""
+        await self.acquire(lane)
+        try:
+            yield
+        finally:
+            self.release()

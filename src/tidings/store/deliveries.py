@@ -14,14 +14,16 @@ Delivery status life cycle::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, func, insert, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.store.tables import attempts, dead_letters, deliveries, notifications
+from tidings.store.db import bulk_insert
+from tidings.store.tables import attempts, dead_letters, deliveries, events, notifications
 
 FINAL = frozenset({"sent", "delivered", "failed", "dead", "cancelled", "expired", "suppressed"})
 
@@ -59,6 +61,19 @@ class Claimed:
     """The provider of the last attempt (a retry starts with the next one)."""
 
 
+def _status(conn: AsyncConnection) -> Any:
+    """``deliveries.status`` for a statement that names its rows by id.
+
+    SQLite's planner would otherwise pick ``ix_deliveries_due`` (status, due_at) over the
+    primary key for ``id IN (…) AND status = 'pending' AND due_at <= …`` and scan every due
+    pending row — the whole backlog — for each batch of tickets. A unary ``+`` keeps a term
+    out of index selection (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
+    """
+    if conn.dialect.name == "sqlite":
+        return literal_column("+deliveries.status", String)
+    return deliveries.c.status
+
+
 ORDER_WAIT = 0.2
 """How long a delivery waits behind an earlier one of its subject before it is tried again."""
 
@@ -91,11 +106,13 @@ async def claim(
     an earlier delivery still open is not claimed but handed back to the scheduler, which
     offers it again after :data:`ORDER_WAIT`.
     """
+    if conn.dialect.name == "sqlite":
+        return await _claim_sqlite(conn, list(dict.fromkeys(ids)), now, lease)
     result = await conn.execute(
         update(deliveries)
         .where(
             deliveries.c.id.in_(list(ids)),
-            deliveries.c.status == "pending",
+            _status(conn) == "pending",
             deliveries.c.due_at <= now + 0.001,
             or_(deliveries.c.order_key.is_(None), ~_earlier_in_flight()),
         )
@@ -124,13 +141,154 @@ async def claim(
             update(deliveries)
             .where(
                 deliveries.c.id.in_(waiting),
-                deliveries.c.status == "pending",
+                _status(conn) == "pending",
                 deliveries.c.order_key.is_not(None),
                 deliveries.c.due_at <= now + 0.001,
             )
             .values(enqueued_at=None, due_at=now + ORDER_WAIT)
         )
     return claimed
+
+
+_CLAIMED = (
+    "id, notification_id, channel, destination_kind, device_id, lane, attempts, accepted_at,"
+    " created_at, due_at, enqueued_at, is_fallback, provider"
+)
+_EARLIER_IN_FLIGHT = (
+    "EXISTS (SELECT 1 FROM deliveries AS earlier"
+    " WHERE earlier.order_key = deliveries.order_key AND earlier.channel = deliveries.channel"
+    " AND coalesce(earlier.device_id, '') = coalesce(deliveries.device_id, '')"
+    " AND earlier.status IN ('pending', 'sending')"
+    " AND (earlier.seq < deliveries.seq"
+    " OR (earlier.seq = deliveries.seq AND earlier.id < deliveries.id)))"
+)
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+async def _claim_sqlite(
+    conn: AsyncConnection, ids: list[str], now: float, lease: float
+) -> list[Claimed]:
+    """:func:`claim` as plain SQL: the same statements without SQLAlchemy's per-statement
+    and per-row work (compiling an expanding ``IN``, a cache key over the whole statement,
+    result processors), which cost more here than SQLite's own update of the rows."""
+    # +status: by primary key, never by ix_deliveries_due (see _status)
+    result = await conn.exec_driver_sql(
+        f"UPDATE deliveries SET status = 'sending', lease_until = ?, started_at = ?"
+        f" WHERE id IN ({_marks(len(ids))}) AND +status = 'pending' AND due_at <= ?"
+        f" AND (order_key IS NULL OR NOT {_EARLIER_IN_FLIGHT}) RETURNING {_CLAIMED}",
+        (now + lease, now, *ids, now + 0.001),
+    )
+    claimed = [
+        Claimed(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]), r[12]
+        )
+        for r in result.fetchall()
+    ]
+    if len(claimed) < len(ids):
+        taken = {c.id for c in claimed}
+        waiting = [i for i in ids if i not in taken]
+        await conn.exec_driver_sql(
+            f"UPDATE deliveries SET enqueued_at = NULL, due_at = ?"
+            f" WHERE id IN ({_marks(len(waiting))}) AND +status = 'pending'"
+            f" AND order_key IS NOT NULL AND due_at <= ?",
+            (now + ORDER_WAIT, *waiting, now + 0.001),
+        )
+    return claimed
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What sending needs of a claimed delivery's notification and of its event."""
+
+    id: str
+    subscriber_id: str
+    category: str
+    priority: str
+    subject: str | None
+    locale: str
+    content: dict[str, Any]
+    fallback: list[str]
+    expires_at: float | None
+    event_pk: str
+    envelope: dict[str, Any]
+    """The event's CloudEvent (empty if the event row is gone)."""
+    occurred_at: float | None
+    """The event's ``time``, else when it was accepted."""
+
+
+_OUTGOING = (
+    "SELECT n.id, n.subscriber_id, n.category, n.priority, n.subject, n.locale, n.content,"
+    " n.fallback, n.expires_at, n.event_pk, e.envelope, coalesce(e.time, e.received_at)"
+    " FROM notifications AS n LEFT JOIN events AS e ON e.id = n.event_pk"
+)
+
+
+async def outgoing(conn: AsyncConnection, notification_ids: Sequence[str]) -> dict[str, Outgoing]:
+    """Notifications by id with their events' envelopes, in one query."""
+    ids = list(set(notification_ids))
+    if not ids:
+        return {}
+    if conn.dialect.name == "sqlite":
+        result = await conn.exec_driver_sql(
+            f"{_OUTGOING} WHERE n.id IN ({_marks(len(ids))})", tuple(ids)
+        )
+        loads = json.loads
+        return {
+            r[0]: Outgoing(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                loads(r[6]),
+                loads(r[7]),
+                r[8],
+                r[9],
+                {} if r[10] is None else loads(r[10]),
+                r[11],
+            )
+            for r in result.fetchall()
+        }
+    n, e = notifications, events
+    rows = await conn.execute(
+        select(
+            n.c.id,
+            n.c.subscriber_id,
+            n.c.category,
+            n.c.priority,
+            n.c.subject,
+            n.c.locale,
+            n.c.content,
+            n.c.fallback,
+            n.c.expires_at,
+            n.c.event_pk,
+            e.c.envelope,
+            func.coalesce(e.c.time, e.c.received_at),
+        )
+        .select_from(n.outerjoin(e, e.c.id == n.c.event_pk))
+        .where(n.c.id.in_(ids))
+    )
+    return {
+        r.id: Outgoing(
+            r.id,
+            r.subscriber_id,
+            r.category,
+            r.priority,
+            r.subject,
+            r.locale,
+            r.content,
+            r.fallback,
+            r.expires_at,
+            r.event_pk,
+            r.envelope or {},
+            r[11],
+        )
+        for r in rows
+    }
 
 
 async def notifications_by_id(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Any]:
@@ -148,6 +306,55 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
     """
     if not outcomes:
         return
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql(_FINISH_SQLITE, [_finish_params(o) for o in outcomes])
+    else:
+        await _finish_core(conn, outcomes)
+    await bulk_insert(
+        conn,
+        attempts,
+        [
+            {
+                "delivery_id": o["id"],
+                "number": o["attempts"],
+                "provider": o["provider"] or "-",
+                "started_at": o["started_at"],
+                # a retry leaves the delivery unfinished, never the attempt
+                "finished_at": o["finished_at"]
+                if o["finished_at"] is not None
+                else o["started_at"] + (o.get("td") or 0.0),
+                "outcome": o["outcome"],
+                "error": o["last_error"],
+            }
+            for o in outcomes
+            if o.get("outcome")
+        ],
+    )
+
+
+_FINISH_SQLITE = (
+    "UPDATE deliveries SET status = ?, provider = ?, attempts = ?, last_error = ?, due_at = ?,"
+    " finished_at = ?, enqueued_at = NULL, lease_until = NULL, tp = ?, tc = ?, td = ?"
+    " WHERE id = ?"
+)
+
+
+def _finish_params(o: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        o["status"],
+        o["provider"],
+        o["attempts"],
+        o["last_error"],
+        o["due_at"],
+        o["finished_at"],
+        o["tp"],
+        o["tc"],
+        o["td"],
+        o["id"],
+    )
+
+
+async def _finish_core(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> None:
     await conn.execute(
         update(deliveries)
         .where(deliveries.c.id == bindparam("b_id"))
@@ -169,26 +376,6 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
             for o in outcomes
         ],
     )
-    recorded = [o for o in outcomes if o.get("outcome")]
-    if recorded:
-        await conn.execute(
-            insert(attempts),
-            [
-                {
-                    "delivery_id": o["id"],
-                    "number": o["attempts"],
-                    "provider": o["provider"] or "-",
-                    "started_at": o["started_at"],
-                    # a retry leaves the delivery unfinished, never the attempt
-                    "finished_at": o["finished_at"]
-                    if o["finished_at"] is not None
-                    else o["started_at"] + (o.get("td") or 0.0),
-                    "outcome": o["outcome"],
-                    "error": o["last_error"],
-                }
-                for o in recorded
-            ],
-        )
 
 
 async def due(conn: AsyncConnection, now: float, stale_before: float, limit: int) -> list[Any]:
