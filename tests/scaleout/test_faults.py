@@ -186,3 +186,36 @@ async def test_restart_postgres_mid_load(
     await asyncio.sleep(2.0)
     await restart_postgres()
     await check(cluster, receiver, load, within=90)
+
+
+async def test_deliveries_go_on_while_rabbitmq_is_away(
+    cluster: Cluster, receiver: WebhookReceiver, services: Services
+) -> None:
+    await services.stop_rabbitmq()
+    try:
+        started = time.monotonic()
+        load = Load(cluster, 100).start()
+        # the API commits and answers without the hand-off; the workers process and deliver
+        # on their own lanes, while the broker is still down
+        await check(cluster, receiver, load, within=30)
+        assert time.monotonic() - started < 30
+        assert load.errors == 0  # every POST answered 2xx at once, none retried
+    finally:
+        await services.start_rabbitmq()
+    # back on RabbitMQ: new events flow through it again, still once each
+    with cluster.client() as client:
+        response = client.post(
+            "/v1/events",
+            json=cloudevent(
+                "order.paid",
+                "after-1",
+                order_id="o-after",
+                buyer_id="b-after",
+                seller_id=SELLERS[0],
+                amount="1.00",
+                currency="CNY",
+            ),
+        )
+        assert response.status_code == 202, response.text
+    ids = await delivered(receiver, 101, within=60)
+    assert len(ids) == 101

@@ -106,6 +106,8 @@ class EventIngest:
         publisher = self._publisher
         if publisher is None or not accepted:
             return False
+        if self._connection is None or not self._connection.connected.is_set():
+            return False  # away: no wait before the 202; the workers recover the events
         exchange = await publisher.get_exchange(EXCHANGE, ensure=False)
         messages = []
         for start in range(0, len(accepted), HANDOFF_BATCH):

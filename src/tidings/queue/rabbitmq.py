@@ -17,6 +17,12 @@ and is dead-lettered — its delivery row is still in the store, so the schedule
 later. The connection is robust: after a broker restart channels, queues and consumers come
 back by themselves, and unacked tickets are redelivered (a duplicate claims nothing).
 
+While RabbitMQ is away a worker keeps delivering: what it publishes runs on its own
+in-process lanes (an :class:`~tidings.queue.embedded.EmbeddedBroker`), and the service
+processes the events the API could not hand off (see
+:meth:`tidings.runtime.service.Service.start`). A broker restart is a change of route, not an
+outage.
+
 Each lane has its own channel, prefetch and batch slots, so a backlog on ``low`` never holds
 up ``high``. Per-subject order does not depend on the queue: the claim in
 :func:`tidings.store.deliveries.claim` lets a delivery go only when no earlier one of its
@@ -46,6 +52,7 @@ from pamqp.common import FieldTable
 
 from tidings.errors import BrokerError
 from tidings.queue.base import LANES, Handler, Lane, Ticket
+from tidings.queue.embedded import EmbeddedBroker
 from tidings.runtime.inbox_hub import InboxHub
 
 log = logging.getLogger(__name__)
@@ -373,10 +380,12 @@ class RabbitBroker:
         batch: int = 64,
         slots: int = 4,
         patience: float = 30.0,
+        failover_after: float = 1.0,
         delivery_limit: int = DELIVERY_LIMIT,
         retries: int = 3,
     ) -> None:
         self.url = url
+        self.failover_after = failover_after
         self.retries = retries
         self.batch = batch
         self.slots = slots
@@ -392,6 +401,9 @@ class RabbitBroker:
         self._carried = _Carried()
         self._relaying: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._local = EmbeddedBroker(slots=slots, batch=batch)
+        """This process's own lanes: they carry its tickets while RabbitMQ is away."""
+        self._consuming = False
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -447,13 +459,36 @@ class RabbitBroker:
                     )
                 )
         self._carried.see(len(messages), len(tickets))
-        await publish_confirmed(
-            lambda: publisher.default_exchange, messages, patience=self.patience
-        )
+        if not self._consuming:  # nobody here to run them: wait for RabbitMQ
+            await publish_confirmed(
+                lambda: publisher.default_exchange, messages, patience=self.patience
+            )
+            return
+        if self.available():
+            try:
+                await publish_confirmed(
+                    lambda: publisher.default_exchange, messages, patience=self.failover_after
+                )
+                return
+            except BrokerError as exc:
+                log.warning("RabbitMQ did not confirm tickets (%s); running them here", exc)
+        # Away: the deliveries are committed, so this process's lanes can carry them; a
+        # ticket that reached RabbitMQ all the same is a duplicate, and claims nothing.
+        await self._local.publish(tickets)
+
+    def available(self) -> bool:
+        """Whether RabbitMQ is connected (tickets go through it, not this process's lanes)."""
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
 
     async def consume(self, handler: Handler) -> None:
-        """Feed each lane's tickets to ``handler`` until :meth:`aclose`."""
-        runs = []
+        """Feed each lane's tickets to ``handler`` until :meth:`aclose`.
+
+        The process's own lanes feed it too: they carry what it publishes while RabbitMQ is
+        away (see :meth:`publish`).
+        """
+        self._consuming = True
+        runs = [self._local.consume(handler)]
         for lane in LANES:
             channel = await self.connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
@@ -478,7 +513,9 @@ class RabbitBroker:
         its count times the mean tickets per message this process has published and
         consumed lately (exact while every message carries the same number).
         """
-        return {lane: round(n * self._carried.per_message) for lane, n in self._depth.items()}
+        local = self._local.depth()
+        per_message = self._carried.per_message
+        return {lane: round(n * per_message) + local[lane] for lane, n in self._depth.items()}
 
     async def _watch_depth(self) -> None:
         channel: AbstractRobustChannel | None = None
@@ -521,7 +558,7 @@ class RabbitBroker:
 
     async def aclose(self) -> None:
         """Stop consuming (in-flight batches finish), then disconnect."""
-        await asyncio.gather(*(c.aclose() for c in self._consumers))
+        await asyncio.gather(self._local.aclose(), *(c.aclose() for c in self._consumers))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -132,7 +132,27 @@ class Service:
                 consuming = self.ingest.consume(
                     self._commit, self.processor.process, self.clock.now
                 )
-                self._tasks.append(asyncio.create_task(consuming, name="ingest"))
+                self._tasks += [
+                    asyncio.create_task(consuming, name="ingest"),
+                    asyncio.create_task(self._while_broker_away(), name="broker-away"),
+                ]
+
+    async def _while_broker_away(self, every: float = 0.5) -> None:
+        """While RabbitMQ is away, process what the API could not hand off, promptly.
+
+        The API commits every event before its 202 and skips the hand-off while the broker
+        is unreachable; the scheduler's recovery would find those events only after
+        seconds. Here they are processed within ``every`` (the tickets they make run on the
+        worker's own lanes), so a broker restart does not stop deliveries.
+        """
+        while True:
+            await asyncio.sleep(every)
+            if self.broker.available():
+                continue
+            try:
+                await self.processor.recover(older_than=self.clock.now() - every)
+            except Exception:  # noqa: BLE001 - the database may be away too: next round
+                log.warning("recovery while the broker is away failed", exc_info=True)
 
     async def _keys_and_secrets(self) -> None:
         now = self.clock.now()
