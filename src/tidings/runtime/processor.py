@@ -212,19 +212,20 @@ class Processor:
         if not items:
             return _Written()  # processed already (a recovered duplicate hand-off)
         settings = self.policy.settings
+        matched = {r.id: r for i in items for r in self.policy.rules_for(i.event.type)}.values()
+        # only the caps of categories this batch's rules notify in: counting a busy
+        # recipient's notifications costs a scan of their rows per category
+        used = {r.category for r in matched}
         state = await schedule.load_state(
             conn,
             subjects={i.event.subject for i in items if i.event.subject},
             exclude_pks=[i.pk for i in items],
             subscribers=recipients,
-            caps={name: c.cap.per for name, c in settings.categories.items() if c.cap},
-            cancel_types={t for r in settings.rules for t in r.cancel_on},
-            digest_rules={
-                r.id
-                for i in items
-                for r in self.policy.rules_for(i.event.type)
-                if r.digest is not None
+            caps={
+                name: c.cap.per for name, c in settings.categories.items() if c.cap and name in used
             },
+            cancel_types={t for r in settings.rules for t in r.cancel_on},
+            digest_rules={r.id for r in matched if r.digest is not None},
             now=now,
         )
         keys = [

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from operator import itemgetter
@@ -70,16 +71,71 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+class Checkpointer:
+    """Checkpoints a SQLite WAL on a thread of its own, so that no commit of the writer does.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages: it
+    copies the pages into the database and fsyncs both files, which here took 5-40 ms — on
+    the event loop thread, since the connection is inline — and set every in-flight request's
+    p99. This thread runs a ``PASSIVE`` checkpoint (it never waits for, nor blocks, readers
+    and the writer) every ``every`` seconds on its own connection; the sqlite3 module
+    releases the GIL while SQLite works. Durability is unchanged: a commit is in the WAL, and
+    survives a crash, before it returns, with or without a checkpoint.
+    """
+
+    def __init__(self, path: str, every: float = 0.5) -> None:
+        self.path = path
+        self.every = every
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after a last checkpoint."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(30)
+            self._thread = None
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            while True:
+                stopping = self._stop.wait(self.every)
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                except sqlite3.Error as exc:  # the writer's own checkpoint is not lost
+                    log.warning("WAL checkpoint failed: %s", exc)
+                if stopping:
+                    return
+        finally:
+            conn.close()
+
+
 class Writer:
     """Runs write operations in shared transactions (group commit).
 
     With one lane (SQLite) the writer keeps its connection between batches: checking one out
-    of the pool and resetting it on return cost more than a small batch's own statements.
+    of the pool and resetting it on return cost more than a small batch's own statements. On
+    a SQLite file its commits do not checkpoint the WAL; a :class:`Checkpointer` does.
     """
 
     def __init__(self, engine: AsyncEngine, *, lanes: int = 1, max_batch: int = 512) -> None:
         self._engine = engine
         self._held: AsyncConnection | None = None
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        self.checkpointer = (
+            Checkpointer(path) if lanes == 1 and path and path != ":memory:" else None
+        )
         self._queue: asyncio.Queue[tuple[Operation, asyncio.Future[Any]]] = asyncio.Queue()
         self._lanes = lanes
         self._max_batch = max_batch
@@ -103,6 +159,8 @@ class Writer:
         if self._held is not None:
             held, self._held = self._held, None
             await held.close()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
 
     async def __call__(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``operation`` in a transaction; return its result once committed."""
@@ -152,6 +210,10 @@ class Writer:
         held = self._held
         if held is None or held.closed or held.invalidated:
             held = self._held = await self._engine.connect()
+            raw = inline_sqlite(held)
+            if raw is not None and self.checkpointer is not None:
+                raw.execute("PRAGMA wal_autocheckpoint=0")
+                self.checkpointer.start()
         async with held.begin():
             yield held
 
