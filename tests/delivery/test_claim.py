@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.crypto import Cipher
 from tidings.store import Store
 from tidings.store import deliveries as delivery_store
+from tidings.store.db import inline_sqlite
 from tidings.store.tables import attempts, deliveries, events, notifications
 
 pytestmark = pytest.mark.timeout(60)
@@ -218,9 +219,17 @@ async def test_a_claim_looks_its_rows_up_by_id_not_through_the_backlog(tmp_path:
         def record(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
             seen.append((statement, parameters))
 
-        claimed = await store.write(
-            lambda conn: delivery_store.claim(conn, ["d-3", "d-7"], NOW, 30)
-        )
+        async def claim(conn: AsyncConnection) -> list[delivery_store.Claimed]:
+            raw = inline_sqlite(conn)  # statements run on it directly are traced here
+            if raw is not None:
+                raw.set_trace_callback(lambda statement: seen.append((statement, ())))
+            try:
+                return await delivery_store.claim(conn, ["d-3", "d-7"], NOW, 30)
+            finally:
+                if raw is not None:
+                    raw.set_trace_callback(None)
+
+        claimed = await store.write(claim)
         assert sorted(c.id for c in claimed) == ["d-3", "d-7"]
         updates = [(s, p) for s, p in seen if s.lstrip().upper().startswith("UPDATE DELIVERIES")]
         assert updates

@@ -128,6 +128,7 @@ class Dispatcher:
             self.slots[channel] = built
         self._breakers = {s.provider.name: s.breaker for ss in self.slots.values() for s in ss}
         self._plain = _Plaintexts(store.cipher)
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.refresh_gauges()
 
     def _slot(self, provider: Provider, entry: ProviderSettings, timeout: float) -> Slot:
@@ -441,20 +442,32 @@ class Dispatcher:
     def _observe(self, r: _Result) -> None:
         if r.provider is None and r.status == "pending":
             return  # deferred behind an open circuit: nothing was attempted
-        self.metrics.deliveries.labels(r.channel, r.provider or "-", r.status).inc()
+        child = self._child
+        child(self.metrics.deliveries, r.channel, r.provider or "-", r.status).inc()
         breaker = self._breakers.get(r.provider or "")
         if breaker is not None:
-            self.metrics.provider_up.labels(r.provider).set(1 if breaker.state == "closed" else 0)
+            up = 1 if breaker.state == "closed" else 0
+            child(self.metrics.provider_up, r.provider or "").set(up)
         if r.status in _SUCCESS:
             c = r.claimed
             channel = r.channel
+            latency = self.metrics.latency
             tc = _queue_wait(r)
             if tc is not None:
-                self.metrics.latency.labels("queue", channel).observe(tc)
+                child(latency, "queue", channel).observe(tc)
             if r.td is not None:
-                self.metrics.latency.labels("deliver", channel).observe(r.td)
-            self.metrics.latency.labels("produce", channel).observe(c.created_at - c.accepted_at)
-            self.metrics.latency.labels("total", channel).observe(r.finished_at - c.accepted_at)
+                child(latency, "deliver", channel).observe(r.td)
+            child(latency, "produce", channel).observe(c.created_at - c.accepted_at)
+            child(latency, "total", channel).observe(r.finished_at - c.accepted_at)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (prometheus_client's lookup showed in
+        profiles at several calls per delivery)."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 def breaker_from(options: Any, clock: Clock) -> Breaker:
@@ -539,36 +552,35 @@ async def _destinations(
         )
         profiles = {row.id: row for row in rows}
         for c in claimed:
-            row = profiles.get(owner[c.id])
-            if row is None or c.channel not in ("email", "sms"):
+            profile = profiles.get(owner[c.id])
+            if profile is None or c.channel not in ("email", "sms"):
                 continue
             email = c.channel == "email"
-            address = cipher.decrypt(row.email_enc if email else row.phone_enc)
+            address = cipher.decrypt(profile.email_enc if email else profile.phone_enc)
             if address:
                 found[c.id] = Destination("email" if email else "phone", address)
     for channel, table in (("push", devices), ("webhook", webhook_endpoints)):
-        wanted = {c.device_id for c in claimed if c.channel == channel and c.device_id}
+        wanted = [c.device_id for c in claimed if c.channel == channel and c.device_id]
         if not wanted:
             continue
-        rows = await conn.execute(
-            select(table).where(table.c.id.in_(list(wanted)), table.c.active.is_(True))
-        )
-        by_id = {row.id: row for row in rows}
+        by_id = await delivery_rows_store.active_destinations(conn, table, wanted)
         for c in claimed:
             row = by_id.get(c.device_id or "")
-            if c.channel != channel or row is None or row.subscriber_id != owner[c.id]:
+            if c.channel != channel or row is None or row[1] != owner[c.id]:
                 continue
             if channel == "push":
-                keys = json.loads(cipher.decrypt(row.keys_enc) or "{}") if row.keys_enc else {}
+                device_id, _, kind, token_enc, keys_enc = row
+                keys = json.loads(cipher.decrypt(keys_enc) or "{}") if keys_enc else {}
                 found[c.id] = Destination(
-                    row.kind, cipher.decrypt(row.token_enc) or "", device_id=row.id, keys=keys
+                    kind, cipher.decrypt(token_enc) or "", device_id=device_id, keys=keys
                 )
             else:
+                endpoint_id, _, url_enc, secret_enc = row
                 found[c.id] = Destination(
                     "webhook",
-                    cipher.decrypt(row.url_enc) or "",
-                    device_id=row.id,
-                    secret=cipher.decrypt(row.secret_enc),
+                    cipher.decrypt(url_enc) or "",
+                    device_id=endpoint_id,
+                    secret=cipher.decrypt(secret_enc),
                 )
     return found
 
