@@ -8,7 +8,10 @@ arrives. Measured in one run, next to each other:
   (SMTP) posting as fast as the sink takes it, from a separate process;
 - tidings flat out: N events in, N×fanout deliveries out, rate over first → last arrival;
 - tidings paced (not saturated, before the flat-out run): p50/p95/p99 of Tc (due →
-  provider call), Td, Tp and total, read from the ``deliveries`` table after the run.
+  provider call), Td, Tp and total, read from the ``deliveries`` table after the run, with
+  Tc split at the moment the dispatcher took the delivery's batch (see ``latencies``);
+- the service's CPU time per delivery in the flat-out run (``/proc``), which says more than
+  the rates when other work shares the machine's cores.
 
 The webhook sink checks every ``webhook-id`` is new (a duplicate is counted and reported);
 signatures are checked on a sample (every 50th request) with ``standardwebhooks`` so that the
@@ -316,18 +319,33 @@ class Tidings:
         assert got.status_code in (202, 207), got.text
 
     def latencies(self, since: float) -> dict[str, list[float]]:
-        """Tp, Tc, Td and total of deliveries accepted after ``since``, from the database."""
+        """Tp, Tc, Td and total of deliveries accepted after ``since``, from the database.
+
+        Tc is also split where the dispatcher took the delivery's batch (the claim's
+        ``started_at``): ``tc_to_batch`` (decided → batch taken: the decision's transaction
+        and commit, the hand-off, the lanes) and ``tc_claim`` (batch taken → provider call:
+        the claim's transaction, the wait for a place at the provider).
+        """
         db = sqlite3.connect(f"file:{self.workdir / 'tidings.db'}?mode=ro", uri=True)
         try:
             rows = db.execute(
-                "SELECT tp, tc, td, finished_at - accepted_at FROM deliveries "
-                "WHERE accepted_at >= ? AND status IN ('sent', 'delivered')",
+                "SELECT tp, tc, td, finished_at - accepted_at, started_at - due_at,"
+                " due_at + tc - started_at FROM deliveries"
+                " WHERE accepted_at >= ? AND status IN ('sent', 'delivered') AND attempts = 1",
                 (since,),
             ).fetchall()
         finally:
             db.close()
-        names = ("tp", "tc", "td", "total")
+        names = ("tp", "tc", "td", "total", "tc_to_batch", "tc_claim")
         return {name: [r[i] for r in rows if r[i] is not None] for i, name in enumerate(names)}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the service process has used so far (Linux)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.client.close()
@@ -362,6 +380,7 @@ def flat_out(
     """Post ``total`` events in batches of 1000 as fast as accepted; time the arrivals."""
     sink.reset()
     expected = total * fanout
+    cpu_before = tidings.cpu_seconds()
     started = time.monotonic()
     first: float | None = None
     for start in range(0, total, 1000):
@@ -376,6 +395,8 @@ def flat_out(
         time.sleep(0.01)
     done = time.monotonic()
     arrived = int(sink.count.value)
+    cpu_after = tidings.cpu_seconds()
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "events": total,
         "deliveries": arrived,
@@ -386,6 +407,9 @@ def flat_out(
         "per_second_steady": round(arrived / max(1e-9, done - (first or started)), 1),
         "duplicates": int(sink.dups.value),
         "bad_signatures": int(sink.bad.value),
+        # the service's CPU per delivery, intake and decisions included: less noisy than
+        # the rates when other work shares the cores
+        "service_cpu_us_per_delivery": None if cpu is None else round(1e6 * cpu / max(1, arrived)),
     }
 
 
