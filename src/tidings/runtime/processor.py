@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,7 @@ class Processor:
         self.hub = hub
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
         self._batch = batch
+        self._histograms: dict[str, tuple[Any, Any]] = {}
 
     def submit(self, accepted: Sequence[StoredEvent]) -> None:
         """Hand freshly committed events over (the recovery loop finds any lost here)."""
@@ -181,11 +183,21 @@ class Processor:
             await self.broker.publish(written.tickets)
         for row in written.inbox:
             self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
-        for item in batch:
-            self.metrics.events.labels(item.event.type, "processed").inc()
+        for event_type, count in Counter(item.event.type for item in batch).items():
+            self.metrics.events.labels(event_type, "processed").inc(count)
         for channel, seconds in written.latencies:
-            self.metrics.latency.labels("total", channel).observe(seconds)
-            self.metrics.latency.labels("produce", channel).observe(seconds)
+            total, produce = self._latency(channel)
+            total.observe(seconds)
+            produce.observe(seconds)
+
+    def _latency(self, channel: str) -> tuple[Any, Any]:
+        """The ``total`` and ``produce`` histograms of ``channel`` (labelled once, not per row)."""
+        found = self._histograms.get(channel)
+        if found is None:
+            latency = self.metrics.latency
+            found = (latency.labels("total", channel), latency.labels("produce", channel))
+            self._histograms[channel] = found
+        return found
 
     async def _write(
         self,

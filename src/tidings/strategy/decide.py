@@ -10,7 +10,7 @@ digest, cap, delay, mute, quiet hours, ttl.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tidings.channels.base import Channel
@@ -46,10 +46,19 @@ class Policy:
 
     settings: Settings
     templates: Templates
+    _by_type: dict[str, list[RuleSettings]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """``rules_for`` per event type, built on first use (asked several times per event)."""
 
     def rules_for(self, event_type: str) -> list[RuleSettings]:
         """The rules listening to ``event_type``."""
-        return [rule for rule in self.settings.rules if rule.on == event_type]
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = [rule for rule in self.settings.rules if rule.on == event_type]
+            if len(self._by_type) < 4096:  # event types are open-ended: keep the map bounded
+                self._by_type[event_type] = found
+        return list(found)
 
     def cancelling(self, event_type: str) -> list[RuleSettings]:
         """The rules whose deferred notifications an event of ``event_type`` cancels."""
