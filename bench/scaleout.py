@@ -201,6 +201,7 @@ async def main_async(services: Services, seconds: float) -> dict[str, Any]:
             await arun_script("restart-rabbit", str(services.directory))
 
         kill = await mttr(cluster, receiver, kill_worker, "worker kill -9", rate)
+        await asyncio.to_thread(cluster.workers[0].start)  # two workers again for the next
         restart = await mttr(cluster, receiver, restart_broker, "RabbitMQ restart", rate)
     finally:
         cluster.stop()
