@@ -66,3 +66,22 @@ async def test_duplicate_lookup_searches_the_unique_index(tmp_path: Path) -> Non
                 assert "USING INDEX" in details and "SCAN events" not in details, details
     finally:
         await store.aclose()
+
+
+async def test_claim_takes_each_event_once(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
+    await store.start()
+    try:
+        accepted = await store.write(
+            lambda c: event_rows.insert_events(c, [event("a"), event("b")], 1.0)
+        )
+        pks = [a.pk for a in accepted]
+        first = await store.write(lambda c: event_rows.claim(c, [pks[0], "missing"], 2.0))
+        second = await store.write(lambda c: event_rows.claim(c, pks, 3.0))
+        assert first == {pks[0]} and second == {pks[1]}
+        async with store.read() as conn:
+            assert await event_rows.unprocessed(conn, 100, 10.0) == []
+            (row,) = await event_rows.find(conn, "a", "/shop")
+        assert row.processed_at == 2.0
+    finally:
+        await store.aclose()

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
@@ -34,7 +33,7 @@ from tidings.store.db import advisory_lock, bulk_insert
 from tidings.store.deliveries import existing_dedup_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
-from tidings.store.tables import deliveries, events, inbox_items, notifications
+from tidings.store.tables import deliveries, inbox_items, notifications
 from tidings.strategy.decide import Policy, cancellations, decide, recipient_ids, recipients_of
 from tidings.strategy.model import (
     Cancellation,
@@ -213,13 +212,7 @@ class Processor:
         # (and digest keys) of this batch are locked for the transaction, in a fixed order.
         if conn.dialect.name == "postgresql":
             await _lock_keys(conn, batch, self.policy)
-        claimed = await conn.execute(
-            update(events)
-            .where(events.c.id.in_([item.pk for item in batch]), events.c.processed_at.is_(None))
-            .values(processed_at=now)
-            .returning(events.c.id)
-        )
-        fresh = set(claimed.scalars())
+        fresh = await event_rows.claim(conn, [item.pk for item in batch], now)
         items = [item for item in batch if item.pk in fresh]
         if not items:
             return _Written()  # processed already (a recovered duplicate hand-off)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -123,6 +123,34 @@ def _lookup_sql(size: int) -> str:
         sql = f"SELECT event_id, id FROM events WHERE source = ? AND event_id IN ({marks})"
         _LOOKUPS[size] = sql
     return sql
+
+
+async def claim(conn: AsyncConnection, pks: Sequence[str], now: float) -> set[str]:
+    """Mark the events ``pks`` processed at ``now``; the ids that were not processed yet.
+
+    The processor claims its batch in its write transaction, so an event handed over twice
+    (a recovered hand-off) is decided once.
+    """
+    raw = inline_sqlite(conn)
+    if raw is not None:
+        claimed: set[str] = set()
+        for start in range(0, len(pks), _CHUNK):
+            chunk = pks[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = raw.execute(
+                f"UPDATE events SET processed_at = ? WHERE id IN ({marks})"
+                " AND processed_at IS NULL RETURNING id",
+                (now, *chunk),
+            ).fetchall()
+            claimed.update(pk for (pk,) in rows)
+        return claimed
+    result = await conn.execute(
+        update(events)
+        .where(events.c.id.in_(list(pks)), events.c.processed_at.is_(None))
+        .values(processed_at=now)
+        .returning(events.c.id)
+    )
+    return set(result.scalars())
 
 
 def _stored(row: Any) -> StoredEvent:
