@@ -119,7 +119,7 @@ class Processor:
         metrics: Metrics,
         hub: InboxHub,
         *,
-        batch: int = 256,
+        batch: int = 64,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -128,6 +128,9 @@ class Processor:
         self.metrics = metrics
         self.hub = hub
         self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        # A batch is decided and written in one transaction that holds the event loop (SQLite
+        # runs inline): 64 events keep that under ~20 ms, so a backlog after a hiccup does not
+        # stall intake; per event it costs about what 256 did.
         self._batch = batch
         self._histograms: dict[str, tuple[Any, Any]] = {}
 
