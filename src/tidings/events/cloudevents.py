@@ -89,8 +89,11 @@ def parse_structured(envelope: Any, prefix: str = "") -> Event:
     """A structured-mode CloudEvent (already JSON-decoded)."""
     if not isinstance(envelope, dict):
         raise InvalidInput("a CloudEvent must be a JSON object", prefix or "/")
+    get = envelope.get
     for name in _REQUIRED:
-        _string(envelope, name, prefix)
+        value = get(name)
+        if value.__class__ is not str or not 0 < len(value) <= 512:
+            _string(envelope, name, prefix)  # raises, naming what is wrong
     if envelope["specversion"] != SPECVERSION:
         raise InvalidInput(
             f"`specversion` must be {SPECVERSION!r}, not {envelope['specversion']!r}",
@@ -120,21 +123,24 @@ def parse_structured(envelope: Any, prefix: str = "") -> Event:
             raise InvalidInput("`time` must be an RFC 3339 string", f"{prefix}/time")
         moment = parse_time(time_text, "time")
     extensions = {}
-    for key, value in envelope.items():
-        if key in _KNOWN:
-            continue
-        if not key.isalnum() or not key.islower() or len(key) > 20:
-            raise InvalidInput(f"extension attribute name {key!r} is not valid", f"{prefix}/{key}")
-        extensions[key] = value
+    if envelope.keys() - _KNOWN:  # most events carry none: skip the per-key loop
+        for key, value in envelope.items():
+            if key in _KNOWN:
+                continue
+            if not key.isalnum() or not key.islower() or len(key) > 20:
+                raise InvalidInput(
+                    f"extension attribute name {key!r} is not valid", f"{prefix}/{key}"
+                )
+            extensions[key] = value
     return Event(
-        id=envelope["id"],
-        source=envelope["source"],
-        type=envelope["type"],
-        data=data,
-        subject=subject,
-        time=moment,
-        time_text=time_text,
-        extensions=extensions,
+        envelope["id"],
+        envelope["source"],
+        envelope["type"],
+        data,
+        subject,
+        moment,
+        time_text,
+        extensions,
     )
 
 
