@@ -129,6 +129,7 @@ class Dispatcher:
         self._breakers = {s.provider.name: s.breaker for ss in self.slots.values() for s in ss}
         self._plain = _Plaintexts(store.cipher)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._served: dict[tuple[str, str], tuple[list[Slot], list[str]]] = {}
         self.refresh_gauges()
 
     def _slot(self, provider: Provider, entry: ProviderSettings, timeout: float) -> Slot:
@@ -264,20 +265,19 @@ class Dispatcher:
             return result(
                 "failed", error="the destination is gone (removed or deactivated)", outcome="failed"
             )
-        candidates = [
-            s
-            for s in self.slots.get(item.channel, [])  # type: ignore[call-overload]
-            if destination.kind in s.provider.destinations
-        ]
+        candidates, names = self._candidates(item.channel, destination.kind)
         if not candidates:
             return result("failed", error=f"no provider for {destination.kind}", outcome="failed")
-        names = [s.provider.name for s in candidates]
         if item.attempts and item.provider in names:
             # a retry fails over at once: start with the provider after the one that failed
             # (the idempotency id is the same, so a late success there is deduplicated)
             after = names.index(item.provider) + 1
             candidates = candidates[after:] + candidates[:after]
-        slot = next((s for s in candidates if s.breaker.allow()), None)
+        slot = None
+        for candidate in candidates:
+            if candidate.breaker.allow():
+                slot = candidate
+                break
         if slot is None:
             # not an attempt: nobody was called, so the budget is untouched
             wait = max(_OPEN_RECHECK, min(s.breaker.reopens_in() for s in candidates))
@@ -362,6 +362,19 @@ class Dispatcher:
             td=self.clock.now() - call_start,
             called_at=call_start,
         )
+
+    def _candidates(self, channel: str, kind: str) -> tuple[list[Slot], list[str]]:
+        """The slots (config order) whose provider serves ``kind`` on ``channel``, and their
+        names; computed once per pair."""
+        known = self._served.get((channel, kind))
+        if known is None:
+            slots = [
+                s
+                for s in self.slots.get(channel, [])  # type: ignore[call-overload]
+                if kind in s.provider.destinations
+            ]
+            known = self._served[(channel, kind)] = (slots, [s.provider.name for s in slots])
+        return known
 
     async def _record(
         self, conn: AsyncConnection, results: Sequence[_Result], notes: dict[str, Outgoing]
