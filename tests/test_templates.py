@@ -73,3 +73,13 @@ def test_check_names_the_broken_variant() -> None:
     with pytest.raises(ConfigError) as caught:
         templates.check("t", {})
     assert caught.value.path == "templates.t.en-US"
+
+
+def test_each_render_returns_its_own_fields() -> None:
+    nested = {"push": {"en-US": {"title": "{{ order_id }}", "data": {"kind": "order", "n": 1}}}}
+    templates = Templates(nested, "en-US")
+    _, first = templates.render("push", "en-US", {"order_id": "o-1"})
+    first["data"]["n"] = 99
+    first["extra"] = True
+    _, second = templates.render("push", "en-US", {"order_id": "o-2"})
+    assert second == {"title": "o-2", "data": {"kind": "order", "n": 1}}
