@@ -127,6 +127,8 @@ class Dispatcher:
                 built = [console]
             self.slots[channel] = built
         self._breakers = {s.provider.name: s.breaker for ss in self.slots.values() for s in ss}
+        self._up: dict[str, int] = {}
+        """The ``tidings_provider_up`` value last set per provider."""
         self._plain = _Plaintexts(store.cipher)
         self._children: dict[tuple[Any, ...], Any] = {}
         self._served: dict[tuple[str, str], tuple[list[Slot], list[str]]] = {}
@@ -150,6 +152,7 @@ class Dispatcher:
             for slot in slots:
                 up = 1 if slot.breaker.state == "closed" else 0
                 self.metrics.provider_up.labels(slot.provider.name).set(up)
+                self._up[slot.provider.name] = up
 
     def providers(self) -> list[dict[str, Any]]:
         """Every provider with its breaker state (for the dashboard and readiness)."""
@@ -460,7 +463,9 @@ class Dispatcher:
         breaker = self._breakers.get(r.provider or "")
         if breaker is not None:
             up = 1 if breaker.state == "closed" else 0
-            child(self.metrics.provider_up, r.provider or "").set(up)
+            if self._up.get(r.provider or "") != up:  # set on a change, not per delivery
+                self._up[r.provider or ""] = up
+                child(self.metrics.provider_up, r.provider or "").set(up)
         if r.status in _SUCCESS:
             c = r.claimed
             channel = r.channel
