@@ -31,17 +31,22 @@ class EmbeddedBroker:
         self._batch = batch
         self._busy: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handler: Handler | None = None
         self._closed = False
 
     async def start(self) -> None:
         """Nothing to connect."""
 
     async def publish(self, tickets: Sequence[Ticket]) -> None:
-        """Append to the lanes (the store already holds the deliveries)."""
+        """Append to the lanes (the store already holds the deliveries).
+
+        With a consumer running, batches start here and now: a ticket does not wait for the
+        consumer's loop to wake first (one pass of the event loop less before its claim).
+        """
         for ticket in tickets:
             self._lanes[ticket.lane].append(ticket)
         if tickets:
-            self._wake.set()
+            self._start_batches()
 
     def depth(self) -> dict[Lane, int]:
         """Tickets waiting per lane."""
@@ -68,12 +73,24 @@ class EmbeddedBroker:
 
     async def consume(self, handler: Handler) -> None:
         """Run ``handler`` over batches, highest lane first, until closed."""
+        self._handler = handler
+        try:
+            while not self._closed:
+                self._start_batches()
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self._handler = None
+
+    def _start_batches(self) -> None:
+        """Start a batch for every lane that has tickets and may (highest first)."""
+        handler = self._handler
+        if handler is None:
+            return
         while not self._closed:
             lane = self._next_lane()
             if lane is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                return
             queue = self._lanes[lane]
             batch = [queue.popleft() for _ in range(min(self._batch, len(queue)))]
             self._busy[lane] += 1
@@ -92,7 +109,7 @@ class EmbeddedBroker:
             self._lanes[lane].extend(batch)
         finally:
             self._busy[lane] -= 1
-            self._wake.set()
+            self._start_batches()
 
     async def aclose(self) -> None:
         """Stop; let batches in flight finish (bounded)."""
