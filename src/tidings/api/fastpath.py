@@ -25,6 +25,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(…, ensure_ascii=False)`` without building an encoder per response."""
 
 
 class EventsFastPath:
@@ -45,7 +47,7 @@ class EventsFastPath:
             authorize(self.service, headers.get("authorization", ""), "events")
             body = await _read(headers, receive)
             status, document = await ingest(self.service, headers, body)
-            payload = json.dumps(document, ensure_ascii=False).encode()
+            payload = _JSON_TEXT(document).encode()
             media = "application/json"
         except ApiError as exc:
             status, extra, media = exc.status, exc.headers or {}, PROBLEM
