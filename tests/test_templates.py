@@ -83,3 +83,10 @@ def test_each_render_returns_its_own_fields() -> None:
     first["extra"] = True
     _, second = templates.render("push", "en-US", {"order_id": "o-2"})
     assert second == {"title": "o-2", "data": {"kind": "order", "n": 1}}
+
+
+def test_jinja_globals_still_render() -> None:
+    templates = Templates(
+        {"t": {"en-US": {"body": "{% for i in range(3) %}{{ i }}{% endfor %}"}}}, "en-US"
+    )
+    assert templates.render("t", "en-US", {}) == ("en-US", {"body": "012"})

@@ -156,6 +156,19 @@ def _fresh(skeleton: Any) -> Any:
     return skeleton
 
 
+def _compile(env: _Environment, source: str) -> Template:
+    """``env.from_string(source)`` with its globals flattened into one plain dict.
+
+    Jinja layers a template's globals over the environment's in a ``ChainMap`` and copies it
+    twice per render (into the context's variables and its key set); iterating a ChainMap was
+    ~5 % of deciding. The environments' globals never change after start, so a flat copy
+    renders the same.
+    """
+    template = env.from_string(source)
+    template.globals = dict(template.globals)
+    return template
+
+
 def _put(target: Any, path: Path, value: str) -> None:
     for key in path[:-1]:
         target = target[key]
@@ -182,9 +195,9 @@ class Templates:
             text = [(p, src) for p, src in leaves if not (p and p[-1] == "html")]
             bundle = _Bundle(
                 skeleton,
-                _TEXT.from_string(_SEPARATOR.join(src for _, src in text)) if text else None,
+                _compile(_TEXT, _SEPARATOR.join(src for _, src in text)) if text else None,
                 [p for p, _ in text],
-                _HTML.from_string(_SEPARATOR.join(src for _, src in html)) if html else None,
+                _compile(_HTML, _SEPARATOR.join(src for _, src in html)) if html else None,
                 [p for p, _ in html],
             )
             self._bundles[(name, locale)] = bundle
