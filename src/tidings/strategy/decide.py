@@ -9,6 +9,7 @@ digest, cap, delay, mute, quiet hours, ttl.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,12 +73,17 @@ def matches(rule: RuleSettings, data: Mapping[str, Any]) -> bool:
 
 def recipient_ids(rule: RuleSettings, data: Mapping[str, Any]) -> list[str]:
     """Who ``rule.to`` names: ``buyer`` → ``data.buyer_id``; ``data.x`` → ``data.x``."""
-    field = rule.to.removeprefix("data.") if rule.to.startswith("data.") else f"{rule.to}_id"
-    value = data.get(field)
+    value = data.get(_target_field(rule.to))
     if value is None or value == "":
         return []
-    values = value if isinstance(value, list) else [value]
-    return list(dict.fromkeys(str(v) for v in values if v not in (None, "")))
+    if not isinstance(value, list):
+        return [str(value)]
+    return list(dict.fromkeys(str(v) for v in value if v not in (None, "")))
+
+
+@functools.lru_cache(maxsize=1024)
+def _target_field(to: str) -> str:
+    return to.removeprefix("data.") if to.startswith("data.") else f"{to}_id"
 
 
 def recipients_of(policy: Policy, event: Event) -> set[str]:
