@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    String,
     Table,
     and_,
     bindparam,
     func,
     insert,
-    literal_column,
     or_,
     select,
     update,
@@ -72,19 +70,6 @@ class Claimed:
     """The provider of the last attempt (a retry starts with the next one)."""
 
 
-def _status(conn: AsyncConnection) -> Any:
-    """``deliveries.status`` for a statement that names its rows by id.
-
-    SQLite's planner would otherwise pick ``ix_deliveries_due`` (status, due_at) over the
-    primary key for ``id IN (…) AND status = 'pending' AND due_at <= …`` and scan every due
-    pending row — the whole backlog — for each batch of tickets. A unary ``+`` keeps a term
-    out of index selection (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
-    """
-    if conn.dialect.name == "sqlite":
-        return literal_column("+deliveries.status", String)
-    return deliveries.c.status
-
-
 ORDER_WAIT = 0.2
 """How long a delivery waits behind an earlier one of its subject before it is tried again."""
 
@@ -123,7 +108,7 @@ async def claim(
         update(deliveries)
         .where(
             deliveries.c.id.in_(list(ids)),
-            _status(conn) == "pending",
+            deliveries.c.status == "pending",
             deliveries.c.due_at <= now + 0.001,
             or_(deliveries.c.order_key.is_(None), ~_earlier_in_flight()),
         )
@@ -152,7 +137,7 @@ async def claim(
             update(deliveries)
             .where(
                 deliveries.c.id.in_(waiting),
-                _status(conn) == "pending",
+                deliveries.c.status == "pending",
                 deliveries.c.order_key.is_not(None),
                 deliveries.c.due_at <= now + 0.001,
             )
@@ -205,7 +190,10 @@ async def _claim_sqlite(
     """:func:`claim` as plain SQL: the same statements without SQLAlchemy's per-statement
     and per-row work (compiling an expanding ``IN``, a cache key over the whole statement,
     result processors), which cost more here than SQLite's own update of the rows."""
-    # +status: by primary key, never by ix_deliveries_due (see _status)
+    # "+status": SQLite's planner would otherwise take ix_deliveries_due (status, due_at) over
+    # the primary key for "id IN (…) AND status = 'pending' AND due_at <= …" and scan every due
+    # pending row (the whole backlog) per batch; a unary + keeps a term out of index selection
+    # (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_)
     result = await _sqlite(
         conn,
         f"UPDATE deliveries SET status = 'sending', lease_until = ?, started_at = ?"
