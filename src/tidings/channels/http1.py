@@ -36,7 +36,7 @@ class InvalidResponse(ConnectionError):
     """The server's answer is not HTTP/1.x as we can read it."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and a frozen init costs more
 class Reply:
     """A response: status, headers (names lower-cased, last one wins) and the body."""
 

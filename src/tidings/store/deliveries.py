@@ -50,7 +50,7 @@ async def existing_dedup_keys(conn: AsyncConnection, keys: Sequence[str]) -> set
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs more a row, and no one mutates it
 class Claimed:
     """A delivery row the dispatcher now owns, with what sending it needs."""
 
@@ -220,7 +220,7 @@ async def _claim_sqlite(
     return claimed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Claimed
 class Outgoing:
     """What sending needs of a claimed delivery's notification and of its event."""
 
