@@ -30,6 +30,8 @@ from tidings.delivery.ratelimit import Gate
 from tidings.errors import DestinationGone, PermanentProviderError, TransientProviderError
 
 SECRET_PREFIX = "whsec_"
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+"""``json.dumps`` with these options, without building an encoder per call."""
 _CACHED = 4096
 """Entries per cache of a provider (cleared when full: a bound, not an LRU)."""
 
@@ -183,9 +185,7 @@ class WebhookProvider:
                 if len(self._checked) >= _CACHED:
                     self._checked.clear()
                 self._checked[url] = origin
-        body = json.dumps(
-            payload(message), ensure_ascii=False, separators=(",", ":"), default=str
-        ).encode("utf-8")
+        body = _encode(payload(message)).encode("utf-8")
         place = await self._limits.acquire(origin, message.priority)
         try:
             timestamp = int(time.time())  # signed after any wait: receivers allow 5 minutes
