@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
+
 from tests.services import Services, create_database, drop_database, unique_name
 
 pytestmark = pytest.mark.scaleout

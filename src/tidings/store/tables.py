@@ -96,6 +96,12 @@ notifications = Table(
 Index("ix_notifications_subscriber", notifications.c.subscriber_id, notifications.c.id)
 Index("ix_notifications_due", notifications.c.status, notifications.c.due_at)
 Index("ix_notifications_subject", notifications.c.subject, notifications.c.status)
+Index(
+    "ix_notifications_caps",
+    notifications.c.subscriber_id,
+    notifications.c.category,
+    notifications.c.created_at,
+)
 
 deliveries = Table(
     "deliveries",

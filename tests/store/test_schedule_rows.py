@@ -1,0 +1,69 @@
+"""The strategy's state queries (tidings.store.schedule) use their indexes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.crypto import Cipher, generate_key
+from tidings.store import Store, schedule
+from tidings.store.db import bulk_insert
+from tidings.store.tables import notifications
+
+
+def _notification(i: int, subscriber: str, category: str, created_at: float) -> dict[str, object]:
+    return {
+        "id": f"n-{i:06d}",
+        "event_pk": f"e-{i}",
+        "rule_id": "r",
+        "subscriber_id": subscriber,
+        "category": category,
+        "priority": "normal",
+        "subject": None,
+        "locale": "en-US",
+        "content": {},
+        "channels": ["inapp"],
+        "fallback": [],
+        "status": "sent",
+        "dedup_key": f"k-{i}",
+        "created_at": created_at,
+        "due_at": created_at,
+    }
+
+
+async def test_cap_counts_use_the_caps_index_and_count_the_window(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
+    await store.start()
+    rows = [_notification(i, "seller-1", "marketing", 1000.0 + i) for i in range(300)]
+    rows += [_notification(1000 + i, "seller-1", "order_updates", 1200.0) for i in range(50)]
+    await store.write(lambda conn: bulk_insert(conn, notifications, rows))
+    statements: list[str] = []
+
+    async def load(conn: AsyncConnection) -> schedule.State:
+        raw = conn.sync_connection.connection.driver_connection.sqlite  # type: ignore[union-attr]
+        raw.set_trace_callback(statements.append)
+        try:
+            return await schedule.load_state(
+                conn,
+                subjects=[],
+                exclude_pks=[],
+                subscribers=["seller-1"],
+                caps={"marketing": 100.0},
+                digest_rules=[],
+                now=1300.0,
+            )
+        finally:
+            raw.set_trace_callback(None)
+
+    try:
+        async with store.read() as conn:
+            state = await load(conn)
+            assert state.sent[("seller-1", "marketing")] == 99  # created_at in (1200, 1300]
+            counts = [s for s in statements if "count(" in s.lower()]
+            assert counts, statements
+            plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + counts[0])
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "ix_notifications_caps" in details, details
+    finally:
+        await store.aclose()
