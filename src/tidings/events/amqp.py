@@ -72,7 +72,7 @@ class EventIngest:
     """The ``tidings.events`` exchange: hand-off from the API, intake from any producer."""
 
     def __init__(
-        self, url: str, *, batch: int = 256, slots: int = 2, patience: float = 3.0
+        self, url: str, *, batch: int = 256, slots: int = 2, patience: float = 1.0
     ) -> None:
         self.url = url
         self.batch = batch
