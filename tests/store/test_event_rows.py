@@ -85,3 +85,34 @@ async def test_claim_takes_each_event_once(tmp_path: Path) -> None:
         assert row.processed_at == 2.0
     finally:
         await store.aclose()
+
+
+async def test_the_processing_claim_looks_its_rows_up_by_id_not_through_the_backlog(
+    tmp_path: Path,
+) -> None:
+    """Claiming a batch must not walk every unprocessed event (ix_events_unprocessed)."""
+    store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
+    await store.start()
+    statements: list[str] = []
+
+    async def claim(conn: AsyncConnection) -> set[str]:
+        batch = [event(f"e{i}") for i in range(200)]
+        accepted = await event_rows.insert_events(conn, batch, 1.0)
+        raw = inline_sqlite(conn)
+        assert raw is not None
+        raw.set_trace_callback(statements.append)
+        try:
+            return await event_rows.claim(conn, [a.pk for a in accepted[:64]], 2.0)
+        finally:
+            raw.set_trace_callback(None)
+
+    try:
+        assert len(await store.write(claim)) == 64
+        updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+        assert updates, statements
+        async with store.read() as conn:
+            plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + updates[0])
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "ix_events_unprocessed" not in details, details
+    finally:
+        await store.aclose()

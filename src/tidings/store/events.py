@@ -137,9 +137,12 @@ async def claim(conn: AsyncConnection, pks: Sequence[str], now: float) -> set[st
         for start in range(0, len(pks), _CHUNK):
             chunk = pks[start : start + _CHUNK]
             marks = ", ".join("?" * len(chunk))
+            # "+processed_at": without the unary + SQLite plans this over
+            # ix_events_unprocessed (processed_at IS NULL) rather than the primary key, and
+            # walks the whole unprocessed backlog per batch (7 ms for 64 ids behind 30,000)
             rows = raw.execute(
                 f"UPDATE events SET processed_at = ? WHERE id IN ({marks})"
-                " AND processed_at IS NULL RETURNING id",
+                " AND +processed_at IS NULL RETURNING id",
                 (now, *chunk),
             ).fetchall()
             claimed.update(pk for (pk,) in rows)
