@@ -181,17 +181,20 @@ class EventIngest:
                 ]
             else:
                 offered += events
-        if offered:
+        # a producer's batch messages carry no count: one transaction per ``batch`` events
+        # at most, however many the messages held
+        for start in range(0, len(offered), self.batch):
+            chunk = offered[start : start + self.batch]
             # ``now`` is close enough for the received time of a redelivered duplicate
-            results = await commit(offered)
+            results = await commit(chunk)
             now = self._now()
             known += [
                 StoredEvent(result.pk, event, now)
-                for event, result in zip(offered, results, strict=True)
+                for event, result in zip(chunk, results, strict=True)
             ]
-        if known:
+        for start in range(0, len(known), self.batch):
             # a duplicate already processed claims nothing (see Processor._write)
-            await process(known)
+            await process(known[start : start + self.batch])
 
     async def aclose(self) -> None:
         """Stop consuming (batches in flight finish) and disconnect."""
