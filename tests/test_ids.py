@@ -1,0 +1,56 @@
+"""Identifiers: UUIDv7, unique across threads and forked processes, time-ordered."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+from tidings.ids import new_id
+
+
+def test_an_id_is_a_uuid_version_7_with_the_rfc_variant() -> None:
+    parsed = uuid.UUID(new_id())
+    assert parsed.version == 7
+    assert parsed.variant == uuid.RFC_4122
+    assert abs((parsed.int >> 80) - time.time_ns() // 1_000_000) < 5_000
+
+
+def test_ids_are_unique_across_threads() -> None:
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def mint(into: list[str]) -> None:
+        into.extend(new_id() for _ in range(5_000))
+
+    threads = [threading.Thread(target=mint, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for into in made for i in into]
+    assert len(set(every)) == len(every) == 40_000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    new_id()  # the parent holds a block of random bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, "\n".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    parents = {new_id() for _ in range(100)}
+    with os.fdopen(read) as pipe:
+        childs = set(pipe.read().split("\n"))
+    os.waitpid(pid, 0)
+    assert len(childs) == 100
+    # the random part (the last 80 bits) is what a shared block would repeat
+    assert not {i[-12:] for i in parents} & {i[-12:] for i in childs}
+
+
+def test_later_ids_sort_after_earlier_ones() -> None:
+    first = new_id()
+    time.sleep(0.002)
+    assert new_id() > first
