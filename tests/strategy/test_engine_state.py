@@ -393,3 +393,30 @@ async def test_deliveries_of_one_subject_leave_in_event_order(engine: Engine) ->
     )
     later = await engine.store.write(lambda conn: delivery_store.claim(conn, ["d-1"], now + 2, 30))
     assert [c.id for c in later] == ["d-1"]
+
+
+async def test_recovery_takes_lost_events_and_leaves_queued_ones_to_the_processor(
+    engine: Engine,
+) -> None:
+    queued = await engine.send(created("e-queued", "o-q"))
+    lost = await engine.send(created("e-lost", "o-l"))
+    engine.processor.submit(queued)  # waiting in this process's queue: a backlog, not a loss
+    later = engine.clock.now() + 1
+    assert await engine.processor.recover(older_than=later) == 1
+    async with engine.store.read() as conn:
+        left = await event_rows.unprocessed(conn, 10, later)
+    assert [e.pk for e in left] == [queued[0].pk]
+    assert await engine.decisions_of(lost[0])
+    running = asyncio.create_task(engine.processor.run())
+    try:
+        for _ in range(200):
+            async with engine.store.read() as conn:
+                if not await event_rows.unprocessed(conn, 10, later):
+                    break
+            await asyncio.sleep(0.02)
+        assert await engine.decisions_of(queued[0])
+        assert engine.processor.backlog() == 0
+        # once through run(), a queued event is the recovery's again should it be left over
+        assert await engine.processor.recover(older_than=later) == 0
+    finally:
+        running.cancel()
