@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.crypto import Cipher, generate_key
 from tidings.store import Store, schedule
-from tidings.store.db import bulk_insert
+from tidings.store.db import bulk_insert, inline_sqlite
 from tidings.store.tables import notifications
 
 
@@ -41,7 +41,8 @@ async def test_cap_counts_use_the_caps_index_and_count_the_window(tmp_path: Path
     statements: list[str] = []
 
     async def load(conn: AsyncConnection) -> schedule.State:
-        raw = conn.sync_connection.connection.driver_connection.sqlite  # type: ignore[union-attr]
+        raw = inline_sqlite(conn)
+        assert raw is not None
         raw.set_trace_callback(statements.append)
         try:
             return await schedule.load_state(

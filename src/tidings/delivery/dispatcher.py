@@ -130,7 +130,6 @@ class Dispatcher:
         self._up: dict[str, int] = {}
         """The ``tidings_provider_up`` value last set per provider."""
         self._plain = _Plaintexts(store.cipher)
-        self._children: dict[tuple[Any, ...], Any] = {}
         self._served: dict[tuple[str, str], tuple[list[Slot], list[str]]] = {}
         self.refresh_gauges()
 
@@ -458,7 +457,7 @@ class Dispatcher:
     def _observe(self, r: _Result) -> None:
         if r.provider is None and r.status == "pending":
             return  # deferred behind an open circuit: nothing was attempted
-        child = self._child
+        child = self.metrics.child
         child(self.metrics.deliveries, r.channel, r.provider or "-", r.status).inc()
         breaker = self._breakers.get(r.provider or "")
         if breaker is not None:
@@ -477,15 +476,6 @@ class Dispatcher:
                 child(latency, "deliver", channel).observe(r.td)
             child(latency, "produce", channel).observe(c.created_at - c.accepted_at)
             child(latency, "total", channel).observe(r.finished_at - c.accepted_at)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once (prometheus_client's lookup showed in
-        profiles at several calls per delivery)."""
-        key = (id(metric), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
 
 def breaker_from(options: Any, clock: Clock) -> Breaker:

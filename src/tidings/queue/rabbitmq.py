@@ -311,7 +311,6 @@ class _Acks:
         for message in messages:
             if not message.processed:
                 await _quietly(message.nack(requeue=True))
-        for message in messages:
             entry = self._entry(message)
             if entry is not None and message.delivery_tag is not None:
                 entry.unsettled.pop(message.delivery_tag, None)

@@ -134,7 +134,6 @@ class Processor:
         # runs inline): 64 events keep that under ~20 ms, so a backlog after a hiccup does not
         # stall intake; per event it costs about what 256 did.
         self._batch = batch
-        self._histograms: dict[str, tuple[Any, Any]] = {}
 
     def submit(self, accepted: Sequence[StoredEvent]) -> None:
         """Hand freshly committed events over (the recovery loop finds any lost here)."""
@@ -198,19 +197,10 @@ class Processor:
             self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
         for event_type, count in Counter(item.event.type for item in batch).items():
             self.metrics.events.labels(event_type, "processed").inc(count)
+        latency = self.metrics.latency
         for channel, seconds in written.latencies:
-            total, produce = self._latency(channel)
-            total.observe(seconds)
-            produce.observe(seconds)
-
-    def _latency(self, channel: str) -> tuple[Any, Any]:
-        """The ``total`` and ``produce`` histograms of ``channel`` (labelled once, not per row)."""
-        found = self._histograms.get(channel)
-        if found is None:
-            latency = self.metrics.latency
-            found = (latency.labels("total", channel), latency.labels("produce", channel))
-            self._histograms[channel] = found
-        return found
+            self.metrics.child(latency, "total", channel).observe(seconds)
+            self.metrics.child(latency, "produce", channel).observe(seconds)
 
     async def _write(
         self,

@@ -245,6 +245,32 @@ def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     return driver.sqlite if isinstance(driver, InlineConnection) else None
 
 
+def placeholders(count: int) -> str:
+    """``?, ?, …`` for ``count`` parameters of a plain SQLite statement."""
+    return ", ".join("?" * count)
+
+
+async def sqlite_rows(conn: AsyncConnection, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    """Run one plain SQLite statement in ``conn``'s transaction; its rows (as tuples).
+
+    On the ``sqlite3`` connection itself when there is one (:func:`inline_sqlite`): a few µs
+    instead of SQLAlchemy's ~100 µs of execution context per statement.
+    """
+    raw = inline_sqlite(conn)
+    if raw is not None:
+        return raw.execute(sql, parameters).fetchall()
+    return list((await conn.exec_driver_sql(sql, tuple(parameters))).fetchall())
+
+
+async def sqlite_many(conn: AsyncConnection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """:func:`sqlite_rows` as an executemany over ``rows``."""
+    raw = inline_sqlite(conn)
+    if raw is not None:
+        raw.executemany(sql, rows)
+    else:
+        await conn.exec_driver_sql(sql, list(rows))
+
+
 async def advisory_lock(conn: AsyncConnection, *keys: str) -> None:
     """Hold PostgreSQL advisory locks on ``keys`` until the transaction ends.
 
@@ -282,13 +308,12 @@ async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[s
     if conn.dialect.name != "sqlite":
         await conn.execute(table.insert(), list(rows))
         return
-    raw = inline_sqlite(conn)
     columns = tuple(rows[0])
     key = (table.name, columns)
     compiled = _INSERTS.get(key)
     if compiled is None:
         names = ", ".join(columns)
-        sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' for _ in columns)})"
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({placeholders(len(columns))})"
         json_at = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
         compiled = _INSERTS[key] = (sql, json_at)
     sql, as_json = compiled
@@ -306,7 +331,4 @@ async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[s
                 if value[i] is not None:
                     value[i] = encode(value[i])
         values = listed
-    if raw is not None:
-        raw.executemany(sql, values)
-    else:
-        await conn.exec_driver_sql(sql, values)
+    await sqlite_many(conn, sql, values)

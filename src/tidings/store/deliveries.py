@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.store.db import bulk_insert, inline_sqlite
+from tidings.store.db import bulk_insert, placeholders, sqlite_many, sqlite_rows
 from tidings.store.tables import attempts, dead_letters, deliveries, events, notifications
 
 FINAL = frozenset({"sent", "delivered", "failed", "dead", "cancelled", "expired", "suppressed"})
@@ -160,30 +160,6 @@ _EARLIER_IN_FLIGHT = (
 )
 
 
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-async def _sqlite(conn: AsyncConnection, sql: str, parameters: Sequence[Any]) -> list[Any]:
-    """Run one SQLite statement in ``conn``'s transaction; its rows (as tuples).
-
-    On the ``sqlite3`` connection itself when there is one (:func:`inline_sqlite`): a few µs
-    instead of SQLAlchemy's ~100 µs of execution context per statement.
-    """
-    raw = inline_sqlite(conn)
-    if raw is not None:
-        return raw.execute(sql, parameters).fetchall()
-    return list((await conn.exec_driver_sql(sql, tuple(parameters))).fetchall())
-
-
-async def _sqlite_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    raw = inline_sqlite(conn)
-    if raw is not None:
-        raw.executemany(sql, rows)
-    else:
-        await conn.exec_driver_sql(sql, rows)
-
-
 async def _claim_sqlite(
     conn: AsyncConnection, ids: list[str], now: float, lease: float
 ) -> list[Claimed]:
@@ -194,10 +170,10 @@ async def _claim_sqlite(
     # the primary key for "id IN (…) AND status = 'pending' AND due_at <= …" and scan every due
     # pending row (the whole backlog) per batch; a unary + keeps a term out of index selection
     # (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_)
-    result = await _sqlite(
+    result = await sqlite_rows(
         conn,
         f"UPDATE deliveries SET status = 'sending', lease_until = ?, started_at = ?"
-        f" WHERE id IN ({_marks(len(ids))}) AND +status = 'pending' AND due_at <= ?"
+        f" WHERE id IN ({placeholders(len(ids))}) AND +status = 'pending' AND due_at <= ?"
         f" AND (order_key IS NULL OR NOT {_EARLIER_IN_FLIGHT}) RETURNING {_CLAIMED}",
         (now + lease, now, *ids, now + 0.001),
     )
@@ -210,10 +186,10 @@ async def _claim_sqlite(
     if len(claimed) < len(ids):
         taken = {c.id for c in claimed}
         waiting = [i for i in ids if i not in taken]
-        await _sqlite(
+        await sqlite_rows(
             conn,
             f"UPDATE deliveries SET enqueued_at = NULL, due_at = ?"
-            f" WHERE id IN ({_marks(len(waiting))}) AND +status = 'pending'"
+            f" WHERE id IN ({placeholders(len(waiting))}) AND +status = 'pending'"
             f" AND order_key IS NOT NULL AND due_at <= ?",
             (now + ORDER_WAIT, *waiting, now + 0.001),
         )
@@ -253,7 +229,9 @@ async def outgoing(conn: AsyncConnection, notification_ids: Sequence[str]) -> di
     if not ids:
         return {}
     if conn.dialect.name == "sqlite":
-        result = await _sqlite(conn, f"{_OUTGOING} WHERE n.id IN ({_marks(len(ids))})", ids)
+        result = await sqlite_rows(
+            conn, f"{_OUTGOING} WHERE n.id IN ({placeholders(len(ids))})", ids
+        )
         loads = json.loads
         return {
             r[0]: Outgoing(
@@ -327,10 +305,10 @@ async def active_destinations(
     if not wanted:
         return {}
     if conn.dialect.name == "sqlite":
-        rows = await _sqlite(
+        rows = await sqlite_rows(
             conn,
             f"SELECT {', '.join(names)} FROM {table.name}"
-            f" WHERE id IN ({_marks(len(wanted))}) AND active = 1",
+            f" WHERE id IN ({placeholders(len(wanted))}) AND active = 1",
             wanted,
         )
     else:
@@ -360,7 +338,7 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
     if not outcomes:
         return
     if conn.dialect.name == "sqlite":
-        await _sqlite_many(conn, _FINISH_SQLITE, [_finish_params(o) for o in outcomes])
+        await sqlite_many(conn, _FINISH_SQLITE, [_finish_params(o) for o in outcomes])
     else:
         await _finish_core(conn, outcomes)
     await bulk_insert(
