@@ -19,29 +19,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from bench.baselines import BaselineResult, free_port, summarize, wait_port
+from bench.baselines import BaselineResult, free_port, on_uvloop, summarize, wait_port
 from bench.baselines.bare_uvicorn import run as bare_run
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-admin-key"
-T = TypeVar("T")
-
-
-def _drive(load: Coroutine[Any, Any, T]) -> T:
-    """Run a load generator on uvloop, as ``bench.baselines.bare_uvicorn`` drives the bare endpoint.
-
-    Client and server share the 2 cores, so the same client loop on both sides keeps the ratio
-    to the bare endpoint a comparison of servers, not of event loops.
-    """
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(load)
-    return uvloop.run(load)
 
 
 def _event(n: int, run: str) -> dict[str, Any]:
@@ -268,10 +253,10 @@ def run(seconds: float = 5.0) -> dict[str, Any]:
         # intake alone: --role api commits events and answers; no decision work competes
         server = TidingsProcess(Path(tmp), role="api")
         try:
-            intake = _drive(_single(server.port, seconds, 32))
+            intake = on_uvloop(_single(server.port, seconds, 32))
             intake["name"] = "tidings single-event POST, intake only (--role api)"
             results.append(intake)
-            batch_intake = _drive(_batch(server.port, seconds))
+            batch_intake = on_uvloop(_batch(server.port, seconds))
             batch_intake["name"] = "tidings batch POST, intake only (--role api)"
             results.append(batch_intake)
         finally:
@@ -279,14 +264,14 @@ def run(seconds: float = 5.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         server = TidingsProcess(Path(tmp))
         try:
-            results.append(_drive(_single(server.port, seconds, 32)))
-            results.append(_drive(_batch(server.port, seconds)))
+            results.append(on_uvloop(_single(server.port, seconds, 32)))
+            results.append(on_uvloop(_batch(server.port, seconds)))
         finally:
             server.stop()
     with tempfile.TemporaryDirectory() as tmp:
         server = TidingsProcess(Path(tmp))
         try:
-            paced, rss = _drive(_paced(server, 500, 10))
+            paced, rss = on_uvloop(_paced(server, 500, 10))
             results.append(paced)
         finally:
             server.stop()

@@ -7,15 +7,18 @@ when it measures variants) and runs on its own as `python -m bench.baselines.NAM
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, TypeVar
+
+T = TypeVar("T")
 
 AMQP_ENV = "TIDINGS_TEST_AMQP_URL"
 # The directory that holds the `bench` package: subprocesses (uvicorn, celery) import from it.
@@ -66,6 +69,16 @@ def summarize(
     if notes:
         result["notes"] = notes
     return result
+
+
+def on_uvloop(load: Coroutine[Any, Any, T]) -> T:
+    """Run a load generator on uvloop (plain asyncio without it): tidings and the bare endpoint
+    are loaded by the same client loop, so their ratio compares servers, not event loops."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(load)
+    return uvloop.run(load)
 
 
 def free_port() -> int:

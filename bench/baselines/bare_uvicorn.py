@@ -26,6 +26,7 @@ from bench.baselines import (
     BaselineResult,
     arguments,
     free_port,
+    on_uvloop,
     report,
     subprocess_env,
     summarize,
@@ -178,12 +179,7 @@ def run(seconds: float = 5.0, concurrency: int = 32, client: str = "httpx") -> B
     server = UvicornProcess()
     try:
         if client == "raw":
-            try:
-                import uvloop
-
-                return uvloop.run(_raw_load(server.port, concurrency, seconds))
-            except ImportError:
-                return asyncio.run(_raw_load(server.port, concurrency, seconds))
+            return on_uvloop(_raw_load(server.port, concurrency, seconds))
         return asyncio.run(_httpx_load(server.port, concurrency, seconds))
     finally:
         server.stop()
