@@ -108,6 +108,8 @@ class Dispatcher:
         self.metrics = metrics
         delivery = settings.delivery
         self.lease = lease if lease is not None else max(30.0, delivery.timeout * 3)
+        self.owner = delivery_rows_store.lease_owner()
+        """How this process signs the leases it takes (released at once if it dies)."""
         self.slots: dict[Channel, list[Slot]] = {}
         console: Slot | None = None
         for channel in CHANNELS:
@@ -190,7 +192,7 @@ class Dispatcher:
         async def claim(conn: AsyncConnection) -> _Batch:
             # what sending needs is read in the claiming transaction: no second connection,
             # no wait for it (a read on its own added ~2 ms to Tc here)
-            claimed = await delivery_rows_store.claim(conn, ids, now, self.lease)
+            claimed = await delivery_rows_store.claim(conn, ids, now, self.lease, self.owner)
             if not claimed:
                 return _Batch([], {}, {})
             notes = await delivery_rows_store.outgoing(conn, [c.notification_id for c in claimed])

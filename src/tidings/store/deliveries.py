@@ -15,6 +15,8 @@ Delivery status life cycle::
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,16 +96,17 @@ def _earlier_in_flight() -> Any:
 
 
 async def claim(
-    conn: AsyncConnection, ids: Sequence[str], now: float, lease: float
+    conn: AsyncConnection, ids: Sequence[str], now: float, lease: float, owner: str | None = None
 ) -> list[Claimed]:
     """``pending`` → ``sending`` for the due ones of ``ids``; a duplicate ticket claims nothing.
 
     Deliveries of one subject to one subscriber's destination leave in event order: one with
     an earlier delivery still open is not claimed but handed back to the scheduler, which
-    offers it again after :data:`ORDER_WAIT`.
+    offers it again after :data:`ORDER_WAIT`. ``owner`` names the claiming process (see
+    :func:`release_leases_of`).
     """
     if conn.dialect.name == "sqlite":
-        return await _claim_sqlite(conn, list(dict.fromkeys(ids)), now, lease)
+        return await _claim_sqlite(conn, list(dict.fromkeys(ids)), now, lease, owner)
     result = await conn.execute(
         update(deliveries)
         .where(
@@ -112,7 +115,7 @@ async def claim(
             deliveries.c.due_at <= now + 0.001,
             or_(deliveries.c.order_key.is_(None), ~_earlier_in_flight()),
         )
-        .values(status="sending", lease_until=now + lease, started_at=now)
+        .values(status="sending", lease_until=now + lease, leased_by=owner, started_at=now)
         .returning(
             deliveries.c.id,
             deliveries.c.notification_id,
@@ -161,7 +164,7 @@ _EARLIER_IN_FLIGHT = (
 
 
 async def _claim_sqlite(
-    conn: AsyncConnection, ids: list[str], now: float, lease: float
+    conn: AsyncConnection, ids: list[str], now: float, lease: float, owner: str | None
 ) -> list[Claimed]:
     """:func:`claim` as plain SQL: the same statements without SQLAlchemy's per-statement
     and per-row work (compiling an expanding ``IN``, a cache key over the whole statement,
@@ -172,10 +175,10 @@ async def _claim_sqlite(
     # (https://sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_)
     result = await sqlite_rows(
         conn,
-        f"UPDATE deliveries SET status = 'sending', lease_until = ?, started_at = ?"
+        f"UPDATE deliveries SET status = 'sending', lease_until = ?, leased_by = ?, started_at = ?"
         f" WHERE id IN ({placeholders(len(ids))}) AND +status = 'pending' AND due_at <= ?"
         f" AND (order_key IS NULL OR NOT {_EARLIER_IN_FLIGHT}) RETURNING {_CLAIMED}",
-        (now + lease, now, *ids, now + 0.001),
+        (now + lease, owner, now, *ids, now + 0.001),
     )
     claimed = [
         Claimed(
@@ -365,7 +368,8 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
 
 _FINISH_SQLITE = (
     "UPDATE deliveries SET status = ?, provider = ?, attempts = ?, last_error = ?, due_at = ?,"
-    " finished_at = ?, enqueued_at = NULL, lease_until = NULL, tp = ?, tc = ?, td = ?"
+    " finished_at = ?, enqueued_at = NULL, lease_until = NULL, leased_by = NULL,"
+    " tp = ?, tc = ?, td = ?"
     " WHERE id = ?"
 )
 
@@ -398,6 +402,7 @@ async def _finish_core(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]
             finished_at=bindparam("b_finished_at"),
             enqueued_at=None,
             lease_until=None,
+            leased_by=None,
             tp=bindparam("b_tp"),
             tc=bindparam("b_tc"),
             td=bindparam("b_td"),
@@ -442,7 +447,26 @@ async def release_expired_leases(conn: AsyncConnection, now: float) -> int:
     result = await conn.execute(
         update(deliveries)
         .where(deliveries.c.status == "sending", deliveries.c.lease_until < now)
-        .values(status="pending", enqueued_at=None, lease_until=None)
+        .values(status="pending", enqueued_at=None, lease_until=None, leased_by=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def lease_owner(pid: int | None = None) -> str:
+    """How a process signs its leases: host and process id (of this process by default)."""
+    return f"{socket.gethostname()[:40]}/{os.getpid() if pid is None else pid}"
+
+
+async def release_leases_of(conn: AsyncConnection, owner: str) -> int:
+    """The ``sending`` rows of a process known to be dead go back to ``pending`` now.
+
+    Its lease would bring them back too, but only after it runs out (the lease covers the
+    slowest provider call); the process that saw the death need not wait.
+    """
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.status == "sending", deliveries.c.leased_by == owner)
+        .values(status="pending", enqueued_at=None, lease_until=None, leased_by=None)
     )
     return int(result.rowcount or 0)
 

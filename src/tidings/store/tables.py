@@ -122,6 +122,9 @@ deliveries = Table(
     Column("due_at", Float, nullable=False),
     Column("enqueued_at", Float),
     Column("lease_until", Float),
+    # the process holding a ``sending`` lease: when it dies, its supervisor (or the next
+    # start) puts exactly its rows back to ``pending``, not those of live siblings
+    Column("leased_by", String(64)),
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("tp", Float),
