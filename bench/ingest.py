@@ -68,6 +68,8 @@ class TidingsProcess:
                 str(self.port),
                 "--role",
                 role,
+                "--processes",
+                "1",
             ],
             cwd=workdir,
             env=env,

@@ -35,8 +35,10 @@ class Server:
         config: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         role: str = "all",
+        processes: int = 1,
     ) -> None:
         self.workdir = workdir
+        self.processes = processes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = "test-admin-key-" + os.urandom(6).hex()
@@ -67,6 +69,8 @@ class Server:
             str(self.port),
             "--role",
             self.role,
+            "--processes",
+            str(self.processes),
         ]
         if self.config_path is not None:
             command += ["--config", str(self.config_path)]

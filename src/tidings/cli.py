@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +53,8 @@ def _logging() -> None:
         level=os.environ.get("TIDINGS_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # every process migrates (a no-op but for the first): its step-by-step notes are noise
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -60,13 +63,41 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     role: Annotated[str, typer.Option(help="all | api | worker")] = "all",
+    processes: Annotated[
+        int | None,
+        typer.Option(help="Processes of the role on this machine (default: its cores)."),
+    ] = None,
 ) -> None:
     """Run the service (HTTP API and workers with role ``all``)."""
+    from tidings.runtime.supervisor import LISTEN_FD, default_processes
+
     if role not in ("all", "api", "worker"):
         raise typer.BadParameter("role must be all, api or worker")
+    count = default_processes() if processes is None else processes
+    if count < 1:
+        raise typer.BadParameter("--processes must be at least 1")
     _logging()
     settings = _settings(config)
+    if count > 1 and LISTEN_FD not in os.environ:
+        command = ["serve", "--host", host, "--port", str(port), "--role", role]
+        if config is not None:
+            command += ["--config", config]
+        raise typer.Exit(_run(_supervise(settings, host, port, role, count, command)))
     _run(_serve(settings, host, port, role))
+
+
+async def _supervise(
+    settings: Settings, host: str, port: int, role: str, count: int, command: list[str]
+) -> int:
+    from tidings.runtime.service import prepare
+    from tidings.runtime.supervisor import Supervisor, listening_socket
+
+    generated = await prepare(settings)
+    sock = None if role == "worker" else listening_socket(host, port)
+    child = [sys.executable, "-m", "tidings.cli", *command, "--processes", "1"]
+    supervisor = Supervisor(child, count, sock, database=settings.database)
+    _announce(settings, role, host, port, generated, processes=count)
+    return await supervisor.run()
 
 
 async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
@@ -75,11 +106,14 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     from tidings.api.app import create_app
     from tidings.api.fastpath import EventsFastPath
     from tidings.runtime.service import Service
+    from tidings.runtime.supervisor import LISTEN_FD, Share
 
-    service = Service(settings, role=role)
+    share = Share.from_env()
+    service = Service(settings, role=role, share=share)
     await service.start()
     _tune_gc()
-    _announce(service, host, port)
+    if not share.child:
+        _announce(settings, role, host, port, service.generated_admin_key)
     if role == "worker":
         await _until_signalled()
     else:
@@ -94,7 +128,10 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
                 timeout_graceful_shutdown=5,
             )
         )
-        await server.serve()
+        inherited = os.environ.get(LISTEN_FD)
+        # one of several processes: they all accept on the socket their supervisor bound
+        sockets = None if inherited is None else [socket.socket(fileno=int(inherited))]
+        await server.serve(sockets=sockets)
     await service.aclose()
 
 
@@ -114,19 +151,24 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def _announce(service: Any, host: str, port: int) -> None:
+def _announce(
+    settings: Settings,
+    role: str,
+    host: str,
+    port: int,
+    generated_admin_key: str | None,
+    processes: int = 1,
+) -> None:
     out = Console()
     out.print(
-        f"[bold]tidings[/bold] {service.role} — config {service.settings.source}, "
-        f"database {service.settings.database.split('@')[-1]}, broker "
-        f"{service.settings.broker.split('@')[-1]}"
+        f"[bold]tidings[/bold] {role} — config {settings.source}, "
+        f"database {settings.database.split('@')[-1]}, broker "
+        f"{settings.broker.split('@')[-1]}, {processes} process{'es' if processes > 1 else ''}"
     )
-    if service.role != "worker":
+    if role != "worker":
         out.print(f"listening on http://{host}:{port}  (dashboard /, API docs /docs)")
-    if service.generated_admin_key:
-        out.print(
-            f"[yellow]generated admin API key (shown once):[/yellow] {service.generated_admin_key}"
-        )
+    if generated_admin_key:
+        out.print(f"[yellow]generated admin API key (shown once):[/yellow] {generated_admin_key}")
     sys.stdout.flush()
 
 

@@ -45,6 +45,7 @@ class Scheduler:
         tick: float = 0.2,
         requeue_after: float = 300.0,
         recover_every: float = 5.0,
+        recover_after: float | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -54,16 +55,28 @@ class Scheduler:
         self.tick = tick
         self.requeue_after = requeue_after
         self.recover_every = recover_every
+        self.recover_after = recover_every if recover_after is None else recover_after
+        """Age of an undecided event before this process takes it over (sibling processes
+        hold theirs in memory for a while under load; a dead one's are taken at once by the
+        process that replaces it)."""
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         """Look for due work now (e.g. after a replay)."""
         self._wake.set()
 
-    async def startup(self) -> None:
-        """Republish every due pending delivery and process every unprocessed event."""
+    async def startup(self, release_leases: bool = True) -> None:
+        """Republish every due pending delivery and process every unprocessed event.
+
+        ``release_leases``: put every ``sending`` row back to ``pending`` first — right when
+        this process is the only one (a previous run's calls are dead); not in one of several
+        processes, whose supervisor releases exactly a dead sibling's rows.
+        """
         now = self.clock.now()
-        await self.store.write(lambda conn: delivery_rows.release_expired_leases(conn, now + 1e9))
+        if release_leases:
+            await self.store.write(
+                lambda conn: delivery_rows.release_expired_leases(conn, now + 1e9)
+            )
         recovered = await self.processor.recover(older_than=now + 1)
         await self.run_deferred()
         published = await self.publish_due(stale_before=now + 1e9)
@@ -122,7 +135,7 @@ class Scheduler:
                 if now - last_recovery >= self.recover_every:
                     last_recovery = now
                     await self.store.write(partial(delivery_rows.release_expired_leases, now=now))
-                    await self.processor.recover(older_than=now - self.recover_every)
+                    await self.processor.recover(older_than=now - self.recover_after)
                 for lane, depth in self.broker.depth().items():
                     self.metrics.queue_depth.labels(lane).set(depth)
             except Exception:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import socket
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -32,3 +38,114 @@ class InboxHub:
         for queue in self._listeners.get(subscriber_id, ()):
             if not queue.full():
                 queue.put_nowait(message)
+
+
+class PeerHub(InboxHub):
+    """An :class:`InboxHub` shared by the processes of one machine (``--processes N``).
+
+    Each process binds a Unix datagram socket ``<index>.sock`` in the run's ``peers``
+    directory. What one process publishes reaches its own streams at once and, coalesced
+    per pass of the event loop, every other process in one datagram each; a process that
+    receives one hands the items to its own streams. Best effort, as SSE is: a datagram
+    that finds a peer gone or its buffer full is dropped, and a client that reconnects
+    reads the inbox afresh.
+    """
+
+    MAX_DATAGRAM = 60_000
+    """Bytes per datagram (Linux allows about 200 KB on a Unix socket by default)."""
+
+    def __init__(self, directory: Path, index: int) -> None:
+        super().__init__()
+        self.directory = directory
+        self.path = directory / f"{index}.sock"
+        self._outbox: list[dict[str, Any]] = []
+        self._sender: socket.socket | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._peers: tuple[float, list[str]] = (0.0, [])
+
+    async def start(self) -> None:
+        """Bind this process's socket and listen for the others' items."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(str(self.path))
+        receiver.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Receiver(self._received), sock=receiver
+        )
+        self._transport = transport
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+
+    def publish(self, subscriber_id: str, message: dict[str, Any]) -> None:
+        """Deliver locally; relay to the other processes after this loop pass."""
+        super().publish(subscriber_id, message)
+        if self._sender is None:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append({"to": subscriber_id, "message": message})
+
+    def _flush(self) -> None:
+        items, self._outbox = self._outbox, []
+        sender = self._sender
+        if sender is None or not items:
+            return
+        chunks: list[bytes] = []
+        chunk: list[dict[str, Any]] = []
+        size = 0
+        for item in items:
+            encoded = _ENCODE(item)
+            if chunk and size + len(encoded) > self.MAX_DATAGRAM:
+                chunks.append(_ENCODE(chunk).encode())
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(encoded) + 1
+        chunks.append(_ENCODE(chunk).encode())
+        for peer in self._peer_paths():
+            for data in chunks:
+                try:
+                    sender.sendto(data, str(peer))
+                except OSError:  # gone, not yet there, or full: best effort
+                    break
+
+    def _peer_paths(self) -> list[str]:
+        """The other processes' sockets (the directory is listed at most once a second)."""
+        now = time.monotonic()
+        listed_at, paths = self._peers
+        if now - listed_at > 1.0:
+            mine = str(self.path)
+            paths = [str(p) for p in self.directory.glob("*.sock") if str(p) != mine]
+            self._peers = (now, paths)
+        return paths
+
+    def _received(self, data: bytes) -> None:
+        try:
+            items = json.loads(data)
+            for item in items:
+                InboxHub.publish(self, str(item["to"]), item["message"])
+        except (ValueError, KeyError, TypeError):
+            return
+
+    def aclose(self) -> None:
+        """Stop listening and remove this process's socket."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, received: Callable[[bytes], None]) -> None:
+        self.received = received
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received(data)

@@ -23,10 +23,12 @@ from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.queue.embedded import EmbeddedBroker
-from tidings.runtime.inbox_hub import InboxHub
+from tidings.runtime.inbox_hub import InboxHub, PeerHub
 from tidings.runtime.intake import Intake
 from tidings.runtime.processor import Processor
+from tidings.runtime.supervisor import RUN_DIR, Share
 from tidings.store import Store
+from tidings.store import deliveries as delivery_leases
 from tidings.store import keys as key_rows
 from tidings.store.db import advisory_lock
 from tidings.store.events import Accepted, StoredEvent
@@ -66,6 +68,49 @@ def make_ingest(settings: Settings) -> EventIngest | None:
     return EventIngest(settings.broker)
 
 
+async def prepare(settings: Settings, clock: Clock | None = None) -> str | None:
+    """What a run of several processes does once, before they start; a generated admin key.
+
+    Migrates the database, creates the PII key file, the API keys and the inbox secret (so
+    that N processes starting together neither race for them nor print N admin keys), and
+    on SQLite puts every ``sending`` row of a previous run back to ``pending``: every process
+    that could hold one is gone.
+    """
+    now = (clock or clock_from_env()).now()
+    store = Store.open(settings.database, settings.encryption_key)
+    await store.start()
+    try:
+        generated, _ = await _setup_keys(store, settings, now)
+        if store.is_sqlite:
+            await store.write(lambda conn: delivery_leases.release_expired_leases(conn, now + 1e9))
+    finally:
+        await store.aclose()
+    return generated
+
+
+async def _setup_keys(store: Store, settings: Settings, now: float) -> tuple[str | None, str]:
+    """Configured keys stored, an admin key generated if there is none, the inbox secret."""
+    configured = settings.api_keys
+
+    async def setup(conn: AsyncConnection) -> tuple[str | None, str]:
+        # an API process and its workers start side by side: one sets up, the rest wait
+        # for its commit and then find every key and secret in place
+        await advisory_lock(conn, "tidings:setup")
+        for entry in configured:
+            await key_rows.add_key(conn, entry.key, list(entry.scopes), "config", now)
+        generated = None
+        if not configured and await key_rows.count_keys(conn) == 0:
+            generated = "tid_" + secrets.token_urlsafe(24)
+            await key_rows.add_key(conn, generated, ["admin"], "generated", now)
+        secret = settings.inbox.secret or await key_rows.put_meta_if_absent(
+            conn, "inbox_secret", secrets.token_urlsafe(32)
+        )
+        return generated, secret
+
+    result: tuple[str | None, str] = await store.write(setup)
+    return result
+
+
 class Service:
     """Everything a ``tidings serve`` process runs (role ``all``, ``api`` or ``worker``)."""
 
@@ -76,7 +121,10 @@ class Service:
         role: str = "all",
         clock: Clock | None = None,
         base_dir: Path | None = None,
+        share: Share | None = None,
     ) -> None:
+        self.share = share or Share()
+        settings = self.share.limits(settings)
         self.settings = settings
         self.role = role
         self.clock = clock or clock_from_env()
@@ -85,7 +133,7 @@ class Service:
         self.broker = make_broker(settings)
         # scale-out: events reach the workers through RabbitMQ, inbox updates every API process
         self.ingest = make_ingest(settings)
-        self.hub: InboxHub = getattr(self.broker, "hub", None) or InboxHub()
+        self.hub: InboxHub = getattr(self.broker, "hub", None) or self._local_hub()
         self.intake = Intake(self.store, self.clock)
         self.templates = Templates(settings.templates, settings.default_locale)
         self.policy = Policy(settings, self.templates)
@@ -105,6 +153,7 @@ class Service:
             self.clock,
             self.metrics,
             requeue_after=300.0 if settings.broker == "embedded" else 30.0,
+            recover_after=30.0 if self.share.count > 1 else None,
         )
         self.api_keys: dict[str, frozenset[str]] = {}
         self.rate_buckets: dict[str, Any] = {}
@@ -114,15 +163,25 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = self.clock.now()
 
+    def _local_hub(self) -> InboxHub:
+        """The live-update hub: shared with the sibling processes of this run, if any."""
+        run_dir = os.environ.get(RUN_DIR)
+        if self.share.count > 1 and run_dir:
+            return PeerHub(Path(run_dir) / "peers", self.share.index)
+        return InboxHub()
+
     async def start(self) -> None:
         """Open the store, load keys and secrets, start the workers (per role)."""
         await self.store.start()
         await self._keys_and_secrets()
+        if isinstance(self.hub, PeerHub):
+            await self.hub.start()
         await self.broker.start()
         if self.ingest is not None:
             await self.ingest.start()
         if self.role in ("all", "worker"):
-            await self.scheduler.startup()
+            # one of several processes: the supervisor released the leases, once
+            await self.scheduler.startup(release_leases=not self.share.child)
             self._tasks += [
                 asyncio.create_task(self.processor.run(), name="processor"),
                 asyncio.create_task(self.broker.consume(self.dispatcher.handle), name="dispatcher"),
@@ -155,25 +214,10 @@ class Service:
                 log.warning("recovery while the broker is away failed", exc_info=True)
 
     async def _keys_and_secrets(self) -> None:
-        now = self.clock.now()
         configured = self.settings.api_keys
-
-        async def setup(conn: AsyncConnection) -> str | None:
-            # an API process and its workers start side by side: one sets up, the rest wait
-            # for its commit and then find every key and secret in place
-            await advisory_lock(conn, "tidings:setup")
-            for entry in configured:
-                await key_rows.add_key(conn, entry.key, list(entry.scopes), "config", now)
-            generated = None
-            if not configured and await key_rows.count_keys(conn) == 0:
-                generated = "tid_" + secrets.token_urlsafe(24)
-                await key_rows.add_key(conn, generated, ["admin"], "generated", now)
-            self.inbox_secret = self.settings.inbox.secret or await key_rows.put_meta_if_absent(
-                conn, "inbox_secret", secrets.token_urlsafe(32)
-            )
-            return generated
-
-        self.generated_admin_key = await self.store.write(setup)
+        self.generated_admin_key, self.inbox_secret = await _setup_keys(
+            self.store, self.settings, self.clock.now()
+        )
         async with self.store.read() as conn:
             stored = await key_rows.all_keys(conn)
         configured_hashes: dict[str, frozenset[str]] = {
@@ -216,4 +260,6 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.dispatcher.aclose()
+        if isinstance(self.hub, PeerHub):
+            self.hub.aclose()
         await self.store.aclose()

@@ -214,6 +214,9 @@ class Writer:
             if raw is not None and self.checkpointer is not None:
                 raw.execute("PRAGMA wal_autocheckpoint=0")
                 self.checkpointer.start()
+        raw = inline_sqlite(held)
+        if raw is not None:
+            await begin_immediate(raw)
         async with held.begin():
             yield held
 
@@ -226,6 +229,39 @@ class Writer:
             exc = wrapped
         if not future.done():
             future.set_exception(exc)
+
+
+_LOCK_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008)
+"""Seconds between tries for SQLite's write lock (then the last one, until it is ours)."""
+
+
+async def begin_immediate(raw: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Begin a write transaction on ``raw``, holding SQLite's write lock from the start.
+
+    Several processes share one database file (``tidings serve --processes N``). A
+    transaction that began as a read and then writes fails at once (``SQLITE_BUSY``) if
+    another process committed in between, and a statement waiting on SQLite's busy timeout
+    would hold this process's event loop while it sleeps (the connection is inline). So the
+    lock is taken up front, without waiting in SQLite: each refusal is awaited here instead,
+    and the loop serves requests meanwhile. With one process the first try always succeeds.
+    """
+    waited = 0.0
+    tries = 0
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or waited > patience:
+                    raise
+            pause = _LOCK_WAITS[min(tries, len(_LOCK_WAITS) - 1)]
+            tries += 1
+            waited += pause
+            await asyncio.sleep(pause)
+    finally:
+        raw.execute("PRAGMA busy_timeout=10000")
 
 
 def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
