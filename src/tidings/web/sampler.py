@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 from tidings.metrics import Metrics
 
@@ -38,19 +38,21 @@ class _Totals:
     stages: dict[str, _Histogram]
 
 
-def _samples(metric: MetricWrapperBase) -> list[Any]:
-    return [sample for family in metric.collect() for sample in family.samples]
+def _samples(families: dict[str, Metric], name: str) -> list[Any]:
+    family = families.get(name)
+    return [] if family is None else list(family.samples)
 
 
 def read_totals(metrics: Metrics, at: float) -> _Totals:
-    """The running totals the series is made from."""
+    """The running totals the series is made from (of every process of the service)."""
+    families = metrics.families()
     events = sum(
         s.value
-        for s in _samples(metrics.events)
+        for s in _samples(families, "tidings_events")
         if s.name.endswith("_total") and s.labels.get("outcome") == "accepted"
     )
     delivered = failed = retried = 0.0
-    for s in _samples(metrics.deliveries):
+    for s in _samples(families, "tidings_deliveries"):
         if not s.name.endswith("_total"):
             continue
         status = s.labels.get("status")
@@ -61,7 +63,7 @@ def read_totals(metrics: Metrics, at: float) -> _Totals:
         elif status == "pending":
             retried += s.value
     stages = {stage: _Histogram() for stage in STAGES}
-    for s in _samples(metrics.latency):
+    for s in _samples(families, "tidings_latency_seconds"):
         found = stages.get(s.labels.get("stage", ""))
         if found is None:
             continue
