@@ -140,6 +140,14 @@ class ApiSettings(_Model):
     burst: int | None = Field(None, ge=1)
 
 
+class IntakeSettings(_Model):
+    """Event intake limits (SPEC §2 backpressure)."""
+
+    max_backlog: int = Field(10_000, ge=1)
+    """Accepted-but-undecided events (all processes) at which ``POST /v1/events`` answers
+    ``503`` with ``Retry-After`` and stores nothing, until the decisions catch up."""
+
+
 class InboxSettings(_Model):
     """The subscriber-facing inbox."""
 
@@ -159,6 +167,7 @@ class Settings(_Model):
     default_locale: str = "en-US"
     api_keys: list[ApiKeySettings] = []
     api: ApiSettings = ApiSettings()
+    intake: IntakeSettings = IntakeSettings()
     inbox: InboxSettings = InboxSettings()
     encryption_key: str | None = None
     categories: dict[str, CategorySettings] = {}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -17,11 +19,34 @@ from tidings.clock import iso
 from tidings.errors import InvalidInput, NotFound
 from tidings.events import catalog
 from tidings.events.cloudevents import Event, parse_batch, parse_binary, parse_structured
+from tidings.runtime.backlog import Backlog
 from tidings.runtime.service import Service
 from tidings.store import deliveries as delivery_rows
 from tidings.store import events as event_rows
 
-router = APIRouter(tags=["events"])
+_BACKLOGS: WeakKeyDictionary[Service, Backlog] = WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def _backlog(app: FastAPI) -> AsyncIterator[None]:
+    """Keep the backlog estimate of the app's service fresh while the app serves."""
+    svc: Service = app.state.service
+    backlog = Backlog(svc.store, svc.clock, svc.metrics, svc.settings.intake.max_backlog)
+    await backlog.start()
+    _BACKLOGS[svc] = backlog
+    try:
+        yield
+    finally:
+        _BACKLOGS.pop(svc, None)
+        await backlog.aclose()
+
+
+def backlog_of(svc: Service) -> Backlog | None:
+    """The backlog estimate of ``svc``'s intake (``None`` unless its app is being served)."""
+    return _BACKLOGS.get(svc)
+
+
+router = APIRouter(tags=["events"], lifespan=_backlog)
 _STRUCTURED = {"application/cloudevents+json", "application/json"}
 _BATCH = "application/cloudevents-batch+json"
 
@@ -63,8 +88,28 @@ async def ingest(svc: Service, headers: Mapping[str, str], body: bytes) -> tuple
     Raises :class:`ApiError` / :class:`InvalidInput` for the problem responses.
     """
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == _BATCH:
-        return await _batch(svc, _decode(body))
+    raw = _decode(body) if content_type == _BATCH else None
+    count = len(raw) if isinstance(raw, list) else 1
+    backlog = _BACKLOGS.get(svc)
+    if backlog is not None and not await backlog.admit(count):
+        raise ApiError(
+            503,
+            f"the backlog of undecided events is at its limit ({backlog.limit}): "
+            "retry after the time in Retry-After; events already accepted are being decided",
+            {"Retry-After": str(backlog.retry_after())},
+        )
+    try:
+        if content_type == _BATCH:
+            return await _batch(svc, raw)
+        return await _single(svc, headers, body, content_type)
+    finally:
+        if backlog is not None:
+            backlog.settle(count)
+
+
+async def _single(
+    svc: Service, headers: Mapping[str, str], body: bytes, content_type: str
+) -> tuple[int, Any]:
     if "ce-specversion" in headers:
         if content_type and "json" not in content_type:
             raise ApiError(415, "binary mode accepts only JSON data")

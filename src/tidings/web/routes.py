@@ -22,8 +22,8 @@ from starlette.responses import FileResponse, Response
 
 from tidings import __version__
 from tidings.api.deps import page_limit, require, service
+from tidings.api.events import backlog_of, find_event
 from tidings.api.events import explain as explain_event
-from tidings.api.events import find_event
 from tidings.api.views import notifications_json
 from tidings.channels import console
 from tidings.clock import iso
@@ -150,11 +150,35 @@ async def overview(
         "uptime": max(0.0, svc.clock.now() - svc.started_at),
         "series": sampler.series(since),
         "deliveries": by_status,
-        "queues": dict(svc.broker.depth()),
+        "queues": _queue_depths(svc),
+        "backlog": _backlog(svc),
         "providers": svc.dispatcher.providers(),
         "dead_letters": int(waiting),
         "console": list(console.SENT)[-20:][::-1],
     }
+
+
+def _queue_depths(svc: Service) -> dict[str, int]:
+    """Tickets waiting per lane, in every process of the service (each holds its own lanes)."""
+    depths = svc.broker.depth()
+    metrics = svc.metrics
+    for lane, depth in depths.items():
+        metrics.child(metrics.queue_depth, lane).set(depth)
+    if metrics.shared_dir is None:
+        return {str(lane): depth for lane, depth in depths.items()}
+    family = metrics.families().get("tidings_queue_depth")
+    found: dict[str, int] = dict.fromkeys(depths, 0)
+    for sample in family.samples if family is not None else ():
+        found[sample.labels["lane"]] = round(sample.value)
+    return found
+
+
+def _backlog(svc: Service) -> dict[str, Any] | None:
+    """Accepted events waiting for a decision (all processes), the oldest one's age, the limit."""
+    backlog = backlog_of(svc)
+    if backlog is None:
+        return None
+    return {"events": backlog.undecided, "age_seconds": backlog.age(), "limit": backlog.limit}
 
 
 async def _deliveries_by_status(app: Any, conn: Any, wall: float) -> list[dict[str, Any]]:

@@ -152,6 +152,7 @@
     renderCharts(data.now);
     renderDeliveries(data.deliveries);
     renderQueues(data.queues);
+    renderBacklog(data.backlog);
     renderProviders(data.providers);
     renderConsole(data.console);
   }
@@ -229,6 +230,16 @@
       return h("div", { class: "bar-row", "data-lane": lane }, h("span", {}, lane), h("div", { class: "bar" }, fill),
         h("span", { class: "num" }, queues[lane] || 0));
     })));
+  }
+  function renderBacklog(backlog) {
+    if (!backlog) { $("#backlog").replaceChildren(h("p", { class: "muted" }, "Not measured by this process.")); return; }
+    const fill = h("span");
+    fill.style.width = `${Math.min(100, (100 * backlog.events) / backlog.limit)}%`;
+    $("#backlog").replaceChildren(h("div", { class: "bars" },
+      h("div", { class: "bar-row", "data-backlog": "events" }, h("span", {}, "events"), h("div", { class: "bar" }, fill),
+        h("span", { class: "num" }, backlog.events)),
+      h("p", { class: "muted small", "data-backlog": "age" },
+        `oldest waiting ${seconds(backlog.age_seconds)} · 503 at ${backlog.limit}`)));
   }
   function renderProviders(providers) {
     $("#providers").replaceChildren(h("div", { class: "providers" }, providers.map((p) =>
