@@ -145,7 +145,12 @@ async def stream(request: Request, me: str = Depends(subscriber)) -> StreamingRe
     return StreamingResponse(
         events(),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            # which of the service's processes holds this stream (``--processes N``)
+            "X-Tidings-Process": str(svc.share.index),
+        },
     )
 
 
