@@ -78,6 +78,8 @@ def test_login_refuses_a_wrong_key_and_keeps_the_right_one_for_the_tab(
     expect(page.locator("#live-dot")).to_have_class(re.compile(r"\blive\b"))
     expect(page.locator("#providers [data-provider='webhook']")).to_contain_text("up")
     expect(page.locator("#queues [data-lane='high']")).to_be_visible()
+    expect(page.locator("#backlog [data-backlog='events']")).to_be_visible()
+    expect(page.locator("#backlog [data-backlog='age']")).to_contain_text("503 at 10000")
     assert page.evaluate("sessionStorage.getItem('tidings.apiKey')") == server.admin_key
 
     page.reload()  # the key lives for the tab: no second login
