@@ -39,65 +39,13 @@ import httpx
 import yaml
 
 from bench.baselines import free_port, percentile, wait_port
+from bench.webhook_sink import SECRET
+from bench.webhook_sink import serve_webhooks as _webhook_sink
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KEY = "bench-admin-key"
-OK = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
 # --- sinks (child processes) -------------------------------------------------------------
-
-
-def _webhook_sink(port: int, count: Any, dups: Any, bad: Any) -> None:
-    from standardwebhooks import Webhook
-
-    webhook = Webhook(SECRET)
-    seen: set[bytes] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length, webhook_id = 0, b""
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    name = name.lower()
-                    if name == b"content-length":
-                        length = int(value)
-                    elif name == b"webhook-id":
-                        webhook_id = value.strip()
-                body = await reader.readexactly(length) if length else b""
-                if webhook_id:
-                    if webhook_id in seen:
-                        dups.value += 1
-                    seen.add(webhook_id)
-                    count.value += 1
-                    if count.value % 50 == 0:
-                        headers = {}
-                        for line in head.split(b"\r\n")[1:]:
-                            name, _, value = line.partition(b":")
-                            headers[name.decode().lower()] = value.decode().strip()
-                        try:
-                            webhook.verify(body, headers)
-                        except Exception:  # noqa: BLE001 - counted, reported
-                            bad.value += 1
-                writer.write(OK)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=2048)
-        async with server:
-            await server.serve_forever()
-
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
 
 
 def _smtp_sink(port: int, count: Any, dups: Any, bad: Any) -> None:

@@ -3,6 +3,8 @@
 Suites (each a module under ``bench/`` run in its own subprocess, so one failing suite does not
 stop the rest):
 
+- ``e2e``       issue 11's end-to-end run: events in over HTTP (wrk single POSTs, batches, an
+                open loop, a kill -9) → 2 webhooks each at a sink, next to the seed pattern
 - ``ingest``    events/s (single and batch POST) next to a bare FastAPI endpoint; POST → inbox p99
 - ``delivery``  deliveries/s end to end to local webhook and SMTP sinks, next to their ceilings
 - ``providers`` provider sends/s against local FCM/APNs/Web Push/Twilio/SMTP/webhook servers
@@ -29,13 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 SUITES: dict[str, list[list[str]]] = {
+    "e2e": [["-m", "bench.e2e"]],
     "ingest": [["-m", "bench.ingest"]],
     "delivery": [["-m", "bench.delivery"]],
     "providers": [["bench/providers_push.py"], ["bench/providers_mail_webhook.py"]],
     "baselines": [["-m", "bench.baselines"]],
     "scaleout": [["-m", "bench.scaleout"]],
 }
-NEEDS_SERVICES = {"baselines", "scaleout"}
+NEEDS_SERVICES = {"e2e", "baselines", "scaleout"}
 
 
 def _services(env: dict[str, str], workdir: Path) -> Path | None:

@@ -48,8 +48,9 @@ def post(sink_url: str, body: bytes) -> None:
         conn.close()
 
 
-def consume(amqp_url: str, queue: str, sink_url: str) -> None:
-    """The seed's consumer loop (runs until its process is terminated)."""
+def consume(amqp_url: str, queue: str, sink_url: str, calls_per_message: int = 1) -> None:
+    """The seed's consumer loop (runs until its process is terminated): `calls_per_message`
+    blocking POSTs per message (an event with a buyer and a seller to tell makes two)."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
     channel.queue_declare(queue=queue)
@@ -57,7 +58,8 @@ def consume(amqp_url: str, queue: str, sink_url: str) -> None:
     def on_message(
         ch: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
     ) -> None:
-        post(sink_url, body)
+        for _ in range(calls_per_message):
+            post(sink_url, body)
 
     channel.basic_consume(queue=queue, on_message_callback=on_message, auto_ack=True)
     channel.start_consuming()
@@ -69,9 +71,18 @@ def _message(sequence: int) -> bytes:
 
 
 def run(
-    amqp_url: str, messages: int = 5000, rate: float | None = None, seconds: float = 30.0
+    amqp_url: str,
+    messages: int = 5000,
+    rate: float | None = None,
+    seconds: float = 30.0,
+    calls_per_message: int = 1,
 ) -> BaselineResult:
-    """Publish `messages` (or for at most `seconds`) and wait until the sink has them all."""
+    """Publish `messages` (or for at most `seconds`) and wait until the sink has them all.
+
+    With `calls_per_message` > 1 the consumer makes that many HTTP calls per message (one
+    event → several deliveries); `messages` and `per_second` still count messages, and a
+    message counts as delivered once all its calls arrived.
+    """
     queue = f"bench.seed.{uuid.uuid4().hex[:12]}"
     with SinkProcess() as sink:
         publisher = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -79,13 +90,15 @@ def run(
             channel = publisher.channel()
             channel.queue_declare(queue=queue)
             consumer = multiprocessing.get_context("spawn").Process(
-                target=consume, args=(amqp_url, queue, sink.url), daemon=True
+                target=consume,
+                args=(amqp_url, queue, sink.url, calls_per_message),
+                daemon=True,
             )
             consumer.start()
             try:
                 # Warm-up: the consumer is connected and the sink answers before timing starts.
                 channel.basic_publish(exchange="", routing_key=queue, body=_message(-1))
-                if not sink.wait_for(1, 30):
+                if not sink.wait_for(calls_per_message, 30):
                     raise RuntimeError("the seed consumer never delivered the warm-up message")
                 sink.reset()
                 started = time.perf_counter()
@@ -100,7 +113,7 @@ def run(
                             time.sleep(delay)
                     channel.basic_publish(exchange="", routing_key=queue, body=_message(sent))
                     sent += 1
-                complete = sink.wait_for(sent, DRAIN_TIMEOUT)
+                complete = sink.wait_for(sent * calls_per_message, DRAIN_TIMEOUT)
                 stats = sink.stats()
                 # Until the last arrival, not until the poll that noticed it.
                 last_at = stats["last_at"]
@@ -116,10 +129,14 @@ def run(
     assert isinstance(latencies, list)
     label = f"rate {rate:.0f}/s" if rate else "flat out"
     notes = "messages/s delivered to the sink; no confirms, auto_ack (at-most-once)"
+    if calls_per_message > 1:
+        label += f", {calls_per_message} calls per message"
+        notes += f"; {len(latencies)} HTTP calls"
+    delivered = len(latencies) // calls_per_message
     if not complete:
-        notes += f"; only {len(latencies)} of {sent} arrived within {DRAIN_TIMEOUT:.0f}s"
+        notes += f"; only {delivered} of {sent} arrived within {DRAIN_TIMEOUT:.0f}s"
     return summarize(
-        f"seed pattern: pika + HTTP per message ({label})", len(latencies), wall, latencies, notes
+        f"seed pattern: pika + HTTP per message ({label})", delivered, wall, latencies, notes
     )
 
 
@@ -128,9 +145,10 @@ def main() -> None:
     parser.set_defaults(seconds=30.0)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=None, help="publish rate (default: max)")
+    parser.add_argument("--calls-per-message", type=int, default=1, help="HTTP calls per message")
     args = parser.parse_args()
     url = require_amqp_url(args.amqp_url)
-    report([run(url, args.messages, args.rate, args.seconds)], args.json)
+    report([run(url, args.messages, args.rate, args.seconds, args.calls_per_message)], args.json)
 
 
 if __name__ == "__main__":
