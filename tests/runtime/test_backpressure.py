@@ -2,7 +2,8 @@
 
 ``tidings serve --role api`` on the embedded broker commits events but never decides them, so
 its backlog grows one event per 202, deterministically; the same database served with
-``--role all`` decides them, and the backlog drains.
+``--role all`` decides them, and the backlog drains. Scaled out (PostgreSQL + RabbitMQ), an API
+with no worker fills up the same way, and the first worker drains it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.harness import Server, cloudevent, wait_for
+from tests.scaleout.cluster import Cluster, fresh_database
+from tests.services import Services
 from tidings.api.app import create_app
 from tidings.config import build_settings
 from tidings.runtime.service import Service
@@ -79,46 +83,65 @@ def fill(http: httpx.Client) -> tuple[list[str], httpx.Response, str]:
     raise AssertionError(f"no 503 after {len(accepted)} events over a limit of {LIMIT}")
 
 
+def refuse_while_full(server: Server) -> list[str]:
+    """Fill ``server``'s backlog (nothing decides) and check every mode is refused; the ids
+    accepted."""
+    with server.client() as http:
+        accepted, refusal, refused_id = fill(http)
+        assert len(accepted) >= LIMIT
+        assert_refused(refusal)
+        assert not stored(http, refused_id)
+        assert all(stored(http, event_id) for event_id in accepted)
+
+        # a batch arriving over the limit is refused whole: none of it is stored
+        response = http.post(
+            "/v1/events",
+            content=json.dumps([paid("batch-1"), paid("batch-2")]),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
+        assert_refused(response)
+        assert not stored(http, "batch-1")
+        assert not stored(http, "batch-2")
+
+        # binary mode alike
+        response = http.post(
+            "/v1/events",
+            json=paid("binary-1")["data"],
+            headers={
+                "ce-specversion": "1.0",
+                "ce-id": "binary-1",
+                "ce-source": "/shop",
+                "ce-type": "order.paid",
+            },
+        )
+        assert_refused(response)
+        assert not stored(http, "binary-1")
+
+        assert wait_for(lambda: gauge(http, "tidings_backlog_events") == len(accepted))
+        assert wait_for(lambda: gauge(http, "tidings_backlog_age_seconds") > 0)
+    return accepted
+
+
+def drained(server: Server, accepted: list[str]) -> None:
+    """Every accepted event decided, the gauges at 0, and intake open again."""
+    with server.client() as http:
+        wait_for(lambda: gauge(http, "tidings_backlog_events") == 0, timeout=60)
+        wait_for(lambda: gauge(http, "tidings_backlog_age_seconds") == 0)
+        for event_id in accepted:
+            story = http.get(f"/v1/events/{event_id}", params={"source": "/shop"}).json()
+            assert story["processed_at"] is not None
+            assert story["decisions"], story
+        response = http.post("/v1/events", json=paid("after-the-drain"))
+        assert response.status_code == 202, response.text
+
+
 def test_over_the_limit_intake_refuses_stores_nothing_and_the_backlog_drains(
     tmp_path: Path,
 ) -> None:
     api = Server(tmp_path, CONFIG, role="api")
     try:
         api.start()
-        with api.client() as http:
-            accepted, refusal, refused_id = fill(http)
-            assert len(accepted) >= LIMIT
-            assert_refused(refusal)
-            assert not stored(http, refused_id)
-            assert all(stored(http, event_id) for event_id in accepted)
-
-            # a batch arriving over the limit is refused whole: none of it is stored
-            batch = [paid("batch-1"), paid("batch-2")]
-            response = http.post(
-                "/v1/events",
-                content=json.dumps(batch),
-                headers={"content-type": "application/cloudevents-batch+json"},
-            )
-            assert_refused(response)
-            assert not stored(http, "batch-1")
-            assert not stored(http, "batch-2")
-
-            # binary mode alike
-            response = http.post(
-                "/v1/events",
-                json=paid("binary-1")["data"],
-                headers={
-                    "ce-specversion": "1.0",
-                    "ce-id": "binary-1",
-                    "ce-source": "/shop",
-                    "ce-type": "order.paid",
-                },
-            )
-            assert_refused(response)
-            assert not stored(http, "binary-1")
-
-            assert wait_for(lambda: gauge(http, "tidings_backlog_events") == len(accepted))
-            assert wait_for(lambda: gauge(http, "tidings_backlog_age_seconds") > 0)
+        accepted = refuse_while_full(api)
     finally:
         api.stop()
 
@@ -126,17 +149,25 @@ def test_over_the_limit_intake_refuses_stores_nothing_and_the_backlog_drains(
     full = Server(tmp_path, CONFIG, role="all")
     try:
         full.start()
-        with full.client() as http:
-            wait_for(lambda: gauge(http, "tidings_backlog_events") == 0, timeout=30)
-            assert gauge(http, "tidings_backlog_age_seconds") == 0
-            for event_id in accepted:
-                story = http.get(f"/v1/events/{event_id}", params={"source": "/shop"}).json()
-                assert story["processed_at"] is not None
-                assert story["decisions"], story
-            response = http.post("/v1/events", json=paid("after-the-drain"))
-            assert response.status_code == 202, response.text
+        drained(full, accepted)
     finally:
         full.stop()
+
+
+@pytest.mark.scaleout
+def test_scaled_out_the_api_refuses_until_a_worker_drains_the_backlog(
+    tmp_path: Path, services: Services, vhosts: Any
+) -> None:
+    database = fresh_database(services)
+    cluster = Cluster(tmp_path, database.url, vhosts.take(), workers=0, config=CONFIG)
+    try:
+        cluster.start()
+        accepted = refuse_while_full(cluster)
+        cluster.add_worker()
+        drained(cluster, accepted)
+    finally:
+        cluster.stop()
+        database.drop()
 
 
 def test_the_dashboard_shows_the_backlog(tmp_path: Path) -> None:
