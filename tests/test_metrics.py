@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tidings.metrics import process_died
+
 # argv: directory, process number, whether to import prometheus_client before the env var
 # is set (as a supervisor that forks its children may have), queue depth, provider up
 WRITER = """
@@ -37,12 +39,10 @@ print(os.getpid())
 """
 
 READER = """
-import json, sys
-from tidings.metrics import Metrics, process_died
+import json
+from tidings.metrics import Metrics
 from tidings.web.sampler import read_totals
 
-for pid in sys.argv[1:]:
-    process_died(int(pid))
 metrics = Metrics()
 values = {}
 for family in metrics.families().values():
@@ -74,10 +74,10 @@ def run(script: str, *args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def read(shared: Path, *dead: int) -> dict[str, Any]:
-    """The aggregate as a third process sees it, after reporting ``dead`` pids."""
+def read(shared: Path) -> dict[str, Any]:
+    """The aggregate as a third process sees it."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
-    found: dict[str, Any] = json.loads(run(READER, *map(str, dead), env=env))
+    found: dict[str, Any] = json.loads(run(READER, env=env))
     return found
 
 
@@ -106,8 +106,10 @@ def test_every_process_counts_and_each_gauge_combines_as_it_should(tmp_path: Pat
     assert 'tidings_queue_depth{lane="normal"} 12.0' in seen["render"]
     assert "pid=" not in seen["render"]
 
-    # the supervisor reports the second one dead: its live gauges go, its counts stay
-    after = read(shared, second)["values"]
+    # the supervisor (this process: no PROMETHEUS_MULTIPROC_DIR of its own) reports the
+    # second one dead: its live gauges go, its counts stay
+    process_died(second, shared)
+    after = read(shared)["values"]
     assert after["tidings_queue_depth{lane=normal}"] == 5
     assert after["tidings_provider_up{provider=webhook}"] == 1
     assert after["tidings_backlog_events{}"] == 101
@@ -115,7 +117,7 @@ def test_every_process_counts_and_each_gauge_combines_as_it_should(tmp_path: Pat
     assert after["tidings_latency_seconds_count{channel=webhook,stage=total}"] == 2
 
 
-def test_one_process_keeps_its_metrics_to_itself(tmp_path: Path) -> None:
+def test_one_process_keeps_its_metrics_to_itself() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     script = """
 from tidings.metrics import Metrics, process_died
@@ -128,4 +130,3 @@ print(metrics.render().decode())
     text = run(script, env=env)
     assert 'tidings_events_total{outcome="accepted",type="order.paid"} 3.0' in text
     assert "tidings_backlog_events 4.0" in text
-    assert not list(tmp_path.iterdir())

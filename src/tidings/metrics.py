@@ -37,12 +37,14 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def process_died(pid: int) -> None:
+def process_died(pid: int, directory: str | os.PathLike[str] | None = None) -> None:
     """Forget the ``live*`` gauges of a child process that exited (the supervisor calls this).
 
-    Its counters and histograms stay: what it did still counts. A no-op in a single process.
+    ``directory`` is the children's ``PROMETHEUS_MULTIPROC_DIR`` (by default this process's
+    own, for a supervisor that set it in its own environment). Its counters and histograms
+    stay: what it did still counts. A no-op in a single process.
     """
-    path = multiprocess_dir()
+    path = os.fspath(directory) if directory is not None else multiprocess_dir()
     if path is not None:
         multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
