@@ -156,7 +156,9 @@ class Backlog:
 
     async def _run(self) -> None:
         failing = False
+        pause = self.every
         while True:
+            await asyncio.sleep(pause)
             started = time.perf_counter()
             try:
                 await self.refresh()
@@ -166,7 +168,7 @@ class Backlog:
                     log.warning("counting the backlog failed", exc_info=True)
                 failing = True
             took = time.perf_counter() - started
-            await asyncio.sleep(max(self.every - took, took / _QUERY_SHARE - took))
+            pause = max(self.every - took, took / _QUERY_SHARE - took)
 
     async def aclose(self) -> None:
         """Stop refreshing."""
