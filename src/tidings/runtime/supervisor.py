@@ -231,7 +231,7 @@ class Supervisor:
             dead.pid,
             dead.returncode,
         )
-        process_died(dead.pid)
+        process_died(dead.pid, self.run_dir / "metrics")
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / "peers" / f"{child.index}.sock").unlink()
         await release_leases(self.database, dead.pid)
