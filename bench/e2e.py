@@ -1113,6 +1113,9 @@ def run(
         report["processes_note"] = f"tidings serve has no --processes: {processes} not passed"
         processes = None
     report["processes"] = processes
+    report["serve"] = "tidings serve --config X --port P" + (
+        f" --processes {processes}" if processes is not None else ""
+    )
     if "seed" in only:
         report["seed"] = seed(seed_events)
         print(f"seed: {report['seed']['events_per_second']} events/s", file=sys.stderr)
@@ -1181,6 +1184,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the JSON report here too")
     args = parser.parse_args()
+    # a SIGTERM (a timeout, Ctrl-C from a parent) unwinds through every finally: no service,
+    # sink or broker is left running
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     only = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = only - set(PARTS)
     if unknown:
