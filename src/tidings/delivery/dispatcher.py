@@ -1,4 +1,13 @@
-"""The dispatcher: claims queued deliveries, calls providers, records every outcome.
+"""The dispatcher: sends deliveries, calls providers, records every outcome.
+
+A delivery reaches it one of two ways. Most are *born leased*: the processor of this process
+decided them due, found nothing of their subject ahead of them, and inserted them already
+``sending`` under this dispatcher's lease, with what sending needs (see :meth:`send_leased`):
+no ticket, no claim transaction, no re-read. The rest (retries, fired deferrals, replays,
+fallbacks, deliveries waiting behind an earlier one of their subject, the overflow while many
+calls are in flight) come as tickets through the broker and are claimed first (:meth:`handle`).
+Outcomes are committed in group commits: whatever finished meanwhile, from any batch, goes in
+the next write (see :meth:`_record_soon`).
 
 Per provider: a concurrency limit, a rate limit and a circuit breaker; per channel, the
 config's provider list is the failover order (a provider whose breaker is open is skipped).
@@ -14,6 +23,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +48,7 @@ from tidings.errors import (
 from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.base import LANES, Broker, Lane, Ticket
-from tidings.runtime.processor import delivery_rows
+from tidings.runtime.processor import delivery_rows, send_through
 from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
 from tidings.store import subscribers as subscriber_rows
@@ -48,8 +58,10 @@ from tidings.store.tables import deliveries, devices, subscribers, webhook_endpo
 log = logging.getLogger(__name__)
 _OPEN_RECHECK = 0.25
 """Seconds a delivery waits before looking again when every provider's circuit is open."""
-_RECORD_EVERY = 0.1
-"""Seconds between commits of the outcomes of one batch's attempts while some still run."""
+LEASED_IN_FLIGHT = 512
+"""Born-leased deliveries this dispatcher takes at most at once (the embedded broker's own
+bound on claimed ones: 8 batches of 64). Beyond it the processor makes them ``pending`` and
+they come as tickets: a lease must not run out while its delivery waits for a provider."""
 _SUCCESS = frozenset({"sent", "delivered"})
 _EXTERNAL_DONE = frozenset({"failed", "dead", "expired", "cancelled"})
 
@@ -73,6 +85,7 @@ class Slot:
 @dataclass(slots=True)
 class _Result:
     claimed: Claimed
+    note: Outgoing
     status: str
     provider: str | None
     attempts: int
@@ -133,7 +146,18 @@ class Dispatcher:
         """The ``tidings_provider_up`` value last set per provider."""
         self._plain = _Plaintexts(store.cipher)
         self._served: dict[tuple[str, str], tuple[list[Slot], list[str]]] = {}
+        self._leased: set[asyncio.Task[None]] = set()
+        """Born-leased deliveries being attempted."""
+        self.max_leased = LEASED_IN_FLIGHT
+        """At most this many of them at once."""
+        self._results: list[_Result] = []
+        """Outcomes waiting for the next group commit."""
+        self._committed: asyncio.Future[None] | None = None
+        """Resolved when the outcomes in :attr:`_results` are committed."""
+        self._recorder: asyncio.Task[None] | None = None
         self.refresh_gauges()
+        # the processors of this process hand the deliveries they decide to this dispatcher
+        send_through(broker, self)
 
     def _slot(self, provider: Provider, entry: ProviderSettings, timeout: float) -> Slot:
         delivery = self.settings.delivery
@@ -174,7 +198,20 @@ class Dispatcher:
         return list(seen.values())
 
     async def aclose(self) -> None:
-        """Close every provider."""
+        """Let born-leased attempts finish (bounded), record what finished, close providers.
+
+        Attempts still running after that are cancelled: their rows stay ``sending`` under
+        this process's lease, and come back when it is released (the next start, the
+        supervisor) or runs out.
+        """
+        if self._leased:
+            await asyncio.wait(set(self._leased), timeout=5)
+        for task in list(self._leased):
+            task.cancel()
+        if self._leased:
+            await asyncio.wait(set(self._leased))
+        if self._recorder is not None:
+            await asyncio.wait([self._recorder], timeout=5)
         closed: set[int] = set()
         for slots in self.slots.values():
             for slot in slots:
@@ -182,10 +219,46 @@ class Dispatcher:
                     closed.add(id(slot.provider))
                     await slot.provider.aclose()
 
+    # --- born leased ------------------------------------------------------------------
+
+    def room(self) -> int:
+        """How many more born-leased deliveries this dispatcher takes now."""
+        return self.max_leased - len(self._leased)
+
+    async def destinations(
+        self, conn: AsyncConnection, items: Sequence[Claimed], owners: dict[str, str]
+    ) -> dict[str, Destination]:
+        """Where each of ``items`` goes (``owners``: delivery id → subscriber id), read in
+        ``conn``'s transaction; a delivery whose destination is gone is left out."""
+        return await _destinations(conn, self._plain, items, owners)
+
+    def send_leased(self, items: Sequence[tuple[Claimed, Outgoing, Destination | None]]) -> None:
+        """Attempt deliveries committed ``sending`` under this dispatcher's lease.
+
+        Each is attempted at once and its outcome recorded in the next group commit; nobody
+        waits for them. If this process dies first, the lease brings the row back.
+        """
+        leased = self._leased
+        for item, note, destination in items:
+            task = asyncio.ensure_future(self._leased_attempt(item, note, destination))
+            leased.add(task)
+            task.add_done_callback(leased.discard)
+
+    async def _leased_attempt(
+        self, item: Claimed, note: Outgoing, destination: Destination | None
+    ) -> None:
+        try:
+            result = await self._attempt(item, note, destination)
+        except Exception:  # a bug: the lease brings the row back
+            log.exception("attempting delivery %s failed", item.id)
+            return
+        self._record_soon(result)
+
     # --- the ticket handler -----------------------------------------------------------
 
     async def handle(self, lane: Lane, tickets: list[Ticket]) -> None:
-        """Attempt the deliveries named by ``tickets`` and record the outcomes."""
+        """Attempt the deliveries named by ``tickets``; return once their outcomes are
+        committed."""
         now = self.clock.now()
         ids = list(dict.fromkeys(t.delivery_id for t in tickets))
 
@@ -196,36 +269,69 @@ class Dispatcher:
             if not claimed:
                 return _Batch([], {}, {})
             notes = await delivery_rows_store.outgoing(conn, [c.notification_id for c in claimed])
-            found = await _destinations(conn, self._plain, claimed, notes)
+            owners = {c.id: notes[c.notification_id].subscriber_id for c in claimed}
+            found = await _destinations(conn, self._plain, claimed, owners)
             return _Batch(claimed, notes, found)
 
         batch = await self.store.write(claim)
         claimed, notes, found = batch.claimed, batch.notes, batch.found
         if not claimed:
             return
-        running = {
-            asyncio.ensure_future(
-                self._attempt(item, notes[item.notification_id], found.get(item.id))
+        # outcomes are committed as they come in: one slow endpoint does not keep the rest
+        # of the batch "sending" (nor re-sendable after a crash) until it ends
+        committed = await asyncio.gather(
+            *(
+                self._attempt_recorded(item, notes[item.notification_id], found.get(item.id))
+                for item in claimed
             )
-            for item in claimed
-        }
-        try:
-            while running:
-                # outcomes are committed as they come in: one slow endpoint does not keep
-                # the rest of the batch "sending" (nor re-sendable after a crash) until it ends
-                done, running = await asyncio.wait(running, timeout=_RECORD_EVERY)
-                if done:
-                    await self._finish([task.result() for task in done], notes)
-        finally:
-            for task in running:  # cancelled (shutdown): the leases bring them back
-                task.cancel()
+        )
+        for done in set(committed):
+            await done
 
-    async def _finish(self, results: list[_Result], notes: dict[str, Outgoing]) -> None:
-        fallback_tickets = await self.store.write(lambda conn: self._record(conn, results, notes))
-        if fallback_tickets:
-            await self.broker.publish(fallback_tickets)
-        for result in results:
-            self._observe(result)
+    async def _attempt_recorded(
+        self, item: Claimed, note: Outgoing, destination: Destination | None
+    ) -> asyncio.Future[None]:
+        return self._record_soon(await self._attempt(item, note, destination))
+
+    # --- group commits of outcomes ----------------------------------------------------
+
+    def _record_soon(self, result: _Result) -> asyncio.Future[None]:
+        """Queue ``result`` for the next commit of outcomes; resolved once it is committed.
+
+        One commit at a time takes every outcome that arrived while the previous one ran, from
+        whichever batch or born-leased delivery: under load a commit carries hundreds.
+        """
+        self._results.append(result)
+        committed = self._committed
+        if committed is None:
+            committed = self._committed = asyncio.get_running_loop().create_future()
+        if self._recorder is None:
+            self._recorder = asyncio.ensure_future(self._record_all())
+        return committed
+
+    async def _record_all(self) -> None:
+        try:
+            while self._results:
+                results, self._results = self._results, []
+                committed, self._committed = self._committed, None
+                try:
+                    fallback_tickets = await self.store.write(
+                        partial(self._record, results=results)
+                    )
+                except Exception as exc:  # noqa: BLE001 - the leases bring the rows back
+                    log.warning("recording %d outcomes failed: %s", len(results), exc)
+                    if committed is not None:
+                        committed.set_exception(exc)
+                        committed.exception()  # whoever waits sees it; nobody must
+                    continue
+                if committed is not None:
+                    committed.set_result(None)
+                if fallback_tickets:
+                    await self.broker.publish(fallback_tickets)
+                for result in results:
+                    self._observe(result)
+        finally:
+            self._recorder = None
 
     async def _attempt(
         self, item: Claimed, note: Outgoing, destination: Destination | None
@@ -247,6 +353,7 @@ class Dispatcher:
         ) -> _Result:
             return _Result(
                 item,
+                note,
                 status,
                 provider,
                 attempts,
@@ -380,9 +487,7 @@ class Dispatcher:
             known = self._served[(channel, kind)] = (slots, [s.provider.name for s in slots])
         return known
 
-    async def _record(
-        self, conn: AsyncConnection, results: Sequence[_Result], notes: dict[str, Outgoing]
-    ) -> list[Ticket]:
+    async def _record(self, conn: AsyncConnection, *, results: Sequence[_Result]) -> list[Ticket]:
         outcomes = []
         for r in results:
             c = r.claimed
@@ -415,13 +520,13 @@ class Dispatcher:
                     conn, new_id(), r.claimed.id, r.channel, r.provider, r.error or "", now
                 )
         failed_notes = {
-            r.claimed.notification_id
+            r.claimed.notification_id: r.note
             for r in results
             if r.status in ("failed", "dead") and not r.claimed.is_fallback
         }
         tickets: list[Ticket] = []
-        for notification_id in failed_notes:
-            tickets += await self._fallback(conn, notes[notification_id], now)
+        for note in failed_notes.values():
+            tickets += await self._fallback(conn, note, now)
         return tickets
 
     async def _fallback(self, conn: AsyncConnection, note: Outgoing, now: float) -> list[Ticket]:
@@ -545,13 +650,13 @@ async def _destinations(
     conn: AsyncConnection,
     cipher: _Plaintexts,
     claimed: Sequence[Claimed],
-    notes: dict[str, Outgoing],
+    owner: dict[str, str],
 ) -> dict[str, Destination]:
-    """The destination of every claimed delivery that still has one, in one query per table.
+    """The destination of every delivery that still has one, in one query per table
+    (``owner``: delivery id → subscriber id; another subscriber's device is not one).
 
     (A query per delivery was the dispatcher's largest cost per batch.)
     """
-    owner = {c.id: notes[c.notification_id].subscriber_id for c in claimed}
     found: dict[str, Destination] = {}
     people = {owner[c.id] for c in claimed if c.channel in ("email", "sms")}
     if people:

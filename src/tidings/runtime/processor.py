@@ -8,19 +8,31 @@ into the state, so a batch decides exactly as one-by-one would), and stores deci
 notifications (unique per event × rule × recipient), deliveries, inbox items, digest folds
 and cancellations. After the commit the due deliveries are published to the broker and new
 inbox items to the live streams.
+
+Due external deliveries are *born leased* when the dispatcher of this process can take them
+(see :class:`Sender`): the same transaction inserts them ``sending`` under its lease and
+reads their destinations, and after the commit they go straight to it with the notification
+and event already in memory — no ticket, no claim transaction, no re-read. A delivery with an
+earlier one of its subject and destination still open (in the store, or earlier in this
+batch) is born ``pending`` instead and waits its turn through the broker, as do all of them
+while the dispatcher has many calls in flight. If the process dies before the outcome is
+committed, the lease brings the row back (:func:`~tidings.store.deliveries.release_leases_of`
+at once, or when it runs out); only a call in flight at that instant may be made twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.channels.base import Destination
 from tidings.clock import Clock
 from tidings.ids import new_id
 from tidings.metrics import Metrics
@@ -30,7 +42,7 @@ from tidings.store import Store, schedule
 from tidings.store import events as event_rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.db import advisory_lock, bulk_insert
-from tidings.store.deliveries import existing_dedup_keys
+from tidings.store.deliveries import Claimed, Outgoing, existing_dedup_keys, open_order_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
@@ -49,11 +61,48 @@ from tidings.strategy.model import (
 log = logging.getLogger(__name__)
 
 
+Leased = tuple[Claimed, Outgoing, Destination | None]
+"""A born-leased delivery with what sending it needs (``None``: its destination is gone)."""
+
+
+class Sender(Protocol):
+    """The dispatcher of this process, as the processor hands it born-leased deliveries."""
+
+    owner: str
+    """How it signs its leases (:func:`~tidings.store.deliveries.lease_owner`)."""
+    lease: float
+    """Seconds a lease lasts."""
+
+    def room(self) -> int:
+        """How many more born-leased deliveries it takes now."""
+        ...
+
+    async def destinations(
+        self, conn: AsyncConnection, items: Sequence[Claimed], owners: dict[str, str]
+    ) -> dict[str, Destination]:
+        """Where each delivery goes (``owners``: delivery id → subscriber id)."""
+        ...
+
+    def send_leased(self, items: Sequence[Leased]) -> None:
+        """Attempt deliveries committed ``sending`` under its lease, and record outcomes."""
+        ...
+
+
+_SENDERS: weakref.WeakKeyDictionary[Broker, Sender] = weakref.WeakKeyDictionary()
+
+
+def send_through(broker: Broker, sender: Sender) -> None:
+    """Make ``sender`` the dispatcher that sends what processors publishing to ``broker``
+    decide (in this process: both hold the same broker object)."""
+    _SENDERS[broker] = sender
+
+
 @dataclass(slots=True)
 class _Written:
     tickets: list[Ticket] = field(default_factory=list)
     inbox: list[dict[str, Any]] = field(default_factory=list)
     latencies: list[tuple[str, float]] = field(default_factory=list)
+    leased: list[Leased] = field(default_factory=list)
 
 
 def delivery_rows(
@@ -95,6 +144,8 @@ def delivery_rows(
                     "created_at": now,
                     "due_at": due_at,
                     "enqueued_at": None if later else now,
+                    "lease_until": None,
+                    "leased_by": None,
                     "started_at": now if inapp and not later else None,
                     "finished_at": now if inapp and not later else None,
                     "tp": now - accepted_at,
@@ -120,6 +171,7 @@ class Processor:
         hub: InboxHub,
         *,
         batch: int = 64,
+        sender: Sender | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -134,6 +186,12 @@ class Processor:
         # runs inline): 64 events keep that under ~20 ms, so a backlog after a hiccup does not
         # stall intake; per event it costs about what 256 did.
         self._batch = batch
+        self._sender = sender
+
+    @property
+    def sender(self) -> Sender | None:
+        """The dispatcher born-leased deliveries go to (``None``: every one is a ticket)."""
+        return self._sender if self._sender is not None else _SENDERS.get(self.broker)
 
     def submit(self, accepted: Sequence[StoredEvent]) -> None:
         """Hand freshly committed events over (the recovery loop finds any lost here)."""
@@ -191,6 +249,10 @@ class Processor:
             return await self._write(conn, batch, recipients, targets, self.clock.now())
 
         written = await self.store.write(write)
+        if written.leased:
+            sender = self.sender
+            assert sender is not None
+            sender.send_leased(written.leased)
         if written.tickets:
             await self.broker.publish(written.tickets)
         for row in written.inbox:
@@ -243,7 +305,7 @@ class Processor:
             for rule in self.policy.rules_for(i.event.type)
             for rid in recipient_ids(rule, i.event.data)
         ]
-        out = _Batch(now, set(await existing_dedup_keys(conn, keys)))
+        out = _Batch(now, set(await existing_dedup_keys(conn, keys)), self.sender)
         for item in items:
             made = decide(self.policy, item.event, recipients, now, state)
             subject = item.event.subject
@@ -273,6 +335,7 @@ class _Batch:
 
     now: float
     seen: set[str]
+    sender: Sender | None
     decisions: dict[str, list[tuple[Decision, list[str]]]] = field(default_factory=dict)
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
@@ -282,6 +345,8 @@ class _Batch:
     latencies: list[tuple[str, float]] = field(default_factory=list)
     origin: dict[str, tuple[str, int]] = field(default_factory=dict)
     """notification id → (event pk, index of its decision), for in-batch cancellation."""
+    items: dict[str, StoredEvent] = field(default_factory=dict)
+    """The batch's events by pk (born-leased deliveries carry their envelopes)."""
 
     def record(
         self,
@@ -317,6 +382,7 @@ class _Batch:
         now = self.now
         notification_id = new_id()
         self.origin[notification_id] = (item.pk, len(made))
+        self.items[item.pk] = item
         made.append((decision, [notification_id]))
         self.notes[notification_id] = _notification_row(notification_id, item.pk, plan, key, now)
         where = targets.get(plan.subscriber_id, {"inapp": [("inapp", None)]})
@@ -418,6 +484,7 @@ class _Batch:
         )
         if self.notes:
             await bulk_insert(conn, notifications, list(self.notes.values()))
+        leased = await self._lease(conn) if self.sender is not None else []
         if self.deliveries:
             await bulk_insert(conn, deliveries, self.deliveries)
         if self.inbox:
@@ -425,13 +492,95 @@ class _Batch:
         await schedule.fold_digests(conn, self.folds)
         await schedule.cancel(conn, self.cancels, self.now)
         subjects = {nid: row["subject"] for nid, row in self.notes.items()}
-        written = _Written(latencies=self.latencies, inbox=self.inbox)
+        written = _Written(latencies=self.latencies, inbox=self.inbox, leased=leased)
         written.tickets = [
             Ticket(row["id"], row["lane"], subjects.get(row["notification_id"]))
             for row in self.deliveries
             if row["status"] == "pending" and row["due_at"] <= self.now
         ]
         return written
+
+    async def _lease(self, conn: AsyncConnection) -> list[Leased]:
+        """Turn the due external deliveries that may go at once into born-leased ones.
+
+        Per (subject, channel, destination) only the first of the batch may, and only if no
+        delivery of it is open in the store: the rest are ``pending`` and wait their turn
+        (see :func:`~tidings.store.deliveries.claim`). At most the sender's room.
+        """
+        sender = self.sender
+        assert sender is not None
+        now = self.now
+        room = sender.room()
+        due = [r for r in self.deliveries if r["status"] == "pending" and r["due_at"] <= now]
+        if room <= 0 or not due:
+            return []
+        first: dict[tuple[str, str, str], dict[str, Any]] = {}
+        free: set[str] = set()
+        for row in due:
+            order_key = row["order_key"]
+            if order_key is None:
+                free.add(row["id"])
+                continue
+            key = (order_key, row["channel"], row["device_id"] or "")
+            held = first.get(key)
+            if held is None or (row["seq"] or 0.0, row["id"]) < (held["seq"] or 0.0, held["id"]):
+                first[key] = row
+        if first:
+            busy = await open_order_keys(conn, [key[0] for key in first])
+            free.update(row["id"] for key, row in first.items() if key not in busy)
+        chosen = [row for row in due if row["id"] in free][:room]
+        if not chosen:
+            return []
+        lease_until = now + sender.lease
+        owner = sender.owner
+        claimed = []
+        for row in chosen:
+            row["status"] = "sending"
+            row["lease_until"] = lease_until
+            row["leased_by"] = owner
+            row["started_at"] = now
+            claimed.append(
+                Claimed(
+                    row["id"],
+                    row["notification_id"],
+                    row["channel"],
+                    row["destination_kind"],
+                    row["device_id"],
+                    row["lane"],
+                    0,
+                    row["accepted_at"],
+                    row["created_at"],
+                    row["due_at"],
+                    row["enqueued_at"],
+                    row["is_fallback"],
+                )
+            )
+        notes: dict[str, Outgoing] = {}
+        for c in claimed:
+            if c.notification_id not in notes:
+                notes[c.notification_id] = self._outgoing(self.notes[c.notification_id])
+        owners = {c.id: notes[c.notification_id].subscriber_id for c in claimed}
+        found = await sender.destinations(conn, claimed, owners)
+        return [(c, notes[c.notification_id], found.get(c.id)) for c in claimed]
+
+    def _outgoing(self, note: dict[str, Any]) -> Outgoing:
+        """What :func:`~tidings.store.deliveries.outgoing` would read back for ``note``."""
+        item = self.items[note["event_pk"]]
+        event = item.event
+        return Outgoing(
+            note["id"],
+            note["subscriber_id"],
+            note["category"],
+            note["priority"],
+            note["subject"],
+            note["locale"],
+            note["content"],
+            note["fallback"],
+            note["expires_at"],
+            item.pk,
+            event.envelope(),
+            event.time if event.time is not None else item.received_at,
+        )
 
 
 async def _lock_keys(conn: AsyncConnection, batch: Sequence[StoredEvent], policy: Policy) -> None:

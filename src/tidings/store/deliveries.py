@@ -3,7 +3,9 @@
 Delivery status life cycle::
 
     pending ──claim──▶ sending ──▶ sent | delivered
-       ▲                  │
+       ▲              ▲   │
+       │     (born)───┘   │  (decided due, first of its subject: leased to this process's
+       │                  │   dispatcher in the deciding transaction, see open_order_keys)
        └──── retry ◀──────┤ (transient, budget left: pending again with a later due_at)
                           ├──▶ failed   (permanent)
                           └──▶ dead     (budget spent) ──replay──▶ pending
@@ -29,6 +31,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -74,6 +77,41 @@ class Claimed:
 
 ORDER_WAIT = 0.2
 """How long a delivery waits behind an earlier one of its subject before it is tried again."""
+
+
+async def _select_in(conn: AsyncConnection, sql: str, values: Sequence[Any]) -> list[Any]:
+    """Rows of ``sql``, whose ``{}`` stands for the list ``values``: one statement for both
+    backends, run on the plain ``sqlite3`` connection on SQLite (see :func:`sqlite_rows`)."""
+    if conn.dialect.name == "sqlite":
+        return await sqlite_rows(conn, sql.format(placeholders(len(values))), values)
+    names = [f"v{i}" for i in range(len(values))]
+    statement = text(sql.format(", ".join(f":{name}" for name in names)))
+    return list(await conn.execute(statement, dict(zip(names, values, strict=True))))
+
+
+_OPEN_ORDER_KEYS = (
+    "SELECT order_key, channel, coalesce(device_id, '') FROM deliveries"
+    " WHERE order_key IN ({}) AND status IN ('pending', 'sending')"
+)
+
+
+async def open_order_keys(
+    conn: AsyncConnection, order_keys: Sequence[str]
+) -> set[tuple[str, str, str]]:
+    """``(order_key, channel, device_id or '')`` of the open (``pending`` or ``sending``)
+    deliveries with one of ``order_keys``.
+
+    A delivery with one of these ahead of it must wait its turn (see :func:`claim`): it is
+    not born leased. Looked up through ``ix_deliveries_order`` (order_key, status).
+    """
+    found: set[tuple[str, str, str]] = set()
+    keys = list(dict.fromkeys(order_keys))
+    for start in range(0, len(keys), 500):
+        for key, channel, device in await _select_in(
+            conn, _OPEN_ORDER_KEYS, keys[start : start + 500]
+        ):
+            found.add((key, channel, device))
+    return found
 
 
 def _earlier_in_flight() -> Any:
