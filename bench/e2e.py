@@ -16,9 +16,9 @@ against a fresh ``tidings serve`` (new temp dir, new database) started as a user
 - ``T2``: N events in batches of 500 from 4 keep-alive connections;
 - ``T3``: an open loop (paced by a schedule, not by answers) at a quarter of the bare
   endpoint's req/s for ``--t3-seconds``; POST → delivered percentiles from the scheduled time;
-- ``crash``: T2's load with one service process ``kill -9``ed when half the events are
-  accepted (a child when there are several, else the service itself, which the bench
-  restarts on the same database and port); the producer retries what was not answered.
+- ``crash``: T2's load with one service process ``kill -9``ed when half the deliveries have
+  arrived (a child when there are several, else the service itself, which the bench restarts
+  on the same database and port); the producer retries what was not answered.
 
 Throughput is first send → last delivery at the sink. CPU is utime + stime of the service
 and all its descendants (``/proc``) over that wall time; RSS the sum over its processes, the
@@ -771,28 +771,48 @@ def batch_load(
     crash_at: int | None = None,
     drain_seconds: float = DRAIN_SECONDS,
 ) -> dict[str, Any]:
-    """T2 (and the crash run): every event in batches of 500; arrivals checked per event."""
+    """T2 (and the crash run): every event in batches of 500; arrivals checked per event.
+
+    With ``crash_at``, one process is killed (:meth:`Service.crash`) once that many deliveries
+    arrived at the sink: mid-run, while the backlog is being sent (and usually still taken in).
+    """
     batches = _batches(run, events, subscribers)
     by_id = {item["id"]: item for batch in batches for item in batch}
     svc.sample()
     cpu_before = svc.cpu_by_process()
     crash: dict[str, Any] = {}
-    crashing: list[threading.Thread] = []
+    progress = {"accepted": 0}
+    finished = threading.Event()
 
     def on_accepted(count: int) -> None:
-        if crash_at is not None and count >= crash_at and not crashing:
-            thread = threading.Thread(target=lambda: crash.update(svc.crash()), daemon=True)
-            crashing.append(thread)
-            crash["at_accepted"] = count
-            crash["at_seconds"] = round(time.time() - started_at, 2)
-            thread.start()
+        progress["accepted"] = count
 
+    def crasher() -> None:
+        assert crash_at is not None
+        while sink.count.value < crash_at:
+            if finished.wait(0.005):
+                return
+        crash.update(
+            at_deliveries=int(sink.count.value),
+            at_accepted=progress["accepted"],
+            at_seconds=round(time.time() - started_at, 2),
+        )
+        crash.update(svc.crash())
+
+    watcher = threading.Thread(target=crasher, daemon=True)
     started_at = time.time()
-    sent = on_uvloop(_post_batches(svc.port, batches, time.monotonic() + SEND_SECONDS, on_accepted))
-    for thread in crashing:
-        thread.join(90)
-    ids: set[str] = sent.pop("ids")
-    complete = drain(sink, 2 * len(ids), time.monotonic() + drain_seconds)
+    if crash_at is not None:
+        watcher.start()
+    try:
+        sent = on_uvloop(
+            _post_batches(svc.port, batches, time.monotonic() + SEND_SECONDS, on_accepted)
+        )
+        ids: set[str] = sent.pop("ids")
+        complete = drain(sink, 2 * len(ids), time.monotonic() + drain_seconds)
+    finally:
+        finished.set()
+        if watcher.is_alive():
+            watcher.join(90)
     result = outcome(
         sink, len(ids), started_at, sent.pop("last_send_at"), complete, svc, cpu_before, time.time()
     )
@@ -1041,8 +1061,9 @@ def table(report: dict[str, Any]) -> str:
         p = report["crash"]
         crash = p.get("crash", {})
         notes = (
-            f"kill -9 of the {crash.get('killed', '?')} "
-            f"at {crash.get('at_accepted', '?')} accepted; "
+            f"kill -9 of the {crash.get('killed', '?')} at {crash.get('at_seconds', '?')} s "
+            f"({crash.get('at_accepted', '?')} accepted, {crash.get('at_deliveries', '?')} "
+            "delivered); "
             f"lost {p['lost']}, duplicated {p['duplicates']}, "
             f"{p['errors']} connection errors retried"
         )
@@ -1150,7 +1171,7 @@ def run(
                         events,
                         subscribers,
                         f"cr{uuid.uuid4().hex[:6]}",
-                        crash_at=events // 2,
+                        crash_at=events,  # half the deliveries
                         drain_seconds=drain_seconds,
                     )
                 result["service_errors"] = svc.errors()
