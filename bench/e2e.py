@@ -1192,7 +1192,7 @@ def main() -> None:
     parser.add_argument("--t3-seconds", type=float, default=10.0, help="T3's length (default 10)")
     parser.add_argument("--subscribers", type=int, default=200, help="buyers = sellers (200)")
     parser.add_argument(
-        "--seed-events", type=int, default=5000, help="messages of the seed pattern (5,000)"
+        "--seed-events", type=int, default=None, help="messages of the seed pattern (default N)"
     )
     parser.add_argument(
         "--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}"
@@ -1218,7 +1218,7 @@ def main() -> None:
         args.seconds,
         only,
         args.subscribers,
-        min(args.seed_events, args.events),
+        args.events if args.seed_events is None else args.seed_events,
         args.t3_seconds,
         args.drain,
     )
