@@ -233,7 +233,9 @@ class Tidings:
             "TIDINGS_LOG_LEVEL": "WARNING",
             "TIDINGS_INBOX_SECRET": "bench-inbox-secret-0123456789",
         }
+        # one process: the CPU per delivery is read off its /proc entry
         command = [sys.executable, "-m", "tidings.cli", "serve", "--port", str(self.port)]
+        command += ["--processes", "1"]
         command += ["--config", str(workdir / "tidings.yaml")]
         self.log = (workdir / "serve.log").open("wb")
         self.proc = subprocess.Popen(
