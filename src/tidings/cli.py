@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,20 +80,31 @@ def serve(
     _logging()
     settings = _settings(config)
     if count > 1 and LISTEN_FD not in os.environ:
-        command = ["serve", "--host", host, "--port", str(port), "--role", role]
-        if config is not None:
-            command += ["--config", config]
-        raise typer.Exit(_run(_supervise(settings, host, port, role, count, command)))
+        given = [] if config is None else ["--config", config]
+        command = ["serve", "--host", host, "--port", str(port), "--role", role, *given]
+        prepared = subprocess.run(
+            [sys.executable, "-m", "tidings.runtime.prepare", *given],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if prepared.returncode != 0:
+            raise typer.Exit(prepared.returncode)
+        generated = prepared.stdout.strip() or None
+        raise typer.Exit(_run(_supervise(settings, host, port, role, count, command, generated)))
     _run(_serve(settings, host, port, role))
 
 
 async def _supervise(
-    settings: Settings, host: str, port: int, role: str, count: int, command: list[str]
+    settings: Settings,
+    host: str,
+    port: int,
+    role: str,
+    count: int,
+    command: list[str],
+    generated: str | None,
 ) -> int:
-    from tidings.runtime.service import prepare
     from tidings.runtime.supervisor import Supervisor, listening_socket
 
-    generated = await prepare(settings)
     sock = None if role == "worker" else listening_socket(host, port)
     child = [sys.executable, "-m", "tidings.cli", *command, "--processes", "1"]
     supervisor = Supervisor(child, count, sock, database=settings.database)
