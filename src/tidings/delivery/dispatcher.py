@@ -7,7 +7,8 @@ no ticket, no claim transaction, no re-read. The rest (retries, fired deferrals,
 fallbacks, deliveries waiting behind an earlier one of their subject, the overflow while many
 calls are in flight) come as tickets through the broker and are claimed first (:meth:`handle`).
 Outcomes are committed in group commits: whatever finished meanwhile, from any batch, goes in
-the next write (see :meth:`_record_soon`).
+one write, which joins the processor's next transaction when there is one soon (see
+:meth:`record_now`).
 
 Per provider: a concurrency limit, a rate limit and a circuit breaker; per channel, the
 config's provider list is the failover order (a provider whose breaker is open is skipped).
@@ -58,6 +59,10 @@ from tidings.store.tables import deliveries, devices, subscribers, webhook_endpo
 log = logging.getLogger(__name__)
 _OPEN_RECHECK = 0.25
 """Seconds a delivery waits before looking again when every provider's circuit is open."""
+RECORD_WITHIN = 0.02
+"""Seconds an outcome waits at most for a transaction to join before it gets one of its own.
+(Before it is committed its row stays ``sending``: a crash meanwhile sends it again, as one
+in flight; the batches of tickets waited up to 0.1 s for their slowest calls before.)"""
 LEASED_IN_FLIGHT = 512
 """Born-leased deliveries this dispatcher takes at most at once (the embedded broker's own
 bound on claimed ones: 8 batches of 64). Beyond it the processor makes them ``pending`` and
@@ -154,7 +159,8 @@ class Dispatcher:
         """Outcomes waiting for the next group commit."""
         self._committed: asyncio.Future[None] | None = None
         """Resolved when the outcomes in :attr:`_results` are committed."""
-        self._recorder: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._recording: set[asyncio.Task[None]] = set()
         self.refresh_gauges()
         # the processors of this process hand the deliveries they decide to this dispatcher
         send_through(broker, self)
@@ -210,8 +216,9 @@ class Dispatcher:
             task.cancel()
         if self._leased:
             await asyncio.wait(set(self._leased))
-        if self._recorder is not None:
-            await asyncio.wait([self._recorder], timeout=5)
+        self.record_now()
+        if self._recording:
+            await asyncio.wait(set(self._recording), timeout=5)
         closed: set[int] = set()
         for slots in self.slots.values():
             for slot in slots:
@@ -298,40 +305,47 @@ class Dispatcher:
     def _record_soon(self, result: _Result) -> asyncio.Future[None]:
         """Queue ``result`` for the next commit of outcomes; resolved once it is committed.
 
-        One commit at a time takes every outcome that arrived while the previous one ran, from
-        whichever batch or born-leased delivery: under load a commit carries hundreds.
+        That commit comes when the processor writes next (:meth:`record_now`), or after
+        :data:`RECORD_WITHIN`: under load one carries the outcomes of many batches.
         """
         self._results.append(result)
         committed = self._committed
         if committed is None:
             committed = self._committed = asyncio.get_running_loop().create_future()
-        if self._recorder is None:
-            self._recorder = asyncio.ensure_future(self._record_all())
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(RECORD_WITHIN, self.record_now)
         return committed
 
-    async def _record_all(self) -> None:
+    def record_now(self) -> None:
+        """Write the outcomes waiting now. The processor calls this right before it queues its
+        own write, so that both go in one transaction (the writer takes what is queued)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._results:
+            return
+        results, self._results = self._results, []
+        committed, self._committed = self._committed, None
+        assert committed is not None
+        task = asyncio.ensure_future(self._commit_outcomes(results, committed))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _commit_outcomes(
+        self, results: list[_Result], committed: asyncio.Future[None]
+    ) -> None:
         try:
-            while self._results:
-                results, self._results = self._results, []
-                committed, self._committed = self._committed, None
-                try:
-                    fallback_tickets = await self.store.write(
-                        partial(self._record, results=results)
-                    )
-                except Exception as exc:  # noqa: BLE001 - the leases bring the rows back
-                    log.warning("recording %d outcomes failed: %s", len(results), exc)
-                    if committed is not None:
-                        committed.set_exception(exc)
-                        committed.exception()  # whoever waits sees it; nobody must
-                    continue
-                if committed is not None:
-                    committed.set_result(None)
-                if fallback_tickets:
-                    await self.broker.publish(fallback_tickets)
-                for result in results:
-                    self._observe(result)
-        finally:
-            self._recorder = None
+            fallback_tickets = await self.store.write(partial(self._record, results=results))
+        except Exception as exc:  # noqa: BLE001 - the leases bring the rows back
+            log.warning("recording %d outcomes failed: %s", len(results), exc)
+            committed.set_exception(exc)
+            committed.exception()  # whoever waits sees it; nobody must
+            return
+        committed.set_result(None)
+        if fallback_tickets:
+            await self.broker.publish(fallback_tickets)
+        for result in results:
+            self._observe(result)
 
     async def _attempt(
         self, item: Claimed, note: Outgoing, destination: Destination | None

@@ -87,6 +87,10 @@ class Sender(Protocol):
         """Attempt deliveries committed ``sending`` under its lease, and record outcomes."""
         ...
 
+    def record_now(self) -> None:
+        """Queue the write of the outcomes it holds now (to join the next transaction)."""
+        ...
+
 
 _SENDERS: weakref.WeakKeyDictionary[Broker, Sender] = weakref.WeakKeyDictionary()
 
@@ -248,9 +252,11 @@ class Processor:
             # waiting for the writer belongs to Tp (accept → decided), not to the queue wait
             return await self._write(conn, batch, recipients, targets, self.clock.now())
 
+        sender = self.sender
+        if sender is not None:
+            sender.record_now()  # the outcomes of earlier batches commit with this one
         written = await self.store.write(write)
         if written.leased:
-            sender = self.sender
             assert sender is not None
             sender.send_leased(written.leased)
         if written.tickets:

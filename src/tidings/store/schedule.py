@@ -12,6 +12,7 @@ also after a crash.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.ids import new_id
+from tidings.store.deliveries import rows_of
 from tidings.store.tables import decisions, deliveries, events, inbox_items, notifications
 from tidings.strategy import lifecycle
 from tidings.strategy.model import Cancellation, OpenDigest, PastEvent, Scheduled, State
@@ -57,53 +59,37 @@ async def load_state(
     wanted = sorted(set(subjects))
     people = sorted(set(subscribers))
     if wanted:
-        rows = await conn.execute(
-            select(
-                events.c.id,
-                events.c.subject,
-                events.c.type,
-                events.c.event_id,
-                events.c.time,
-                events.c.envelope,
-            )
-            .where(
-                events.c.subject.in_(wanted),
-                events.c.processed_at.is_not(None),
-                events.c.id.not_in(list(exclude_pks)),
-                _types(lifecycle.TRACKED | set(cancel_types)),
-            )
-            .order_by(events.c.processed_at, events.c.id)
+        types = lifecycle.TRACKED | set(cancel_types)
+        exact = sorted(t for t in types if "*" not in t)
+        globs = [g.replace("*", "%") for g in sorted(t for t in types if "*" in t)]
+        matching = " OR ".join(["type IN ({})"] * bool(exact) + ["type LIKE {}"] * len(globs))
+        excluded = list(exclude_pks)
+        history = await rows_of(
+            conn,
+            _HISTORY.format(" AND id NOT IN ({})" * bool(excluded), matching or "0 = 1"),
+            wanted,
+            *([excluded] if excluded else []),
+            *([exact] if exact else []),
+            *globs,
         )
-        for row in rows:
-            refund_id = (row.envelope.get("data") or {}).get("refund_id")
-            state.history.setdefault(row.subject, []).append(
-                PastEvent(
-                    row.type, row.event_id, row.time, None if refund_id is None else str(refund_id)
-                )
+        for _pk, subject, event_type, event_id, time, envelope in history:
+            state.history.setdefault(subject, []).append(
+                PastEvent(event_type, event_id, time, _refund_id(envelope))
             )
-        scheduled = await conn.execute(
-            _for_update(
-                conn,
-                select(
-                    notifications.c.id,
-                    notifications.c.event_pk,
-                    notifications.c.rule_id,
-                    notifications.c.subscriber_id,
-                    notifications.c.subject,
-                    notifications.c.cancel_on,
-                ).where(notifications.c.subject.in_(wanted), notifications.c.status == "scheduled"),
-            )
+        scheduled = await rows_of(
+            conn, _SCHEDULED + (" FOR UPDATE" if conn.dialect.name == "postgresql" else ""), wanted
         )
-        for row in scheduled:
-            if row.cancel_on:
-                state.scheduled.setdefault(row.subject, []).append(
+        for notification_id, event_pk, rule_id, subscriber_id, subject, cancel_on in scheduled:
+            cancel_on = _json(cancel_on)
+            if cancel_on:
+                state.scheduled.setdefault(subject, []).append(
                     Scheduled(
-                        row.id,
-                        row.event_pk,
-                        row.rule_id,
-                        row.subscriber_id,
-                        row.subject,
-                        tuple(row.cancel_on),
+                        notification_id,
+                        event_pk,
+                        rule_id,
+                        subscriber_id,
+                        subject,
+                        tuple(cancel_on),
                     )
                 )
     if people:
@@ -145,6 +131,35 @@ async def load_state(
                     row.id, int(digest.get("count", 1)), list(digest.get("events", [])), row.due_at
                 )
     return state
+
+
+_HISTORY = (
+    "SELECT id, subject, type, event_id, time, envelope FROM events"
+    " WHERE subject IN ({{}}) AND processed_at IS NOT NULL{} AND ({})"
+    " ORDER BY processed_at, id"
+)
+"""A batch's subjects' processed events of the given types, oldest first (the batch's own
+events excluded)."""
+_SCHEDULED = (
+    "SELECT id, event_pk, rule_id, subscriber_id, subject, cancel_on FROM notifications"
+    " WHERE subject IN ({}) AND status = 'scheduled'"
+)
+"""The deferred notifications of a batch's subjects (a cancel may take them)."""
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value as read by a plain statement (text on SQLite)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _refund_id(envelope: Any) -> str | None:
+    """``data.refund_id`` of a stored envelope (parsed only if it can be there)."""
+    if isinstance(envelope, str):
+        if '"refund_id"' not in envelope:
+            return None
+        envelope = json.loads(envelope)
+    refund_id = ((envelope or {}).get("data") or {}).get("refund_id")
+    return None if refund_id is None else str(refund_id)
 
 
 async def cancel(
