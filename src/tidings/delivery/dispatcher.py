@@ -336,14 +336,17 @@ class Dispatcher:
     ) -> None:
         try:
             fallback_tickets = await self.store.write(partial(self._record, results=results))
+            if fallback_tickets:
+                await self.broker.publish(fallback_tickets)
         except Exception as exc:  # noqa: BLE001 - the leases bring the rows back
             log.warning("recording %d outcomes failed: %s", len(results), exc)
             committed.set_exception(exc)
             committed.exception()  # whoever waits sees it; nobody must
             return
+        except BaseException:
+            committed.cancel()  # shutdown: the leases bring the rows back
+            raise
         committed.set_result(None)
-        if fallback_tickets:
-            await self.broker.publish(fallback_tickets)
         for result in results:
             self._observe(result)
 
