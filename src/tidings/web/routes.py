@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from starlette.responses import FileResponse, Response
 
 from tidings import __version__
@@ -25,7 +25,6 @@ from tidings.api.deps import page_limit, require, service
 from tidings.api.events import backlog_of, find_event
 from tidings.api.events import explain as explain_event
 from tidings.api.views import notifications_json
-from tidings.channels import console
 from tidings.clock import iso
 from tidings.errors import NotFound
 from tidings.runtime.service import Service
@@ -143,6 +142,7 @@ async def overview(
             )
         ).scalar_one()
         by_status = await _deliveries_by_status(request.app, conn, wall)
+        sent = await _console_sends(conn) if _has_console(svc) else []
     return {
         "now": wall,
         "version": __version__,
@@ -154,8 +154,41 @@ async def overview(
         "backlog": _backlog(svc),
         "providers": svc.dispatcher.providers(),
         "dead_letters": int(waiting),
-        "console": list(console.SENT)[-20:][::-1],
+        "console": sent,
     }
+
+
+def _has_console(svc: Service) -> bool:
+    return any(p["kind"] == "console" for p in svc.dispatcher.providers())
+
+
+async def _console_sends(conn: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """What the ``console`` provider recorded last, newest first, from the store: every
+    process of the service sends (``--processes N``), and in scale-out the workers do."""
+    d, n = deliveries, notifications
+    query = (
+        select(d.c.id, d.c.channel, d.c.destination_kind, n.c.subscriber_id, n.c.content)
+        .select_from(d.join(n, n.c.id == d.c.notification_id))
+        .where(d.c.provider == "console", d.c.status.in_(["sent", "delivered"]))
+        .limit(limit)
+    )
+    # SQLite walks the table backwards from its newest row and stops at the limit; elsewhere
+    # the creation time orders them
+    order = (
+        text("deliveries.rowid DESC") if conn.dialect.name == "sqlite" else d.c.created_at.desc()
+    )
+    rows = await conn.execute(query.order_by(order))
+    return [
+        {
+            "delivery_id": row.id,
+            "channel": row.channel,
+            "destination": row.destination_kind,
+            "subscriber_id": row.subscriber_id,
+            "title": str((row.content or {}).get("title", "")),
+            "body": str((row.content or {}).get("body", "")),
+        }
+        for row in rows
+    ]
 
 
 def _queue_depths(svc: Service) -> dict[str, int]:
