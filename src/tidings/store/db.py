@@ -231,7 +231,7 @@ class Writer:
             future.set_exception(exc)
 
 
-_LOCK_WAITS = (0.0005, 0.001, 0.002, 0.004, 0.008)
+_LOCK_WAITS = (0.0002, 0.0005, 0.001, 0.002)
 """Seconds between tries for SQLite's write lock (then the last one, until it is ours)."""
 
 
