@@ -347,8 +347,7 @@ class Dispatcher:
             committed.cancel()  # shutdown: the leases bring the rows back
             raise
         committed.set_result(None)
-        for result in results:
-            self._observe(result)
+        self._observe(results)
 
     async def _attempt(
         self, item: Claimed, note: Outgoing, destination: Destination | None
@@ -578,28 +577,38 @@ class Dispatcher:
             await conn.execute(insert(deliveries), fresh)
         return [Ticket(row["id"], row["lane"], note.subject) for row in fresh]
 
-    def _observe(self, r: _Result) -> None:
-        if r.provider is None and r.status == "pending":
-            return  # deferred behind an open circuit: nothing was attempted
+    def _observe(self, results: Sequence[_Result]) -> None:
+        """Metrics of a group of outcomes: counted per label set, latencies per delivery."""
         child = self.metrics.child
-        child(self.metrics.deliveries, r.channel, r.provider or "-", r.status).inc()
-        breaker = self._breakers.get(r.provider or "")
-        if breaker is not None:
-            up = 1 if breaker.state == "closed" else 0
-            if self._up.get(r.provider or "") != up:  # set on a change, not per delivery
-                self._up[r.provider or ""] = up
-                child(self.metrics.provider_up, r.provider or "").set(up)
-        if r.status in _SUCCESS:
-            c = r.claimed
-            channel = r.channel
-            latency = self.metrics.latency
-            tc = _queue_wait(r)
-            if tc is not None:
-                child(latency, "queue", channel).observe(tc)
-            if r.td is not None:
-                child(latency, "deliver", channel).observe(r.td)
-            child(latency, "produce", channel).observe(c.created_at - c.accepted_at)
-            child(latency, "total", channel).observe(r.finished_at - c.accepted_at)
+        latency = self.metrics.latency
+        counted: dict[tuple[str, str, str], int] = {}
+        providers: set[str] = set()
+        for r in results:
+            if r.provider is None and r.status == "pending":
+                continue  # deferred behind an open circuit: nothing was attempted
+            provider = r.provider or "-"
+            key = (r.channel, provider, r.status)
+            counted[key] = counted.get(key, 0) + 1
+            providers.add(r.provider or "")
+            if r.status in _SUCCESS:
+                c = r.claimed
+                channel = r.channel
+                tc = _queue_wait(r)
+                if tc is not None:
+                    child(latency, "queue", channel).observe(tc)
+                if r.td is not None:
+                    child(latency, "deliver", channel).observe(r.td)
+                child(latency, "produce", channel).observe(c.created_at - c.accepted_at)
+                child(latency, "total", channel).observe(r.finished_at - c.accepted_at)
+        for labels, count in counted.items():
+            child(self.metrics.deliveries, *labels).inc(count)
+        for provider in providers:
+            breaker = self._breakers.get(provider)
+            if breaker is not None:
+                up = 1 if breaker.state == "closed" else 0
+                if self._up.get(provider) != up:  # set on a change, not per delivery
+                    self._up[provider] = up
+                    child(self.metrics.provider_up, provider).set(up)
 
 
 def breaker_from(options: Any, clock: Clock) -> Breaker:
