@@ -92,6 +92,11 @@ class Sender(Protocol):
         ...
 
 
+_MAX_QUEUED = 4096
+"""Tickets waiting in this process's lanes past which the processor waits before deciding."""
+_ROOM_CHECK = 0.005
+_ROOM_PATIENCE = 5.0
+
 _SENDERS: weakref.WeakKeyDictionary[Broker, Sender] = weakref.WeakKeyDictionary()
 
 
@@ -211,6 +216,7 @@ class Processor:
         """Process submitted events in batches, forever."""
         while True:
             batch = [await self._queue.get()]
+            await self._delivery_room()
             while len(batch) < self._batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -221,6 +227,20 @@ class Processor:
                 await asyncio.sleep(1)
             finally:
                 self._held.difference_update(item.pk for item in batch)
+
+    async def _delivery_room(self) -> None:
+        """Wait while the deliveries already decided outrun the dispatcher.
+
+        Deciding is cheaper than sending: without this, a flood of events turns into an
+        ever longer queue of tickets in memory while the undecided backlog — what intake's
+        ``max_backlog`` watches — stays short, and no producer is ever told to slow down.
+        Waiting here lets the undecided backlog grow instead, so the 503s come where they
+        help. Bounded: after :data:`_ROOM_PATIENCE` seconds the batch goes ahead anyway.
+        """
+        for _ in range(int(_ROOM_PATIENCE / _ROOM_CHECK)):
+            if sum(self.broker.depth().values()) < _MAX_QUEUED:
+                return
+            await asyncio.sleep(_ROOM_CHECK)
 
     async def recover(self, older_than: float) -> int:
         """Re-process events accepted but never processed (after a crash); how many.

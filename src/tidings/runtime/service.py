@@ -137,11 +137,17 @@ class Service:
         self.intake = Intake(self.store, self.clock)
         self.templates = Templates(settings.templates, settings.default_locale)
         self.policy = Policy(settings, self.templates)
-        self.processor = Processor(
-            self.store, self.broker, self.policy, self.clock, self.metrics, self.hub
-        )
         self.dispatcher = Dispatcher(
             self.store, self.broker, settings, self.clock, self.metrics, base_dir=base_dir
+        )
+        self.processor = Processor(
+            self.store,
+            self.broker,
+            self.policy,
+            self.clock,
+            self.metrics,
+            self.hub,
+            sender=self.dispatcher,
         )
         # In-memory lanes never lose a published ticket while the process lives (a restart
         # republishes everything), so only RabbitMQ needs a prompt re-publish of rows whose
