@@ -2,7 +2,10 @@
 
 The database is the source of truth for every delivery (its row is committed together with
 the decision that created it); the broker carries *tickets* — "attempt delivery X now" — on
-three priority lanes. Guarantees every backend must give:
+three priority lanes. Not every delivery needs one: a due delivery the deciding process can
+send at once is born leased to its dispatcher and never passes through the broker (see
+:mod:`tidings.runtime.processor`); retries, deferred work, fallbacks, replays and the rest
+travel as tickets. Guarantees every backend must give:
 
 - ``publish`` returns only once the tickets are durable in the broker, or — for a backend
   that keeps them only in memory — once they are recoverable from the store (the scheduler
