@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import Server
+from tidings.crypto import Cipher
+from tidings.store import Store
 
 pytest_plugins = ["tests.services"]
 
@@ -42,3 +45,26 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend (a module may define its own ``database_url``)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't.db'}"
+    from tests.scaleout.cluster import fresh_database
+
+    database = fresh_database(request.getfixturevalue("services"))
+    request.addfinalizer(database.drop)
+    return str(database.url)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A started store on ``database_url`` with a fresh PII key."""
+    opened = Store(database_url, Cipher(os.urandom(32)))
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()

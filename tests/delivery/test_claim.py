@@ -3,9 +3,7 @@ PostgreSQL, and a claim that looks its rows up by id however long the backlog is
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,6 @@ import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.crypto import Cipher
 from tidings.store import Store
 from tidings.store import deliveries as delivery_store
 from tidings.store.db import inline_sqlite
@@ -21,27 +18,6 @@ from tidings.store.tables import attempts, deliveries, events, notifications
 
 pytestmark = pytest.mark.timeout(60)
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 't.db'}"
-    from tests.scaleout.cluster import fresh_database
-
-    database = fresh_database(request.getfixturevalue("services"))
-    request.addfinalizer(database.drop)
-    return database.url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    opened = Store(database_url, Cipher(os.urandom(32)))
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 def note_row(note_id: str, event_pk: str, **extra: Any) -> dict[str, Any]:

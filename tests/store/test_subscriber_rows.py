@@ -3,9 +3,6 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +10,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.channels.base import Channel
-from tidings.crypto import Cipher
 from tidings.store import Store
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.subscribers import Target
@@ -22,27 +18,6 @@ from tidings.strategy.model import Recipient
 
 pytestmark = pytest.mark.timeout(60)
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 't.db'}"
-    from tests.scaleout.cluster import fresh_database
-
-    database = fresh_database(request.getfixturevalue("services"))
-    request.addfinalizer(database.drop)
-    return database.url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    opened = Store(database_url, Cipher(os.urandom(32)))
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 async def core_recipients(
