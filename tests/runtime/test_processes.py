@@ -176,7 +176,8 @@ def test_kill_9_of_one_process_mid_load_loses_nothing_and_sends_nothing_twice(
         assert set(ids_per_event) == accepted
         assert all(len(ids) == 1 for ids in ids_per_event.values())
         repeats = sum(Counter(receiver.ids).values()) - len(set(receiver.ids))
-        assert repeats <= 64, repeats  # at most one batch in flight in the dead process
+        # only what the dead process had in flight (born-leased calls are capped at 512)
+        assert repeats <= 512, repeats
     finally:
         server.stop()
 
