@@ -92,21 +92,22 @@ class PeerHub(InboxHub):
         sender = self._sender
         if sender is None or not items:
             return
+        # each item encoded once; a datagram is a JSON array of them
         chunks: list[bytes] = []
-        chunk: list[dict[str, Any]] = []
+        chunk: list[bytes] = []
         size = 0
         for item in items:
-            encoded = _ENCODE(item)
+            encoded = _ENCODE(item).encode()
             if chunk and size + len(encoded) > self.MAX_DATAGRAM:
-                chunks.append(_ENCODE(chunk).encode())
+                chunks.append(b"[" + b",".join(chunk) + b"]")
                 chunk, size = [], 0
-            chunk.append(item)
+            chunk.append(encoded)
             size += len(encoded) + 1
-        chunks.append(_ENCODE(chunk).encode())
+        chunks.append(b"[" + b",".join(chunk) + b"]")
         for peer in self._peer_paths():
             for data in chunks:
                 try:
-                    sender.sendto(data, str(peer))
+                    sender.sendto(data, peer)
                 except OSError:  # gone, not yet there, or full: best effort
                     break
 
