@@ -55,7 +55,7 @@ async def test_the_history_matches_the_tables(database_url: str) -> None:
     _, diff, revision = await _run(database_url, migrations.upgrade, _diff, migrations.current)
     # a failure here means tables.py changed without a revision: see tidings.store.migrations
     assert diff == []
-    assert revision == migrations.head()
+    assert revision == migrations.heads()
 
 
 async def test_upgrade_is_idempotent_and_downgrade_empties(database_url: str) -> None:
@@ -74,7 +74,7 @@ async def test_a_database_from_before_the_history_is_adopted(database_url: str) 
     _, _, revision, diff = await _run(
         database_url, metadata.create_all, migrations.upgrade, migrations.current, _diff
     )
-    assert revision == migrations.head() and diff == []
+    assert revision == migrations.heads() and diff == []
 
 
 async def test_processes_starting_together_migrate_once(postgres_database: str) -> None:
@@ -90,4 +90,4 @@ async def test_processes_starting_together_migrate_once(postgres_database: str) 
         for engine in engines:
             await engine.dispose()
     (revision,) = await _run(postgres_database, migrations.current)
-    assert revision == migrations.head()
+    assert revision == migrations.heads()

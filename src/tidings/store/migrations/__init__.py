@@ -37,16 +37,14 @@ def config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-def head() -> str:
-    """The newest revision."""
-    revision = ScriptDirectory.from_config(config()).get_current_head()
-    assert revision is not None
-    return revision
+def heads() -> frozenset[str]:
+    """The newest revisions: one per branch (several features may each add one to ``0003``)."""
+    return frozenset(ScriptDirectory.from_config(config()).get_heads())
 
 
-def current(connection: Connection) -> str | None:
-    """The revision ``connection``'s database is at (``None``: never migrated)."""
-    return MigrationContext.configure(connection).get_current_revision()
+def current(connection: Connection) -> frozenset[str]:
+    """The revisions ``connection``'s database is at (empty: never migrated)."""
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
 
 
 def upgrade(connection: Connection) -> None:
@@ -55,6 +53,6 @@ def upgrade(connection: Connection) -> None:
         # held until the caller commits: a second process waits, then finds nothing to do
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     cfg = config(connection)
-    if current(connection) is None and inspect(connection).has_table("events"):
+    if not current(connection) and inspect(connection).has_table("events"):
         command.stamp(cfg, BASELINE)  # made by create_all before the history began
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
