@@ -54,3 +54,17 @@ def test_later_ids_sort_after_earlier_ones() -> None:
     first = new_id()
     time.sleep(0.002)
     assert new_id() > first
+
+
+def test_ids_of_one_millisecond_follow_the_order_they_were_minted_in() -> None:
+    minted = [new_id() for _ in range(20_000)]  # many per millisecond
+    assert minted == sorted(minted)
+    assert len(set(minted)) == len(minted)
+    millis = [uuid.UUID(i).int >> 80 for i in minted]
+    assert len(set(millis)) < len(minted)  # the test did mint several ids in one millisecond
+
+
+def test_monotonic_ids_keep_the_version_and_variant_bits() -> None:
+    for made in (new_id() for _ in range(2_000)):
+        parsed = uuid.UUID(made)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122

@@ -1,4 +1,10 @@
-"""Identifiers: UUIDv7 strings — unique, time-ordered (so they sort as cursors)."""
+"""Identifiers: UUIDv7 strings — unique, and monotonic within a process (so they sort as cursors).
+
+Ids minted in one millisecond by one process follow each other as monotonic ULIDs do: the
+first takes fresh random bits, each next one adds one to them (RFC 9562 §6.2, method 2), so
+the items of one batch list in the order they were made. Across processes ids stay unique
+(each millisecond of each process starts from its own 74 random bits) and time-ordered.
+"""
 
 from __future__ import annotations
 
@@ -44,12 +50,51 @@ class _Entropy:
 _entropy = _Entropy()
 
 
+class _Sequence:
+    """The last id's millisecond and random bits, to make the next one follow it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._millis = -1
+        self._rand = 0
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # a forked child must not continue its parent's sequence: it would repeat its ids
+        self._lock = threading.Lock()
+        self._millis = -1
+        self._rand = 0
+
+    def next(self, millis: int) -> tuple[int, int]:
+        """The (millisecond, 74 random bits) of the next id: after the last one, always."""
+        with self._lock:
+            if millis > self._millis:
+                self._millis = millis
+                # the top bit stays clear: 2**73 increments of room before the bits overflow
+                self._rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big") >> 7
+            else:  # same millisecond, or the clock stepped back: count on from the last id
+                self._rand += 1
+                if self._rand >> _RAND_BITS:
+                    self._millis += 1
+                    self._rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big") >> 7
+            return self._millis, self._rand
+
+
+_RAND_BITS = 74
+"""UUIDv7's ``rand_a`` (12 bits) and ``rand_b`` (62 bits), counted as one number."""
+_sequence = _Sequence()
+
+
 def new_id() -> str:
-    """A fresh UUIDv7 (RFC 9562) as a string; later ids sort after earlier ones."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big")
-    value = (millis & ((1 << 48) - 1)) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    """A fresh UUIDv7 (RFC 9562) as a string; later ids of this process sort after earlier ones.
+
+    >>> a, b = new_id(), new_id()
+    >>> a < b
+    True
+    """
+    millis, rand = _sequence.next(time.time_ns() // 1_000_000)
+    high = rand >> 62  # rand_a: 12 bits after the version nibble
+    low = rand & ((1 << 62) - 1)  # rand_b: 62 bits after the variant
+    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | high << 64 | 0x2 << 62 | low
     h = f"{value:032x}"  # formatting by hand is 4x cheaper than str(uuid.UUID(int=…))
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
