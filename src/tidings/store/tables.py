@@ -223,3 +223,41 @@ inbox_items = Table(
     Column("archived_at", Float),
 )
 Index("ix_inbox_subscriber", inbox_items.c.subscriber_id, inbox_items.c.id)
+
+# issue 14: status callbacks to the shop, their outbox, and the audit trail of API/CLI writes
+status_callbacks = Table(
+    "status_callbacks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("url_enc", Text, nullable=False),
+    Column("secret_enc", Text, nullable=False),
+    Column("types", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+callback_outbox = Table(
+    "callback_outbox",
+    metadata,
+    # the ``webhook-id``: one per status change and callback, the same on every retry
+    Column("id", String(36), primary_key=True),
+    Column("callback_id", String(36), nullable=False, index=True),
+    Column("type", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("last_error", Text),
+)
+Index("ix_callback_outbox_due", callback_outbox.c.status, callback_outbox.c.due_at)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("action", String(128), nullable=False),
+    Column("resource", String(1024), nullable=False),
+    Column("at", Float, nullable=False),
+)
