@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -17,6 +18,30 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+READY_WAIT = 60.0
+"""Seconds a start waits for readiness: a loaded 2-core machine may take that long."""
+
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def track(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Remember a process a test started: whatever path the test takes, it is killed at exit."""
+    _STARTED[:] = [p for p in _STARTED if p.poll() is None]
+    _STARTED.append(process)
+    return process
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """``kill -9`` and reap (nothing when it already ended)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in _STARTED:
+        kill_process(process)
 
 
 def free_port() -> int:
@@ -58,8 +83,8 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 20.0) -> Server:
-        """Start and wait for ``/readyz``."""
+    def start(self, timeout: float = READY_WAIT) -> Server:
+        """Start and wait for ``/readyz``; on any failure to get there the process is killed."""
         command = [
             sys.executable,
             "-m",
@@ -74,27 +99,38 @@ class Server:
         ]
         if self.config_path is not None:
             command += ["--config", str(self.config_path)]
-        handle = self.log.open("ab")
-        self.process = subprocess.Popen(
-            command, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT
-        )
+        with self.log.open("ab") as handle:
+            self.process = track(
+                subprocess.Popen(
+                    command, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+                )
+            )
+        try:
+            self._wait_ready(self.process, timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"server did not become ready: {self.log.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"server did not become ready within {timeout:g} s: {self.log.read_text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         """``kill -9``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        if self.process is not None:
+            kill_process(self.process)
 
     def stop(self) -> None:
         """Terminate gracefully (kill after 10 s)."""

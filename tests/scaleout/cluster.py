@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.harness import Server
+from tests.harness import READY_WAIT, Server, kill_process, track
 from tests.services import (
     Services,
     create_database,
@@ -35,7 +34,7 @@ class Worker:
         self.log = workdir / f"worker-{n}-{time.monotonic_ns()}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> Worker:
+    def start(self, timeout: float = READY_WAIT) -> Worker:
         """Start and wait until it announces itself (migrated, connected, consuming)."""
         self.launch()
         return self.wait(timeout)
@@ -46,16 +45,25 @@ class Worker:
         if self.config is not None:
             command += ["--config", str(self.config)]
         with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                command, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+            self.process = track(
+                subprocess.Popen(
+                    command, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+                )
             )
 
-    def wait(self, timeout: float = 20.0) -> Worker:
-        """Wait until the worker announces itself."""
+    def wait(self, timeout: float = READY_WAIT) -> Worker:
+        """Wait until the worker announces itself (killed if it does not)."""
         assert self.process is not None
+        try:
+            return self._wait(self.process, timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout: float) -> Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
             if "tidings worker" in self.log.read_text(errors="replace"):
                 return self
@@ -64,9 +72,8 @@ class Worker:
 
     def kill(self) -> None:
         """``kill -9``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        if self.process is not None:
+            kill_process(self.process)
 
     def stop(self) -> None:
         """Terminate gracefully (kill after 10 s)."""
@@ -101,13 +108,19 @@ class Cluster(Server):
         super().__init__(workdir, config=config, env=scaleout, role="api")
         self.workers = [Worker(workdir, self.env, self.config_path, n) for n in range(workers)]
 
-    def start(self, timeout: float = 30.0) -> Cluster:
-        """Start the API and the workers side by side; wait for all."""
-        for worker in self.workers:
-            worker.launch()
-        super().start(timeout)
-        for worker in self.workers:
-            worker.wait(timeout)
+    def start(self, timeout: float = READY_WAIT) -> Cluster:
+        """Start the API and the workers side by side; wait for all (all killed if one fails)."""
+        try:
+            for worker in self.workers:
+                worker.launch()
+            super().start(timeout)
+            for worker in self.workers:
+                worker.wait(timeout)
+        except BaseException:
+            for worker in self.workers:
+                worker.kill()
+            self.kill()
+            raise
         return self
 
     def add_worker(self) -> Worker:
