@@ -261,3 +261,71 @@ audit_log = Table(
     Column("resource", String(1024), nullable=False),
     Column("at", Float, nullable=False),
 )
+
+# audiences and broadcasts (issue 13, SPEC §10)
+topics = Table(
+    "topics",
+    metadata,
+    Column("key", String(256), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+topic_subscribers = Table(
+    "topic_subscribers",
+    metadata,
+    Column("topic_key", String(256), primary_key=True),
+    Column("subscriber_id", String(256), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_topic_subscribers_subscriber", topic_subscribers.c.subscriber_id)
+
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("event_pk", String(36), nullable=False),
+    # a topic rule's fan-out: the rule (null for POST /v1/broadcasts)
+    Column("rule_id", String(128)),
+    Column("status", String(16), nullable=False),
+    Column("audience", JSON, nullable=False),
+    Column("message", JSON, nullable=False),
+    Column("send_at", Float, nullable=False),
+    Column("rate", Float),
+    Column("audience_size", Integer),
+    # the chunks made so far cover the audience up to this subscriber id
+    Column("planned_to", String(256)),
+    Column("planned", Boolean, nullable=False),
+    Column("next_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+)
+Index("ix_broadcasts_status", broadcasts.c.status, broadcasts.c.send_at)
+
+broadcast_chunks = Table(
+    "broadcast_chunks",
+    metadata,
+    Column("broadcast_id", String(128), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("after_id", String(256), nullable=False),
+    Column("upto_id", String(256)),
+    Column("status", String(16), nullable=False),
+    Column("counts", JSON),
+    Column("done_at", Float),
+)
+Index("ix_broadcast_chunks_status", broadcast_chunks.c.status, broadcast_chunks.c.broadcast_id)
+
+broadcast_recipients = Table(
+    "broadcast_recipients",
+    metadata,
+    Column("broadcast_id", String(128), primary_key=True),
+    Column("subscriber_id", String(256), primary_key=True),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("until", Float),
+    Column("notification_id", String(36)),
+    Column("created_at", Float, nullable=False),
+)
