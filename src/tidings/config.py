@@ -132,12 +132,26 @@ class ApiKeySettings(_Model):
     scopes: list[Scope] = ["admin"]
 
 
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:\d{1,5})?")
+
+
 class ApiSettings(_Model):
     """HTTP API limits."""
 
     rate_limit: float | None = Field(None, gt=0)
     """Requests per second per API key (``429`` with ``Retry-After`` past it); off if unset."""
     burst: int | None = Field(None, ge=1)
+    cors_origins: list[str] = []
+    """Origins (``https://shop.example``) that may call the inbox routes and embed the
+    widget from their pages; the admin API never answers cross-origin requests."""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return [origin.lower() for origin in value]
 
 
 class IntakeSettings(_Model):
@@ -153,6 +167,12 @@ class InboxSettings(_Model):
 
     secret: str | None = None
     """HS256 secret for inbox JWTs; generated and stored if absent."""
+    max_ttl: Duration = 86400.0
+    """The longest life of an inbox token: minting caps at it, and a longer-lived token
+    (``exp - iat``, or ``exp`` from now without ``iat``) is refused."""
+    max_streams: int = Field(5, ge=1)
+    """Live streams (``/v1/inbox/stream``) open at once per subscriber in each process of
+    the service; past it the stream is refused with ``429``."""
 
 
 TemplateVariant = dict[str, Any]
