@@ -47,3 +47,28 @@ async def test_commits_do_not_checkpoint_the_checkpointer_does(tmp_path: Path) -
     with sqlite3.connect(db) as reopened:
         (count,) = reopened.execute("SELECT count(*) FROM meta WHERE key LIKE 'k-%'").fetchone()
     assert count == 3000
+
+
+async def test_a_long_wal_is_started_over(tmp_path: Path) -> None:
+    # a passive checkpoint copies pages back but leaves the file as long as it grew; under a
+    # steady load of several processes SQLite never starts it over by itself
+    db = tmp_path / "t.db"
+    store = Store(f"sqlite:///{db}", Cipher.from_text(generate_key()))
+    checkpointer = store.write.checkpointer
+    assert checkpointer is not None
+    checkpointer.every = 3600.0
+    checkpointer.restart_frames = 1000
+    await store.start()
+    try:
+        await _fill(store, 3000)
+        assert _wal_bytes(db) > 2500 * PAGE
+        with sqlite3.connect(db) as conn:
+            checkpointer._checkpoint(conn)
+        assert checkpointer.restarts == 1
+        assert _wal_bytes(db) == 0
+        await _fill(store, 200)  # and writing goes on in the emptied file
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as reopened:
+        (count,) = reopened.execute("SELECT count(*) FROM meta WHERE key LIKE 'k-%'").fetchone()
+    assert count == 3200
