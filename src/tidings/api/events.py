@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from tidings.api.deps import read_body, require, service
+from tidings.api.deps import page, page_limit, read_body, require, service
 from tidings.api.problems import ApiError, problem_body
 from tidings.api.views import notifications_json
 from tidings.clock import iso
@@ -227,6 +228,49 @@ async def explain(
     if with_notifications:
         story["notifications"] = await notifications_json(conn, notes, now, with_attempts=True)
     return story
+
+
+@router.get("/v1/events", summary="List events")
+async def list_events(
+    request: Request,
+    type: str | None = None,
+    subject: str | None = None,
+    since: str | None = None,
+    cursor: str | None = None,
+    limit: int | None = None,
+    _: str = Depends(require("read")),
+) -> dict[str, Any]:
+    """Accepted events, oldest first: of a ``type``, of a ``subject``, received ``since``."""
+    svc = service(request)
+    size = page_limit(limit)
+    async with svc.store.read() as conn:
+        found = await event_rows.listed(
+            conn, type=type, subject=subject, since=_since(since), after=cursor, limit=size + 1
+        )
+    shown, next_cursor = page(found, size)
+    items = [
+        {
+            "pk": row.id,
+            "event": row.envelope,
+            "received_at": iso(row.received_at),
+            "processed_at": iso(row.processed_at),
+        }
+        for row in shown
+    ]
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def _since(value: str | None) -> float | None:
+    """``?since=`` as epoch seconds: an ISO 8601 time (UTC when it names no zone)."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(
+            "`since` is an ISO 8601 time, e.g. 2026-12-02T08:00:00Z", "since", status=400
+        ) from exc
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 @router.get("/v1/events/{event_id}", summary="Explain what an event caused")

@@ -216,3 +216,25 @@ async def decisions_of(conn: AsyncConnection, event_pk: str) -> list[Any]:
         select(decisions).where(decisions.c.event_pk == event_pk).order_by(decisions.c.id)
     )
     return list(rows.all())
+
+
+async def listed(
+    conn: AsyncConnection,
+    *,
+    type: str | None,
+    subject: str | None,
+    since: float | None,
+    after: str | None,
+    limit: int,
+) -> list[Any]:
+    """Events matching the filters, in the order they were received, after the cursor."""
+    query = select(events).order_by(events.c.id).limit(limit)
+    if type:
+        query = query.where(events.c.type == type)
+    if subject:
+        query = query.where(events.c.subject == subject)
+    if since is not None:
+        query = query.where(events.c.received_at >= since)
+    if after:
+        query = query.where(events.c.id > after)
+    return list((await conn.execute(query)).all())
