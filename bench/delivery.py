@@ -42,7 +42,7 @@ from bench.baselines import free_port, percentile, wait_port
 from bench.webhook_sink import SECRET
 from bench.webhook_sink import serve_webhooks as _webhook_sink
 
-KEY = "bench-admin-key"
+KEY = "bench-admin-key-0123456789abcdef"
 
 
 # --- sinks (child processes) -------------------------------------------------------------

@@ -26,7 +26,7 @@ from bench.baselines import BaselineResult, free_port, on_uvloop, raw_sqlite, su
 from bench.baselines.bare_uvicorn import run as bare_run
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "bench-admin-key"
+KEY = "bench-admin-key-0123456789abcdef"
 
 
 def _event(n: int, run: str) -> dict[str, Any]:
