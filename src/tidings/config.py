@@ -96,6 +96,20 @@ class DigestSettings(_Model):
     max: int | None = Field(None, ge=1)
 
 
+class DedupSettings(_Model):
+    """What makes two events one notice: ``by: [subject, type]`` (``data.<field>`` too)."""
+
+    by: list[str] = Field(min_length=1)
+
+    @field_validator("by")
+    @classmethod
+    def _known_parts(cls, value: list[str]) -> list[str]:
+        for part in value:
+            if part not in ("subject", "type") and not part.startswith("data."):
+                raise ValueError(f"dedup by {part!r}: use subject, type or data.<field>")
+        return value
+
+
 class RuleSettings(_Model):
     """Who hears about which event, how and when."""
 
@@ -115,6 +129,9 @@ class RuleSettings(_Model):
     ttl: Duration | None = None
     when: dict[str, Any] = {}
     """Equality conditions on ``data`` fields (``{payment_method: card}``)."""
+    dedup: Literal["event"] | DedupSettings | None = None
+    """One notice per ``event`` (× rule × recipient), or per ``{by: [...]}``; unset: by
+    ``[subject, type]`` for the order life cycle's events, else per event."""
     description: str = ""
 
     @field_validator("on", mode="before")

@@ -98,6 +98,7 @@ async def rig(
                     "priority": "high",
                     "channels": ["webhook"],
                     "template": "paid",
+                    "dedup": "event",  # several order.paid of one order: each one notifies
                 }
             ],
             "templates": {"paid": {"en-US": {"title": "Paid {{ order_id }}", "body": "b"}}},

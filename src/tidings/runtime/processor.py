@@ -34,18 +34,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.channels.base import Destination
 from tidings.clock import Clock
+from tidings.config import RuleSettings
 from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker, Ticket
 from tidings.runtime.inbox_hub import InboxHub
 from tidings.store import Store, schedule
+from tidings.store import broadcasts as broadcast_rows
 from tidings.store import events as event_rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.db import advisory_lock, bulk_insert
+from tidings.store.dedup import notified_by
 from tidings.store.deliveries import Claimed, Outgoing, existing_dedup_keys, open_order_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
+from tidings.strategy import dedup
 from tidings.strategy.decide import Policy, cancellations, decide, recipient_ids, recipients_of
 from tidings.strategy.model import (
     Cancellation,
@@ -325,13 +329,15 @@ class Processor:
             digest_rules={r.id for r in matched if r.digest is not None},
             now=now,
         )
-        keys = [
-            f"{i.pk}:{rule.id}:{rid}"
+        keys = {
+            (i.pk, rule.id, rid): (dedup.key(rule, i.event, i.pk, rid), rule)
             for i in items
             for rule in self.policy.rules_for(i.event.type)
             for rid in recipient_ids(rule, i.event.data)
-        ]
-        out = _Batch(now, set(await existing_dedup_keys(conn, keys)), self.sender)
+        }
+        taken = await existing_dedup_keys(conn, list({k for k, _ in keys.values()}))
+        seen = await notified_by(conn, taken) if taken else {}
+        out = _Batch(now, seen, self.sender, keys)
         for item in items:
             made = decide(self.policy, item.event, recipients, now, state)
             subject = item.event.subject
@@ -360,8 +366,11 @@ class _Batch:
     """The rows one batch of decisions turns into, built in memory then written at once."""
 
     now: float
-    seen: set[str]
+    seen: dict[str, str | None]
+    """Dedup keys already notified → the (CloudEvents) id of the event notified."""
     sender: Sender | None
+    keys: dict[tuple[str, str, str], tuple[str, RuleSettings]]
+    """(event pk, rule, recipient) → the notification's dedup key, and the rule."""
     decisions: dict[str, list[tuple[Decision, list[str]]]] = field(default_factory=dict)
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
@@ -390,21 +399,14 @@ class _Batch:
         if plan is None:
             made.append((decision, []))
             return
-        key = _dedup_key(item.pk, plan)
+        key, rule = self.keys[(item.pk, plan.rule_id, plan.subscriber_id)]
         if key in self.seen:
+            why = dedup.reason(rule, item.event, self.seen[key])
             made.append(
-                (
-                    Decision(
-                        decision.rule_id,
-                        decision.recipient_id,
-                        "deduplicated",
-                        "already notified for this event and rule",
-                    ),
-                    [],
-                )
+                (Decision(decision.rule_id, decision.recipient_id, "deduplicated", why), [])
             )
             return
-        self.seen.add(key)
+        self.seen[key] = item.event.id
         now = self.now
         notification_id = new_id()
         self.origin[notification_id] = (item.pk, len(made))
