@@ -24,6 +24,7 @@ from tidings.runtime.backlog import Backlog
 from tidings.runtime.service import Service
 from tidings.store import deliveries as delivery_rows
 from tidings.store import events as event_rows
+from tidings.strategy import outcomes
 
 _BACKLOGS: WeakKeyDictionary[Service, Backlog] = WeakKeyDictionary()
 
@@ -207,6 +208,7 @@ async def explain(
     notes = await delivery_rows.list_notifications(
         conn, subscriber_id=None, event_pk=row.id, status=None, after=None, limit=1000
     )
+    by_note = await _channel_outcomes(conn, [n.id for n in notes])
     story: dict[str, Any] = {
         "pk": row.id,
         "event": row.envelope,
@@ -214,10 +216,12 @@ async def explain(
         "processed_at": iso(row.processed_at),
         "decisions": [
             {
-                "rule": d.rule_id,
+                "rule": d.rule_id or None,
                 "recipient": d.recipient_id,
                 "outcome": d.outcome,
-                "reason": d.reason,
+                "reason": outcomes.followed(
+                    d.reason, d.outcome, [c for n in d.notification_ids for c in by_note.get(n, [])]
+                ),
                 **({"until": iso(d.until)} if d.until is not None else {}),
                 "notification_ids": d.notification_ids,
             }
@@ -271,6 +275,18 @@ def _since(value: str | None) -> float | None:
             "`since` is an ISO 8601 time, e.g. 2026-12-02T08:00:00Z", "since", status=400
         ) from exc
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+async def _channel_outcomes(
+    conn: AsyncConnection, notification_ids: list[str]
+) -> dict[str, list[outcomes.ChannelOutcome]]:
+    """What became of each notification's deliveries, for the reasons to follow."""
+    found: dict[str, list[outcomes.ChannelOutcome]] = {}
+    for d in await delivery_rows.deliveries_of(conn, notification_ids) if notification_ids else []:
+        found.setdefault(d.notification_id, []).append(
+            outcomes.ChannelOutcome(d.channel, d.status, bool(d.is_fallback), d.last_error)
+        )
+    return found
 
 
 @router.get("/v1/events/{event_id}", summary="Explain what an event caused")

@@ -38,6 +38,8 @@ _NOUNS = {
     "webhook": "webhook endpoint",
 }
 DIGEST_KEEP = 100
+NO_RULE = ""
+"""The ``rule_id`` of the decision that says why no rule took an event."""
 """Events a digest keeps for its template (``count`` still counts them all)."""
 
 
@@ -119,7 +121,19 @@ def decide(
         for recipient_id in ids:
             recipient = recipients.get(recipient_id) or Recipient(id=recipient_id)
             decisions.append(_decide_one(policy, rule, event, recipient, now, state))
-    return decisions
+    return decisions or [unmatched(policy, event)]
+
+
+def unmatched(policy: Policy, event: Event) -> Decision:
+    """Why no rule took the event: none listens to its type, or their conditions failed."""
+    rules = policy.rules_for(event.type)
+    if not rules:
+        return Decision(NO_RULE, None, "suppressed", f"no rule listens to {event.type}")
+    unmet = []
+    for rule in rules:
+        failed = [f"{k}={v}" for k, v in rule.when.items() if event.data.get(k) != v]
+        unmet.append(f"rule {rule.id}: condition {' and '.join(failed)} not met")
+    return Decision(NO_RULE, None, "suppressed", "; ".join(unmet))
 
 
 def cancellations(
