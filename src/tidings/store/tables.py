@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -37,6 +38,11 @@ api_keys = Table(
     Column("scopes", String(64), nullable=False),
     Column("label", String(128), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # issue 12: ``tidings keys create --name --expires``, ``keys revoke``, use (once a minute)
+    Column("name", String(128)),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    Column("last_used_at", Float),
 )
 
 events = Table(
@@ -95,7 +101,14 @@ notifications = Table(
 )
 Index("ix_notifications_subscriber", notifications.c.subscriber_id, notifications.c.id)
 Index("ix_notifications_due", notifications.c.status, notifications.c.due_at)
-Index("ix_notifications_subject", notifications.c.subject, notifications.c.status)
+# partial indexes hold only open rows (migration 0004h): a few hot pages whatever the history
+Index(
+    "ix_notifications_subject",
+    notifications.c.subject,
+    notifications.c.status,
+    sqlite_where=text("status = 'scheduled'"),
+    postgresql_where=text("status = 'scheduled'"),
+)
 Index(
     "ix_notifications_caps",
     notifications.c.subscriber_id,
@@ -136,7 +149,13 @@ deliveries = Table(
     Column("seq", Float),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.due_at)
-Index("ix_deliveries_order", deliveries.c.order_key, deliveries.c.status)
+Index(
+    "ix_deliveries_order",
+    deliveries.c.order_key,
+    deliveries.c.status,
+    sqlite_where=text("status IN ('pending', 'sending')"),
+    postgresql_where=text("status IN ('pending', 'sending')"),
+)
 
 attempts = Table(
     "attempts",
