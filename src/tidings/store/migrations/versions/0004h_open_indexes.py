@@ -1,4 +1,4 @@
-"""Index only the rows that are still open: ``ix_deliveries_order`` and ``ix_notifications_subject``.
+"""Partial indexes of open rows: ``ix_deliveries_order`` and ``ix_notifications_subject``.
 
 Both are looked up only for open rows: a delivery's turn in its subject's order asks for
 ``pending``/``sending`` deliveries of an order key, and a cancelling event for the
