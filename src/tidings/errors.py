@@ -10,8 +10,10 @@
     ├── Conflict                    → 409 (e.g. switching off a required category)
     ├── ProviderError               a provider refused or failed a send
     │   ├── TransientProviderError  worth retrying, maybe after ``retry_after`` seconds
+    │   │   └── RateLimited         the provider said "too many": slow down, then retry
     │   └── PermanentProviderError  retrying cannot help
-    │       └── DestinationGone     the device token / endpoint is dead: deactivate it
+    │       ├── DestinationGone     the device token / endpoint is dead: deactivate it
+    │       └── Suppressed          the recipient cannot take this message now (no reason to fail)
     ├── BrokerError                 the queue backend failed
     └── StoreError                  the database failed
 
@@ -77,8 +79,18 @@ class TransientProviderError(ProviderError):
         super().__init__(message, code=code)
 
 
+class RateLimited(TransientProviderError):
+    """The provider refused for rate or quota (HTTP 429, Aliyun ``isv.BUSINESS_LIMIT_CONTROL``,
+    a maker's daily quota): retried after ``retry_after``."""
+
+
 class PermanentProviderError(ProviderError):
     """A failure that retrying cannot fix (bad request, payload too large, auth refused)."""
+
+
+class Suppressed(PermanentProviderError):
+    """The provider will not deliver to this recipient now, and that is no fault (a WeChat
+    buyer with no subscription left for the template): the delivery is ``suppressed``."""
 
 
 class DestinationGone(PermanentProviderError):

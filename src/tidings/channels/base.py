@@ -24,10 +24,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 if TYPE_CHECKING:
     from tidings.config import ProviderSettings
 
-Channel = Literal["inapp", "email", "sms", "push", "webhook"]
-CHANNELS: tuple[Channel, ...] = ("inapp", "email", "sms", "push", "webhook")
+Channel = Literal["inapp", "email", "sms", "push", "webhook", "wechat"]
+CHANNELS: tuple[Channel, ...] = ("inapp", "email", "sms", "push", "webhook", "wechat")
 Priority = Literal["high", "normal", "low"]
-DestinationKind = Literal["inapp", "email", "phone", "fcm", "apns", "webpush", "webhook"]
+DestinationKind = Literal[
+    "inapp", "email", "phone", "fcm", "apns", "webpush", "webhook",
+    "hms", "xiaomi", "oppo", "vivo", "wechat",
+]  # fmt: skip
+PUSH_KINDS: tuple[str, ...] = ("fcm", "apns", "webpush", "hms", "xiaomi", "oppo", "vivo")
+"""Device kinds: each names the push provider kind that serves it."""
+TEMPLATE_VARIANTS: tuple[str, ...] = ("sms", "wechat")
+"""Template keys beside the locales naming a pre-approved template (SPEC §12), by channel."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import logging
 from collections import deque
 from typing import Any, ClassVar
 
-from tidings.channels.base import Channel, Message, ProviderContext, Receipt
+from tidings.channels.base import PUSH_KINDS, Channel, Message, ProviderContext, Receipt
 from tidings.config import ProviderSettings
 
 log = logging.getLogger("tidings.console")
@@ -21,7 +21,7 @@ class ConsoleProvider:
     kind: ClassVar[str] = "console"
     channel: ClassVar[Channel] = "push"
     destinations: ClassVar[frozenset[str]] = frozenset(
-        {"email", "phone", "fcm", "apns", "webpush", "webhook", "inapp"}
+        {"email", "phone", "webhook", "inapp", "wechat", *PUSH_KINDS}
     )
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:

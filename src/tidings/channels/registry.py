@@ -22,6 +22,13 @@ PROVIDER_KINDS: dict[str, str] = {
     "webpush": "tidings.channels.webpush:WebPushProvider",
     "twilio": "tidings.channels.twilio:TwilioProvider",
     "http": "tidings.channels.http_sms:HttpSmsProvider",
+    "hms": "tidings.channels.hms:HmsProvider",
+    "xiaomi": "tidings.channels.xiaomi:XiaomiProvider",
+    "oppo": "tidings.channels.oppo:OppoProvider",
+    "vivo": "tidings.channels.vivo:VivoProvider",
+    "aliyun_sms": "tidings.channels.aliyun_sms:AliyunSmsProvider",
+    "tencent_sms": "tidings.channels.tencent_sms:TencentSmsProvider",
+    "wechat": "tidings.channels.wechat:WeChatProvider",
 }
 
 
