@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from tidings import __version__
 from tidings.api import admin, events, inbox, notifications, problems, subscribers
+from tidings.api import broadcasts as broadcast_api
+from tidings.api import topics as topic_api
 from tidings.runtime.service import Service
 
 
@@ -34,6 +36,8 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.state.service = service
     problems.install(app)
     for module in (events, subscribers, notifications, inbox, admin):
+        app.include_router(module.router)
+    for module in (topic_api, broadcast_api):  # audiences and broadcasts (SPEC §10)
         app.include_router(module.router)
     try:
         from tidings.web import routes as web_routes  # the dashboard, when present

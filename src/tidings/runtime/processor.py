@@ -502,6 +502,7 @@ class _Batch:
             )
 
     async def commit(self, conn: AsyncConnection) -> _Written:
+        await broadcast_rows.fan_out_topics(conn, self.decisions, self.now)  # topic rules
         await event_rows.insert_decision_rows(
             conn,
             [

@@ -23,6 +23,7 @@ from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.queue.embedded import EmbeddedBroker
+from tidings.runtime.broadcaster import Broadcaster
 from tidings.runtime.inbox_hub import InboxHub, PeerHub
 from tidings.runtime.intake import Intake
 from tidings.runtime.processor import Processor
@@ -161,6 +162,9 @@ class Service:
             requeue_after=300.0 if settings.broker == "embedded" else 30.0,
             recover_after=30.0 if self.share.count > 1 else None,
         )
+        self.broadcaster = Broadcaster(
+            self.store, self.broker, self.policy, self.clock, self.metrics, self.hub
+        )
         self.api_keys: dict[str, frozenset[str]] = {}
         self.rate_buckets: dict[str, Any] = {}
         """Per-API-key token buckets of the HTTP rate limit (``api.rate_limit``)."""
@@ -192,6 +196,7 @@ class Service:
                 asyncio.create_task(self.processor.run(), name="processor"),
                 asyncio.create_task(self.broker.consume(self.dispatcher.handle), name="dispatcher"),
                 asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                asyncio.create_task(self.broadcaster.run(), name="broadcaster"),
             ]
             if self.ingest is not None:
                 consuming = self.ingest.consume(

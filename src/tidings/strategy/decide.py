@@ -17,7 +17,7 @@ from typing import Any
 from tidings.channels.base import Channel
 from tidings.config import CategorySettings, RuleSettings, Settings
 from tidings.events.cloudevents import Event
-from tidings.strategy import lifecycle, preferences, timing
+from tidings.strategy import lifecycle, preferences, timing, topics
 from tidings.strategy.model import (
     Cancellation,
     Decision,
@@ -110,6 +110,9 @@ def decide(
     for rule in policy.rules_for(event.type):
         if not matches(rule, event.data):
             continue
+        if topics.addresses_topic(rule):  # its followers are decided by its broadcast
+            decisions.append(topics.fan_out(rule, event.data))
+            continue
         ids = recipient_ids(rule, event.data)
         if not ids:
             decisions.append(
@@ -153,6 +156,18 @@ def cancellations(
         and s.subject == event.subject
         and lifecycle.cancels(s.cancel_on, event.type)
     ]
+
+
+def decide_for(
+    policy: Policy,
+    rule: RuleSettings,
+    event: Event,
+    recipient: Recipient,
+    now: float,
+    state: State,
+) -> Decision:
+    """One rule × recipient: how a broadcast decides each member of its audience."""
+    return _decide_one(policy, rule, event, recipient, now, state)
 
 
 def _decide_one(

@@ -127,3 +127,5 @@ class Decision:
     until: float | None = None
     plan: Plan | None = None
     fold: Fold | None = None
+    fanout: str | None = None
+    """A topic rule's decision: the topic whose followers its broadcast decides for."""

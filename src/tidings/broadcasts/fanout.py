@@ -1,0 +1,167 @@
+"""One chunk of a broadcast's audience: each recipient decided, the rows to write built.
+
+Every recipient goes through :func:`~tidings.strategy.decide.decide_for`, the decision any
+notification gets (preferences, required categories, quiet hours, mute, caps, ttl, channel
+fallback); ``local_time`` delays each one to that wall-clock time in their own zone. The
+rows are those the processor writes for any decision — a notification unique per event ×
+rule × recipient, its deliveries (in-app ones delivered at once, deferred ones
+``scheduled`` for the scheduler), an inbox item — plus the recipient's decision.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.broadcasts.job import Job, next_local
+from tidings.ids import new_id
+from tidings.queue.base import Ticket
+from tidings.runtime.processor import delivery_rows
+from tidings.store import broadcasts as broadcast_rows
+from tidings.store import schedule
+from tidings.store.db import bulk_insert
+from tidings.store.subscribers import Target
+from tidings.store.tables import deliveries, inbox_items, notifications
+from tidings.strategy import timing
+from tidings.strategy.decide import decide_for
+from tidings.strategy.model import Decision, Plan, Recipient, State
+
+
+@dataclass(slots=True)
+class ChunkRows:
+    """What one chunk's decisions turn into."""
+
+    now: float
+    outcomes: Counter[str] = field(default_factory=Counter)
+    recipients: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    inbox: list[dict[str, Any]] = field(default_factory=list)
+
+    def tickets(self) -> list[Ticket]:
+        """The deliveries due now for the dispatcher (in-app ones are done already)."""
+        return [
+            Ticket(row["id"], row["lane"], None)
+            for row in self.deliveries
+            if row["status"] == "pending" and row["due_at"] <= self.now
+        ]
+
+    async def write(self, conn: AsyncConnection) -> None:
+        """Insert every row (in the caller's transaction)."""
+        await bulk_insert(conn, notifications, self.notes)
+        await bulk_insert(conn, deliveries, self.deliveries)
+        await bulk_insert(conn, inbox_items, self.inbox)
+        await broadcast_rows.insert_recipients(conn, self.recipients)
+
+
+def decide_chunk(
+    job: Job,
+    ids: Sequence[str],
+    recipients: Mapping[str, Recipient],
+    targets: Mapping[str, dict[Any, list[Target]]],
+    state: State,
+    now: float,
+) -> ChunkRows:
+    """Decide for each of ``ids`` and build the rows (pure: no I/O)."""
+    out = ChunkRows(now)
+    for subscriber_id in ids:
+        recipient = recipients.get(subscriber_id) or Recipient(id=subscriber_id)
+        decision = _decide(job, recipient, now, state)
+        notification_id = None
+        plan = decision.plan
+        if plan is not None:
+            notification_id = new_id()
+            _plan_rows(out, job, plan, notification_id, targets.get(subscriber_id), now)
+            counted = (subscriber_id, plan.category)
+            state.sent[counted] = state.sent.get(counted, 0) + 1
+        out.outcomes[decision.outcome] += 1
+        out.recipients.append(
+            {
+                "broadcast_id": job.broadcast_id,
+                "subscriber_id": subscriber_id,
+                "outcome": decision.outcome,
+                "reason": decision.reason,
+                "until": decision.until,
+                "notification_id": notification_id,
+                "created_at": now,
+            }
+        )
+    return out
+
+
+def _decide(job: Job, recipient: Recipient, now: float, state: State) -> Decision:
+    rule = job.rule
+    if job.local_time is None:
+        return decide_for(job.policy, rule, job.event, recipient, now, state)
+    wait = round(next_local(job.local_time, recipient.timezone, now) - now)
+    if wait <= 0:
+        return decide_for(job.policy, rule, job.event, recipient, now, state)
+    made = decide_for(
+        job.policy, rule.model_copy(update={"delay": float(wait)}), job.event, recipient, now, state
+    )
+    said = f"delayed {timing.duration(wait)} until "
+    return Decision(
+        made.rule_id,
+        made.recipient_id,
+        made.outcome,
+        made.reason.replace(said, f"waiting for {job.local_time} local time: "),
+        made.until,
+        made.plan,
+    )
+
+
+def _plan_rows(
+    out: ChunkRows,
+    job: Job,
+    plan: Plan,
+    notification_id: str,
+    where: dict[Any, list[Target]] | None,
+    now: float,
+) -> None:
+    later = plan.due_at > now
+    out.notes.append(
+        {
+            "id": notification_id,
+            "event_pk": job.event_pk,
+            "rule_id": plan.rule_id,
+            "subscriber_id": plan.subscriber_id,
+            "category": plan.category,
+            "priority": plan.priority,
+            "subject": None,
+            "locale": plan.locale,
+            "content": plan.content,
+            "channels": list(plan.channels),
+            "fallback": list(plan.fallback),
+            "status": "scheduled" if later else "created",
+            "dedup_key": f"{job.event_pk}:{plan.rule_id}:{plan.subscriber_id}",
+            "created_at": now,
+            "due_at": plan.due_at,
+            "expires_at": plan.expires_at,
+            "cancel_on": None,
+            "digest": None,
+        }
+    )
+    targets = where or {"inapp": [("inapp", None)]}
+    common: dict[str, Any] = {"lane": plan.priority, "accepted_at": job.accepted_at, "now": now}
+    out.deliveries += delivery_rows(
+        notification_id, plan.channels, targets, due_at=plan.due_at, **common
+    )
+    if plan.fallback_at is not None and plan.fallback:
+        out.deliveries += delivery_rows(
+            notification_id,
+            plan.fallback,
+            targets,
+            due_at=max(plan.fallback_at, now + 1e-3),
+            is_fallback=True,
+            **common,
+        )
+    if "inapp" in plan.channels and not later:
+        out.inbox.append(
+            schedule.inbox_row(
+                notification_id, plan.subscriber_id, plan.category, plan.content, now
+            )
+        )

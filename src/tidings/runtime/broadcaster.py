@@ -1,0 +1,186 @@
+"""The broadcaster: runs broadcasts chunk by chunk, in every worker process.
+
+Each round it starts the scheduled broadcasts whose time came, plans the next chunks of a
+running one, then claims chunks and decides them, one transaction each
+(:mod:`tidings.store.broadcasts`): the recipients' notifications, deliveries, inbox items and
+decisions commit with the chunk's progress, so after a ``kill -9`` the next round (in this
+process after its restart, or in any other) goes on from the last commit — no recipient lost,
+none notified twice. Memory holds one chunk at a time, whatever the audience. After each
+commit the due deliveries go to the broker and the inbox items to the live streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.broadcasts import fanout
+from tidings.broadcasts.fanout import ChunkRows
+from tidings.broadcasts.job import Job, event_of, job_of
+from tidings.clock import Clock
+from tidings.metrics import Metrics
+from tidings.queue.base import Broker
+from tidings.runtime.inbox_hub import InboxHub
+from tidings.store import Store, schedule
+from tidings.store import broadcasts as rows
+from tidings.store import subscribers as subscriber_rows
+from tidings.store.tables import events
+from tidings.strategy.decide import Policy
+from tidings.strategy.model import Cancellation
+
+log = logging.getLogger(__name__)
+
+_MAX_QUEUED = 4096
+"""Tickets waiting in this process's lanes past which no chunk is started."""
+
+
+class Broadcaster:
+    """Claims and decides chunks of running broadcasts, forever."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        policy: Policy,
+        clock: Clock,
+        metrics: Metrics,
+        hub: InboxHub,
+        *,
+        tick: float = 0.2,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.policy = policy
+        self.clock = clock
+        self.hub = hub
+        self.tick = tick
+        self.recipients = Counter(
+            "tidings_broadcast_recipients",
+            "Broadcast recipients decided, by outcome",
+            ["outcome"],
+            registry=metrics.registry,
+        )
+        self._jobs: OrderedDict[str, Job | str] = OrderedDict()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for work now (a broadcast was just created or resumed)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run rounds forever; idle rounds wait for :meth:`wake` or the tick."""
+        while True:
+            try:
+                busy = await self.round()
+            except Exception:
+                log.exception("broadcast round failed")
+                busy = False
+            if busy:
+                await asyncio.sleep(0)  # let the API and the other loops in between chunks
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def round(self) -> bool:
+        """One round: start, plan, decide one chunk, finish; whether a chunk was decided."""
+        async with self.store.read() as conn:
+            if not await rows.anything_to_do(conn):
+                return False
+        now = self.clock.now()
+        await self.store.write(lambda conn: rows.promote(conn, now))
+        # one planning step a round: the first chunks are decided while the rest is planned
+        await self.store.write(lambda conn: rows.plan(conn, self.clock.now()))
+        if sum(self.broker.depth().values()) >= _MAX_QUEUED:
+            return False  # the dispatcher is behind: wait for it (decided work waits there)
+        written = await self.store.write(self._chunk)
+        if written is None:
+            await self.store.write(lambda conn: rows.finish(conn, self.clock.now()))
+            return False
+        tickets = written.tickets()
+        if tickets:
+            await self.broker.publish(tickets)
+        for row in written.inbox:
+            self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
+        for outcome, count in written.outcomes.items():
+            self.recipients.labels(outcome).inc(count)
+        return True
+
+    async def _chunk(self, conn: AsyncConnection) -> ChunkRows | None:
+        """Claim a chunk, decide it and write it (one transaction); ``None``: nothing to do."""
+        now = self.clock.now()
+        claimed = await rows.claim(conn, now)
+        if claimed is None:
+            return None
+        chunk, row = claimed
+        job = await self._job(conn, row)
+        if isinstance(job, str):
+            log.warning("broadcast %s cannot run: %s", row.id, job)
+            await rows.change_status(conn, row.id, "cancel", now)
+            return ChunkRows(now)
+        size = rows.CHUNK if not job.rate else max(1, min(rows.CHUNK, int(job.rate)))
+        audience = row.audience if isinstance(row.audience, dict) else {}
+        ids, last, end = await rows.page(conn, audience, chunk.after_id, chunk.upto_id, size)
+        known = await rows.decided(conn, job.broadcast_id, ids)
+        fresh = [i for i in ids if i not in known]
+        recipients, targets = await subscriber_rows.recipients(conn, fresh)
+        category = self.policy.settings.categories[job.rule.category]
+        state = await schedule.load_state(
+            conn,
+            subjects=(),
+            exclude_pks=(),
+            subscribers=fresh,
+            caps={job.rule.category: category.cap.per} if category.cap else {},
+            digest_rules=(),
+            now=now,
+        )
+        written = fanout.decide_chunk(job, fresh, recipients, targets, state, now)
+        await written.write(conn)
+        await rows.advance(conn, chunk, last, end, written.outcomes, now)
+        if job.rate:
+            await rows.pace(conn, job.broadcast_id, now + max(len(ids), 1) / job.rate)
+        return written
+
+    async def _job(self, conn: AsyncConnection, row: Any) -> Job | str:
+        """The broadcast's job (kept for the next chunks; a few broadcasts run at once)."""
+        found = self._jobs.get(row.id)
+        if found is not None:
+            self._jobs.move_to_end(row.id)
+            return found
+        stored = (
+            await conn.execute(
+                select(events.c.envelope, events.c.received_at).where(events.c.id == row.event_pk)
+            )
+        ).first()
+        if stored is None:
+            made: Job | str = "its event is gone"
+        else:
+            made = job_of(
+                row, event_of(stored.envelope, stored.received_at), row.created_at, self.policy
+            )
+        self._jobs[row.id] = made
+        while len(self._jobs) > 64:
+            self._jobs.popitem(last=False)
+        return made
+
+
+async def cancel_pending(conn: AsyncConnection, row: Any, now: float, limit: int = 500) -> int:
+    """Cancel a cancelled broadcast's deferred notifications not fired yet; how many."""
+    rule_id = row.rule_id or f"broadcast:{row.id}"
+    found = await rows.scheduled_notifications(conn, row.event_pk, rule_id, limit)
+    reason = f"broadcast {row.id} cancelled"
+    won = await schedule.cancel(
+        conn,
+        [Cancellation(n.id, row.event_pk, rule_id, n.subscriber_id, reason) for n in found],
+        now,
+    )
+    await rows.mark_cancelled(conn, row.id, won, reason)
+    return len(found)

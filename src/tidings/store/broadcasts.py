@@ -1,0 +1,505 @@
+"""Broadcasts in the store: rows, status changes, chunks of the audience, recipients' decisions.
+
+A running broadcast's audience (a topic's followers, a segment of the subscribers, or all of
+them) is cut into *chunks*: ranges ``(after_id, upto_id]`` of subscriber ids, about
+:data:`CHUNK` each, planned a few at a time by keyset pagination (never the whole audience
+in memory). A chunk is claimed, decided and written in one transaction — its recipients'
+rows and its own progress (``after_id`` moved on, or ``done``) commit together, so a crash
+at any instant leaves it exactly where the last commit put it. On PostgreSQL chunks are
+claimed ``FOR UPDATE SKIP LOCKED`` (workers take different chunks at once); on SQLite every
+write transaction holds the database's one write lock, so a claim is atomic across the
+processes sharing the file. ``broadcast_recipients``' primary key (broadcast, subscriber)
+is the last guard against a second message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.ids import new_id
+from tidings.store.db import bulk_insert
+from tidings.store.deliveries import rows_of
+from tidings.store.tables import broadcast_chunks, broadcast_recipients, broadcasts, notifications
+from tidings.strategy.model import Decision
+
+CHUNK = 500
+"""Subscribers per chunk (and per transaction)."""
+PLAN_AHEAD = 50
+"""Chunks planned per planning transaction."""
+ACTIVE = ("scheduled", "running", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A claimed chunk: which broadcast, which range of subscriber ids."""
+
+    broadcast_id: str
+    seq: int
+    after_id: str
+    upto_id: str | None
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _locking(conn: AsyncConnection, clause: str) -> str:
+    return f" {clause}" if conn.dialect.name == "postgresql" else ""
+
+
+async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    """Store a new broadcast."""
+    await bulk_insert(conn, broadcasts, [row])
+
+
+def new_row(
+    broadcast_id: str,
+    event_pk: str,
+    audience: dict[str, Any],
+    message: dict[str, Any],
+    now: float,
+    *,
+    send_at: float | None = None,
+    rate: float | None = None,
+    rule_id: str | None = None,
+) -> dict[str, Any]:
+    """A broadcast row, ``scheduled`` until ``send_at`` (running at once without one)."""
+    start = now if send_at is None else send_at
+    running = start <= now
+    return {
+        "id": broadcast_id,
+        "event_pk": event_pk,
+        "rule_id": rule_id,
+        "status": "running" if running else "scheduled",
+        "audience": audience,
+        "message": message,
+        "send_at": start,
+        "rate": rate,
+        "audience_size": None,
+        "planned_to": None,
+        "planned": False,
+        "next_at": None,
+        "created_at": now,
+        "started_at": now if running else None,
+        "finished_at": None,
+    }
+
+
+async def fan_out_topics(
+    conn: AsyncConnection, decisions: Mapping[str, list[tuple[Decision, list[str]]]], now: float
+) -> None:
+    """A broadcast for each topic rule's decision, in the processor's transaction.
+
+    The event is then processed exactly when its broadcasts exist; each decision's reason
+    names its broadcast.
+    """
+    rows = []
+    for event_pk, made in decisions.items():
+        for index, (decision, ids) in enumerate(made):
+            if decision.fanout is None:
+                continue
+            broadcast_id = new_id()
+            rows.append(
+                new_row(
+                    broadcast_id,
+                    event_pk,
+                    {"topic": decision.fanout},
+                    {"rule_id": decision.rule_id},
+                    now,
+                    rule_id=decision.rule_id,
+                )
+            )
+            reason = f"{decision.reason} (broadcast {broadcast_id})"
+            made[index] = (
+                Decision(decision.rule_id, None, decision.outcome, reason, fanout=decision.fanout),
+                ids,
+            )
+    if rows:
+        await bulk_insert(conn, broadcasts, rows)
+
+
+async def get(conn: AsyncConnection, broadcast_id: str) -> Any | None:
+    """The broadcast's row, or ``None``."""
+    return (await conn.execute(select(broadcasts).where(broadcasts.c.id == broadcast_id))).first()
+
+
+async def list_rows(conn: AsyncConnection, after: str | None, limit: int) -> list[Any]:
+    """Broadcasts, newest id first, after the cursor."""
+    query = select(broadcasts).order_by(broadcasts.c.id.desc()).limit(limit)
+    if after:
+        query = query.where(broadcasts.c.id < after)
+    return list(await conn.execute(query))
+
+
+async def counts(conn: AsyncConnection, broadcast_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Recipients decided so far per broadcast, by outcome (summed over its chunks)."""
+    found: dict[str, Counter[str]] = {b: Counter() for b in broadcast_ids}
+    if not broadcast_ids:
+        return {}
+    rows = await rows_of(
+        conn,
+        "SELECT broadcast_id, counts FROM broadcast_chunks"
+        " WHERE broadcast_id IN ({}) AND counts IS NOT NULL",
+        list(broadcast_ids),
+    )
+    for broadcast_id, value in rows:
+        found[broadcast_id].update(_json(value) or {})
+    return {b: dict(c) for b, c in found.items()}
+
+
+async def change_status(
+    conn: AsyncConnection, broadcast_id: str, action: str, now: float
+) -> tuple[Any | None, str | None]:
+    """Pause, resume or cancel; ``(row after, problem)`` (``row`` ``None``: no such id).
+
+    On PostgreSQL the row is locked ``FOR UPDATE``: a chunk being written holds it ``FOR KEY
+    SHARE``, so the change waits for it, and no chunk starts after it.
+    """
+    locked = select(broadcasts).where(broadcasts.c.id == broadcast_id)
+    if conn.dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    row = (await conn.execute(locked)).first()
+    if row is None:
+        return None, None
+    allowed = {
+        "pause": ("scheduled", "running"),
+        "resume": ("paused",),
+        "cancel": ACTIVE,
+    }[action]
+    if row.status not in allowed:
+        return row, f"a {row.status} broadcast cannot be {action}d"
+    values: dict[str, Any]
+    if action == "pause":
+        values = {"status": "paused"}
+    elif action == "resume":
+        running = row.send_at <= now
+        values = {"status": "running" if running else "scheduled"}
+        if running and row.started_at is None:
+            values["started_at"] = now
+    else:
+        values = {"status": "cancelled", "finished_at": now}
+    await conn.execute(update(broadcasts).where(broadcasts.c.id == broadcast_id).values(**values))
+    return await get(conn, broadcast_id), None
+
+
+async def scheduled_notifications(
+    conn: AsyncConnection, event_pk: str, rule_id: str, limit: int
+) -> list[Any]:
+    """Deferred notifications of a broadcast not fired yet (what cancelling it cancels)."""
+    rows = await conn.execute(
+        select(notifications.c.id, notifications.c.subscriber_id)
+        .where(
+            notifications.c.event_pk == event_pk,
+            notifications.c.rule_id == rule_id,
+            notifications.c.status == "scheduled",
+        )
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def anything_to_do(conn: AsyncConnection) -> bool:
+    """Whether any broadcast is scheduled or running."""
+    row = (
+        await conn.execute(
+            select(broadcasts.c.id)
+            .where(broadcasts.c.status.in_(["scheduled", "running"]))
+            .limit(1)
+        )
+    ).first()
+    return row is not None
+
+
+async def promote(conn: AsyncConnection, now: float) -> int:
+    """Scheduled broadcasts whose ``send_at`` came start running; how many."""
+    result = await conn.execute(
+        update(broadcasts)
+        .where(broadcasts.c.status == "scheduled", broadcasts.c.send_at <= now)
+        .values(status="running", started_at=func.coalesce(broadcasts.c.started_at, now))
+    )
+    return int(result.rowcount or 0)
+
+
+async def plan(conn: AsyncConnection, now: float) -> bool:
+    """Cut the next :data:`PLAN_AHEAD` chunks of one running broadcast; whether it did.
+
+    Each boundary is one index seek (``OFFSET CHUNK - 1`` past the last one); the last chunk
+    is open-ended (``upto_id`` null), so subscribers added meanwhile are reached too.
+    """
+    sql = (
+        "SELECT id, audience, planned_to FROM broadcasts"
+        " WHERE status = 'running' AND planned = {} ORDER BY created_at LIMIT 1"
+        + _locking(conn, "FOR NO KEY UPDATE SKIP LOCKED")
+    )
+    rows = await rows_of(conn, sql, False)
+    if not rows:
+        return False
+    broadcast_id, audience, planned_to = rows[0]
+    audience = _json(audience)
+    seq = int(
+        (
+            await conn.execute(
+                select(func.coalesce(func.max(broadcast_chunks.c.seq), -1)).where(
+                    broadcast_chunks.c.broadcast_id == broadcast_id
+                )
+            )
+        ).scalar_one()
+    )
+    values: dict[str, Any] = {}
+    if seq < 0:
+        values["audience_size"] = await audience_size(conn, audience)
+    after = planned_to or ""
+    chunks: list[dict[str, Any]] = []
+    done = False
+    for _ in range(PLAN_AHEAD):
+        upto = await _boundary(conn, audience, after)
+        seq += 1
+        chunks.append(
+            {
+                "broadcast_id": broadcast_id,
+                "seq": seq,
+                "after_id": after,
+                "upto_id": upto,
+                "status": "pending",
+                "counts": None,
+                "done_at": None,
+            }
+        )
+        if upto is None:
+            done = True
+            break
+        after = upto
+    await bulk_insert(conn, broadcast_chunks, chunks)
+    values.update(planned=done, planned_to=after)
+    await conn.execute(update(broadcasts).where(broadcasts.c.id == broadcast_id).values(**values))
+    return True
+
+
+async def claim(conn: AsyncConnection, now: float) -> tuple[Chunk, Any] | None:
+    """A pending chunk of a running broadcast (none of another worker's), with its broadcast.
+
+    The broadcast is read ``FOR KEY SHARE`` on PostgreSQL: a pause or cancel waits for this
+    transaction, and one committed before it is seen here.
+    """
+    sql = (
+        "SELECT c.broadcast_id, c.seq, c.after_id, c.upto_id FROM broadcast_chunks c"
+        " JOIN broadcasts b ON b.id = c.broadcast_id"
+        " WHERE c.status = 'pending' AND b.status = 'running'"
+        " AND (b.next_at IS NULL OR b.next_at <= {})"
+        " ORDER BY b.created_at, c.broadcast_id, c.seq LIMIT 1"
+        + _locking(conn, "FOR UPDATE OF c SKIP LOCKED")
+    )
+    rows = await rows_of(conn, sql, now)
+    if not rows:
+        return None
+    chunk = Chunk(*rows[0])
+    locked = select(broadcasts).where(broadcasts.c.id == chunk.broadcast_id)
+    if conn.dialect.name == "postgresql":
+        locked = locked.with_for_update(key_share=True)
+    row = (await conn.execute(locked)).first()
+    if row is None or row.status != "running":
+        return None
+    return chunk, row
+
+
+async def advance(
+    conn: AsyncConnection,
+    chunk: Chunk,
+    last: str | None,
+    finished: bool,
+    outcomes: Mapping[str, int],
+    now: float,
+) -> None:
+    """Record a chunk's progress in the transaction that wrote its recipients."""
+    current = (
+        await conn.execute(
+            select(broadcast_chunks.c.counts).where(
+                broadcast_chunks.c.broadcast_id == chunk.broadcast_id,
+                broadcast_chunks.c.seq == chunk.seq,
+            )
+        )
+    ).scalar_one_or_none()
+    total = Counter(_json(current) or {})
+    total.update(outcomes)
+    values: dict[str, Any] = {"counts": dict(total)}
+    if finished:
+        values.update(status="done", done_at=now)
+    elif last is not None:
+        values["after_id"] = last
+    await conn.execute(
+        update(broadcast_chunks)
+        .where(
+            broadcast_chunks.c.broadcast_id == chunk.broadcast_id,
+            broadcast_chunks.c.seq == chunk.seq,
+        )
+        .values(**values)
+    )
+
+
+async def pace(conn: AsyncConnection, broadcast_id: str, next_at: float) -> None:
+    """Hold a rate-limited broadcast's next chunk until ``next_at``."""
+    await conn.execute(
+        update(broadcasts).where(broadcasts.c.id == broadcast_id).values(next_at=next_at)
+    )
+
+
+async def finish(conn: AsyncConnection, now: float) -> list[str]:
+    """Running broadcasts fully planned with no chunk left: ``done``; their ids."""
+    rows = await rows_of(
+        conn,
+        "SELECT b.id FROM broadcasts b WHERE b.status = 'running' AND b.planned = {}"
+        " AND NOT EXISTS (SELECT 1 FROM broadcast_chunks c"
+        " WHERE c.broadcast_id = b.id AND c.status = 'pending')",
+        True,
+    )
+    ids = [r[0] for r in rows]
+    if not ids:
+        return []
+    totals = await counts(conn, ids)
+    for broadcast_id in ids:
+        await conn.execute(
+            update(broadcasts)
+            .where(broadcasts.c.id == broadcast_id, broadcasts.c.status == "running")
+            .values(
+                status="done", finished_at=now, audience_size=sum(totals[broadcast_id].values())
+            )
+        )
+    return ids
+
+
+async def decided(conn: AsyncConnection, broadcast_id: str, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` this broadcast has decided for already."""
+    if not ids:
+        return set()
+    rows = await rows_of(
+        conn,
+        "SELECT subscriber_id FROM broadcast_recipients"
+        " WHERE broadcast_id = {} AND subscriber_id IN ({})",
+        broadcast_id,
+        list(ids),
+    )
+    return {r[0] for r in rows}
+
+
+async def insert_recipients(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Store recipients' decisions."""
+    await bulk_insert(conn, broadcast_recipients, rows)
+
+
+async def mark_cancelled(
+    conn: AsyncConnection, broadcast_id: str, notification_ids: Sequence[str], reason: str
+) -> None:
+    """Recipients whose deferred notification was cancelled with the broadcast."""
+    for start in range(0, len(notification_ids), 500):
+        await conn.execute(
+            update(broadcast_recipients)
+            .where(
+                broadcast_recipients.c.broadcast_id == broadcast_id,
+                broadcast_recipients.c.notification_id.in_(
+                    list(notification_ids[start : start + 500])
+                ),
+            )
+            .values(outcome="cancelled", reason=reason, until=None)
+        )
+
+
+async def recipient(conn: AsyncConnection, broadcast_id: str, subscriber_id: str) -> Any | None:
+    """One recipient's decision, or ``None``."""
+    return (
+        await conn.execute(
+            select(broadcast_recipients).where(
+                broadcast_recipients.c.broadcast_id == broadcast_id,
+                broadcast_recipients.c.subscriber_id == subscriber_id,
+            )
+        )
+    ).first()
+
+
+# ---- the audience, by keyset -------------------------------------------------------------
+
+
+def _audience_sql(audience: Mapping[str, Any], bounded: bool) -> tuple[str, list[Any]]:
+    """``SELECT <id>, <attributes> … WHERE <id> > {}`` for the audience, and its parameters."""
+    upper = " AND {column} <= {{}}" if bounded else ""
+    topic = audience.get("topic")
+    if topic is not None:
+        sql = (
+            "SELECT subscriber_id, NULL FROM topic_subscribers WHERE topic_key = {}"
+            " AND subscriber_id > {}" + upper.format(column="subscriber_id")
+        )
+        return sql + " ORDER BY subscriber_id", [topic]
+    sql = "SELECT id, attributes FROM subscribers WHERE id > {}" + upper.format(column="id")
+    parameters: list[Any] = []
+    segment = audience.get("segment") or {}
+    for name in ("locale", "timezone", "role"):
+        if segment.get(name) is not None:
+            sql += f" AND {name} = {{}}"
+            parameters.append(segment[name])
+    return sql + " ORDER BY id", parameters
+
+
+def _order_first(sql: str, parameters: list[Any], after: str, upto: str | None) -> list[Any]:
+    """The parameters in the order of the statement's ``{}`` (topic key, after, upto, filters)."""
+    if sql.startswith("SELECT subscriber_id"):
+        return [parameters[0], after, *([upto] if upto is not None else []), *parameters[1:]]
+    return [after, *([upto] if upto is not None else []), *parameters]
+
+
+async def page(
+    conn: AsyncConnection, audience: Mapping[str, Any], after: str, upto: str | None, limit: int
+) -> tuple[list[str], str | None, bool]:
+    """The next members of the audience in ``(after, upto]``: ``(ids, last scanned, end)``.
+
+    A segment's ``attributes`` are matched here (equality on each named attribute), after
+    the statement: ``last scanned`` moves the cursor past rows that did not match.
+    """
+    sql, parameters = _audience_sql(audience, upto is not None)
+    values = _order_first(sql, parameters, after, upto)
+    rows = await rows_of(conn, sql + " LIMIT {}", *values, limit)
+    wanted = (audience.get("segment") or {}).get("attributes") or {}
+    ids = []
+    for subscriber_id, attributes in rows:
+        if wanted:
+            held = _json(attributes) or {}
+            if any(held.get(k) != v for k, v in wanted.items()):
+                continue
+        ids.append(subscriber_id)
+    last = rows[-1][0] if rows else None
+    return ids, last, len(rows) < limit
+
+
+async def _boundary(conn: AsyncConnection, audience: Mapping[str, Any], after: str) -> str | None:
+    """The id :data:`CHUNK` members past ``after`` (``None``: fewer are left)."""
+    sql, parameters = _audience_sql(audience, False)
+    values = _order_first(sql, parameters, after, None)
+    rows = await rows_of(conn, sql + " LIMIT 1 OFFSET {}", *values, CHUNK - 1)
+    return str(rows[0][0]) if rows else None
+
+
+async def audience_size(conn: AsyncConnection, audience: Mapping[str, Any]) -> int:
+    """How many subscribers the audience's statement selects (before ``attributes``)."""
+    sql, parameters = _audience_sql(audience, False)
+    values = _order_first(sql, parameters, "", None)
+    inner = sql.rsplit(" ORDER BY", 1)[0]
+    rows = await rows_of(conn, f"SELECT count(*) FROM ({inner}) AS audience", *values)
+    return int(rows[0][0])
+
+
+async def any_member(conn: AsyncConnection, audience: Mapping[str, Any]) -> bool:
+    """Whether the audience has anyone (attributes matched over its first rows)."""
+    after = ""
+    for _ in range(20):
+        ids, last, end = await page(conn, audience, after, None, CHUNK)
+        if ids:
+            return True
+        if end or last is None:
+            return False
+        after = last
+    return True  # many rows scanned, none matched yet: let the broadcast find out

@@ -1,0 +1,59 @@
+"""Rules addressed to a topic: ``to: topic:product.{sku}.restock`` (SPEC §10).
+
+The key is built from the event's data; the rule's recipients are the topic's followers,
+decided one by one when its broadcast fans out (see :mod:`tidings.broadcasts`). Here, pure:
+whether a rule addresses a topic, which key an event gives it, and the decision that says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tidings.config import RuleSettings
+from tidings.strategy.model import Decision
+
+PREFIX = "topic:"
+_FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
+KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,256}$")
+"""What a topic key may be made of."""
+
+
+def addresses_topic(rule: RuleSettings) -> bool:
+    """Whether ``rule.to`` names a topic."""
+    return rule.to.startswith(PREFIX)
+
+
+def fields(to: str) -> list[str]:
+    """The data fields a topic address needs (``topic:product.{sku}.restock`` → ``[sku]``)."""
+    return _FIELD.findall(to)
+
+
+def topic_key(to: str, data: Mapping[str, Any]) -> str | None:
+    """The topic an event's data gives ``to`` (``None`` when a field is missing or unfit)."""
+    missing = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal missing
+        found = data.get(match.group(1))
+        if found is None or found == "" or isinstance(found, dict | list):
+            missing = True
+            return ""
+        return str(found)
+
+    key = _FIELD.sub(value, to.removeprefix(PREFIX))
+    return None if missing or not KEY.match(key) else key
+
+
+def fan_out(rule: RuleSettings, data: Mapping[str, Any]) -> Decision:
+    """The event's decision for a topic rule: fanned out to the topic, or why not."""
+    key = topic_key(rule.to, data)
+    if key is None:
+        names = ", ".join(f"data.{name}" for name in fields(rule.to))
+        return Decision(
+            rule.id, None, "suppressed", f"the event gives no topic for {rule.to} (needs {names})"
+        )
+    return Decision(
+        rule.id, None, "sent", f"fanned out to the subscribers of topic {key}", fanout=key
+    )
