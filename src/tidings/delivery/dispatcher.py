@@ -36,6 +36,7 @@ from tidings.channels.registry import build_provider
 from tidings.clock import Clock
 from tidings.config import ProviderSettings, RetrySettings, Settings
 from tidings.crypto import Cipher
+from tidings.delivery import callbacks as status_callbacks
 from tidings.delivery.breaker import Breaker
 from tidings.delivery.ratelimit import Gate, RateLimit
 from tidings.delivery.retry import backoff
@@ -527,6 +528,9 @@ class Dispatcher:
             )
         await delivery_rows_store.finish(conn, outcomes)
         now = self.clock.now()
+        callbacks = status_callbacks.watch(self.store)
+        if await callbacks.active(conn):  # with none registered, nothing more is done
+            await callbacks.record(conn, map(_status_change, results), now)
         for r in results:
             if r.deactivate:
                 kind = "webhook" if r.channel == "webhook" else "device"
@@ -609,6 +613,15 @@ class Dispatcher:
                 if self._up.get(provider) != up:  # set on a change, not per delivery
                     self._up[provider] = up
                     child(self.metrics.provider_up, provider).set(up)
+
+
+def _status_change(r: _Result) -> status_callbacks.StatusChange:
+    """An outcome as a status callback tells it."""
+    c = r.claimed
+    return status_callbacks.StatusChange(
+        r.status, c.id, c.notification_id, r.note.subscriber_id, r.channel, r.provider,
+        r.error, r.attempts, r.note.envelope,
+    )  # fmt: skip
 
 
 def breaker_from(options: Any, clock: Clock) -> Breaker:
