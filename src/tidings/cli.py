@@ -20,6 +20,7 @@ from rich.table import Table
 from tidings.config import Settings, builtin_config_text, load_settings
 from tidings.durations import format_duration, parse_duration
 from tidings.errors import ConfigError
+from tidings.keys_cli import keys_app
 
 app = typer.Typer(
     help="tidings — notification engine for e-commerce trade events.",
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="Config file (YAML).")]
 
@@ -91,7 +93,16 @@ def serve(
             raise typer.Exit(prepared.returncode)
         generated = prepared.stdout.strip() or None
         raise typer.Exit(_run(_supervise(settings, host, port, role, count, command, generated)))
-    _run(_serve(settings, host, port, role))
+    _serve_or_explain(settings, host, port, role)
+
+
+def _serve_or_explain(settings: Settings, host: str, port: int, role: str) -> None:
+    """Serve; a config error found at start (a short API key …) is one line, exit 2."""
+    try:
+        _run(_serve(settings, host, port, role))
+    except ConfigError as exc:
+        console.print(f"[red]config error[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 async def _supervise(
@@ -196,7 +207,7 @@ async def _until_signalled() -> None:
 def worker(config: ConfigOption = None) -> None:
     """Run workers only (scale-out mode)."""
     _logging()
-    _run(_serve(_settings(config), "", 0, "worker"))
+    _serve_or_explain(_settings(config), "", 0, "worker")
 
 
 @app.command()
@@ -278,7 +289,6 @@ def token(
 
 
 async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
-    import secrets
     import time
 
     from tidings.api.inbox import mint_token
@@ -290,11 +300,7 @@ async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
         store = Store.open(settings.database, settings.encryption_key)
         await store.start()
         try:
-            secret = await store.write(
-                lambda conn: key_rows.put_meta_if_absent(
-                    conn, "inbox_secret", secrets.token_urlsafe(32)
-                )
-            )
+            secret = await store.write(lambda conn: key_rows.inbox_secret(conn, store.cipher))
         finally:
             await store.aclose()
     return mint_token(secret, subscriber_id, ttl, time.time())

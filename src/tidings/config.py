@@ -22,8 +22,8 @@ from tidings.channels.base import Channel, Priority
 from tidings.durations import Duration
 from tidings.errors import ConfigError
 
-Scope = Literal["events", "read", "admin"]
-SCOPES: tuple[Scope, ...] = ("events", "read", "admin")
+Scope = Literal["events", "read", "pii", "tokens", "admin"]
+SCOPES: tuple[Scope, ...] = ("events", "read", "pii", "tokens", "admin")
 
 
 class _Model(BaseModel):
@@ -147,6 +147,8 @@ class ApiKeySettings(_Model):
 
     key: str
     scopes: list[Scope] = ["admin"]
+    origin: str = Field("", exclude=True)
+    """Where the key was named, for errors that must not show it (``TIDINGS_API_KEYS[0]``)."""
 
 
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:\d{1,5})?")
@@ -367,9 +369,15 @@ def build_settings(raw: Any, env: Mapping[str, str], source: str) -> Settings:
 def parse_api_keys(text: str) -> list[dict[str, Any]]:
     """``KEY:SCOPE+SCOPE,KEY2:events`` → api key entries (scope defaults to admin)."""
     keys: list[dict[str, Any]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for index, item in enumerate(filter(None, (part.strip() for part in text.split(",")))):
         key, _, scopes = item.partition(":")
-        keys.append({"key": key, "scopes": scopes.split("+") if scopes else ["admin"]})
+        keys.append(
+            {
+                "key": key,
+                "scopes": scopes.split("+") if scopes else ["admin"],
+                "origin": f"TIDINGS_API_KEYS item {index + 1}",
+            }
+        )
     return keys
 
 

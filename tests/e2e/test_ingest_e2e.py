@@ -241,21 +241,25 @@ def test_batch_accepts_the_valid_items_and_reports_the_rest(server: Server) -> N
 
 def test_auth_and_scopes(tmp_path: Any) -> None:
     server = Server(
-        tmp_path, env={"TIDINGS_API_KEYS": "admin-k:admin,ingest-k:events,reader-k:read"}
+        tmp_path,
+        env={
+            "TIDINGS_API_KEYS": "admin-k-0123456789abcdefghij:admin,"
+            "ingest-k-0123456789abcdefghij:events,reader-k-0123456789abcdefghij:read"
+        },
     )
-    server.admin_key = "admin-k"
+    server.admin_key = "admin-k-0123456789abcdefghij"
     server.start()
     try:
         event = cloudevent("order.paid", "a-1", **PAID)
         assert httpx.post(f"{server.url}/v1/events", json=event).status_code == 401
         with server.client("wrong") as client:
             assert client.post("/v1/events", json=event).status_code == 401
-        with server.client("reader-k") as client:
+        with server.client("reader-k-0123456789abcdefghij") as client:
             denied = client.post("/v1/events", json=event)
             assert denied.status_code == 403
             assert denied.headers["content-type"] == "application/problem+json"
             assert client.get("/v1/notifications").status_code == 200
-        with server.client("ingest-k") as client:
+        with server.client("ingest-k-0123456789abcdefghij") as client:
             assert client.post("/v1/events", json=event).status_code == 202
             assert client.get("/v1/notifications").status_code == 403
             assert client.put("/v1/subscribers/x", json={}).status_code == 403

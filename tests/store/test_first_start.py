@@ -19,7 +19,9 @@ def _settings(database: str, api_keys: str) -> object:
     return load_settings(env=env)
 
 
-@pytest.mark.parametrize("api_keys", ["tid_one:admin,tid_two:events", ""])
+@pytest.mark.parametrize(
+    "api_keys", ["tid_one_0123456789abcdefghij:admin,tid_two_0123456789abcdefghij:events", ""]
+)
 async def test_concurrent_first_starts_agree(postgres_database: str, api_keys: str) -> None:
     services = [
         Service(_settings(postgres_database, api_keys), role="api")  # type: ignore[arg-type]

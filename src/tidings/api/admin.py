@@ -84,8 +84,8 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
-    """The Prometheus text exposition."""
+async def metrics(request: Request, _: str = Depends(require("read"))) -> Response:
+    """The Prometheus text exposition (an API key with ``read``: scrape with a bearer token)."""
     svc = service(request)
     async with svc.store.read() as conn:
         waiting = (

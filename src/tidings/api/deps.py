@@ -33,16 +33,32 @@ class _Bucket:
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[str]]:
-    """A dependency that checks ``Authorization: Bearer <key>`` for ``scope``; the key hash."""
+    """A dependency that checks ``Authorization: Bearer <key>`` for ``scope``; the key hash.
+
+    The key's scopes are left in ``request.state.api_scopes`` (see :func:`reveals_pii`).
+    """
 
     async def check(request: Request) -> str:
-        return authorize(service(request), request.headers.get("authorization", ""), scope)
+        svc = service(request)
+        digest = authorize(svc, request.headers.get("authorization", ""), scope)
+        request.state.api_scopes = svc.api_keys[digest].scopes
+        return digest
 
     return check
 
 
+def reveals_pii(request: Request) -> bool:
+    """Whether this request's key may see PII unmasked (scope ``pii`` or ``admin``)."""
+    scopes: frozenset[str] = getattr(request.state, "api_scopes", frozenset())
+    return "pii" in scopes or "admin" in scopes
+
+
 def authorize(svc: Service, header: str, scope: str) -> str:
-    """Check an ``Authorization`` header for ``scope`` (and the key's rate); the key hash."""
+    """Check an ``Authorization`` header for ``scope`` (and the key's rate); the key hash.
+
+    ``401`` for a missing, unknown, revoked or expired key; ``403`` for a key without
+    ``scope`` (``admin`` has every scope).
+    """
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
@@ -51,11 +67,15 @@ def authorize(svc: Service, header: str, scope: str) -> str:
             {"WWW-Authenticate": "Bearer"},
         )
     digest = hash_api_key(key.strip())
-    scopes = svc.api_keys.get(digest)
-    if scopes is None:
+    found = svc.api_keys.get(digest)
+    if found is None:
         raise ApiError(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
-    if "admin" not in scopes and scope not in scopes:
+    now = svc.clock.now()
+    if found.expired(now):
+        raise ApiError(401, "this API key has expired", {"WWW-Authenticate": "Bearer"})
+    if not found.allows(scope):
         raise ApiError(403, f"this API key lacks the {scope!r} scope")
+    svc.api_keys.used(digest, now)
     _rate_limit(svc, digest)
     return digest
 

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tidings.api.deps import page, page_limit, read_json, require, service
+from tidings.api.deps import page, page_limit, read_json, require, reveals_pii, service
+from tidings.api.views import profile_json
 from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.errors import InvalidInput, NotFound
 from tidings.store import subscribers as rows
@@ -132,7 +133,7 @@ async def put_subscriber(
     async with svc.store.read() as conn:
         found = await rows.get(conn, svc.store.cipher, subscriber_id)
     assert found is not None
-    return found
+    return profile_json(found, reveals_pii(request))
 
 
 @router.get("/v1/subscribers", summary="List subscribers")
@@ -147,7 +148,9 @@ async def list_subscribers(
     size = page_limit(limit)
     async with svc.store.read() as conn:
         ids, next_cursor = page(await rows.list_ids(conn, cursor, size + 1), size, str)
-        items = [await rows.get(conn, svc.store.cipher, i) for i in ids]
+        found = [await rows.get(conn, svc.store.cipher, i) for i in ids]
+    reveal = reveals_pii(request)
+    items = [profile_json(profile, reveal) for profile in found if profile is not None]
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -155,13 +158,13 @@ async def list_subscribers(
 async def get_subscriber(
     subscriber_id: str, request: Request, _: str = Depends(require("read"))
 ) -> dict[str, Any]:
-    """The profile, decrypted."""
+    """The profile, decrypted (name, email and phone masked without the ``pii`` scope)."""
     svc = service(request)
     async with svc.store.read() as conn:
         found = await rows.get(conn, svc.store.cipher, subscriber_id)
     if found is None:
         raise NotFound(f"no subscriber {subscriber_id!r}")
-    return found
+    return profile_json(found, reveals_pii(request))
 
 
 @router.delete("/v1/subscribers/{subscriber_id}", status_code=204, summary="Erase a subscriber")

@@ -107,3 +107,39 @@ async def notifications_json(
             }
         )
     return result
+
+
+def mask_email(value: str | None) -> str | None:
+    """``li@shop.test`` → ``l***@shop.test``: recognisable, not harvestable."""
+    if not value:
+        return value
+    local, _, domain = value.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else local[:1] + "***"
+
+
+def mask_phone(value: str | None) -> str | None:
+    """``+8613800138000`` → ``+86******8000``."""
+    if not value:
+        return value
+    if len(value) <= 7:
+        return value[:1] + "******"
+    return value[:3] + "******" + value[-4:]
+
+
+def mask_name(value: str | None) -> str | None:
+    """``Li Wei`` → ``L***``."""
+    if not value:
+        return value
+    return value[:1] + "***"
+
+
+def profile_json(profile: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    """A subscriber profile as a key sees it: PII masked unless ``reveal`` (scope ``pii``)."""
+    if reveal:
+        return profile
+    return {
+        **profile,
+        "name": mask_name(profile.get("name")),
+        "email": mask_email(profile.get("email")),
+        "phone": mask_phone(profile.get("phone")),
+    }

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from tidings.config import load_settings
+from tidings.errors import ConfigError
 from tidings.runtime.service import prepare
 
 
@@ -20,7 +22,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
     args = parser.parse_args()
-    generated = asyncio.run(prepare(load_settings(args.config)))
+    try:
+        generated = asyncio.run(prepare(load_settings(args.config)))
+    except ConfigError as exc:  # a short API key …: one line, never the value
+        print(f"config error {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     print(generated or "")
 
 

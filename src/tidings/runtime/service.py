@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
-from tidings.crypto import hash_api_key
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.scheduler import Scheduler
 from tidings.durations import parse_duration
+from tidings.errors import ConfigError
 from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
@@ -26,6 +26,7 @@ from tidings.queue.embedded import EmbeddedBroker
 from tidings.runtime.broadcaster import Broadcaster
 from tidings.runtime.inbox_hub import InboxHub, PeerHub
 from tidings.runtime.intake import Intake
+from tidings.runtime.keyring import REFRESH, KeyRing
 from tidings.runtime.processor import Processor
 from tidings.runtime.supervisor import RUN_DIR, Share
 from tidings.store import Store
@@ -89,23 +90,48 @@ async def prepare(settings: Settings, clock: Clock | None = None) -> str | None:
     return generated
 
 
+MIN_SECRET = 24
+"""The fewest characters an API key or the inbox secret may have."""
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse configured API keys and an inbox secret shorter than :data:`MIN_SECRET`.
+
+    The error names where the short one is set, never the value.
+    """
+    for index, entry in enumerate(settings.api_keys):
+        if len(entry.key) < MIN_SECRET:
+            where = entry.origin or f"api_keys[{index}] in {settings.source}"
+            raise ConfigError(
+                f"the API key of {where} is {len(entry.key)} characters:"
+                f" at least {MIN_SECRET} are needed",
+                where,
+            )
+    secret = settings.inbox.secret
+    if secret and len(secret) < MIN_SECRET:  # empty is unset (`${TIDINGS_INBOX_SECRET}`)
+        where = "TIDINGS_INBOX_SECRET or inbox.secret"
+        raise ConfigError(
+            f"the inbox secret is {len(secret)} characters: at least {MIN_SECRET} are needed",
+            where,
+        )
+
+
 async def _setup_keys(store: Store, settings: Settings, now: float) -> tuple[str | None, str]:
-    """Configured keys stored, an admin key generated if there is none, the inbox secret."""
-    configured = settings.api_keys
+    """The configured keys made the stored ``config`` set, an admin key generated if no key
+    works, and the inbox secret (generated and stored encrypted when none is configured)."""
+    check_secrets(settings)
+    configured = {entry.key: frozenset(entry.scopes) for entry in settings.api_keys}
 
     async def setup(conn: AsyncConnection) -> tuple[str | None, str]:
         # an API process and its workers start side by side: one sets up, the rest wait
         # for its commit and then find every key and secret in place
         await advisory_lock(conn, "tidings:setup")
-        for entry in configured:
-            await key_rows.add_key(conn, entry.key, list(entry.scopes), "config", now)
+        await key_rows.sync_configured(conn, configured, now)
         generated = None
-        if not configured and await key_rows.count_keys(conn) == 0:
+        if not configured and not key_rows.usable(await key_rows.all_keys(conn), now):
             generated = "tid_" + secrets.token_urlsafe(24)
             await key_rows.add_key(conn, generated, ["admin"], "generated", now)
-        secret = settings.inbox.secret or await key_rows.put_meta_if_absent(
-            conn, "inbox_secret", secrets.token_urlsafe(32)
-        )
+        secret = settings.inbox.secret or await key_rows.inbox_secret(conn, store.cipher)
         return generated, secret
 
     result: tuple[str | None, str] = await store.write(setup)
@@ -165,7 +191,8 @@ class Service:
         self.broadcaster = Broadcaster(
             self.store, self.broker, self.policy, self.clock, self.metrics, self.hub
         )
-        self.api_keys: dict[str, frozenset[str]] = {}
+        self.api_keys = KeyRing()
+        """The API keys that authenticate, reloaded every :data:`REFRESH` seconds."""
         self.rate_buckets: dict[str, Any] = {}
         """Per-API-key token buckets of the HTTP rate limit (``api.rate_limit``)."""
         self.inbox_secret = ""
@@ -182,7 +209,7 @@ class Service:
 
     async def start(self) -> None:
         """Open the store, load keys and secrets, start the workers (per role)."""
-        await self.store.start()
+        await self.store.start(migrate=not self.share.child)
         await self._keys_and_secrets()
         if isinstance(self.hub, PeerHub):
             await self.hub.start()
@@ -225,17 +252,29 @@ class Service:
                 log.warning("recovery while the broker is away failed", exc_info=True)
 
     async def _keys_and_secrets(self) -> None:
-        configured = self.settings.api_keys
         self.generated_admin_key, self.inbox_secret = await _setup_keys(
             self.store, self.settings, self.clock.now()
         )
+        await self.refresh_keys()
+        self._tasks.append(asyncio.create_task(self._keep_keys_fresh(), name="keys"))
+
+    async def refresh_keys(self) -> None:
+        """Write the keys' last-used times, reload the API keys and the PII data keys."""
+        used = self.api_keys.take_used()
+        if used:
+            await self.store.write(lambda conn: key_rows.stamp_used(conn, used))
         async with self.store.read() as conn:
-            stored = await key_rows.all_keys(conn)
-        configured_hashes: dict[str, frozenset[str]] = {
-            hash_api_key(k.key): frozenset(k.scopes) for k in configured
-        }
-        # configured keys are authoritative; stored ones (generated) count when none are set
-        self.api_keys = configured_hashes or stored
+            self.api_keys.replace(await key_rows.all_keys(conn))
+        await self.store.load_keys()
+
+    async def _keep_keys_fresh(self) -> None:
+        """Keys made, revoked or rotated by ``tidings keys`` count here within REFRESH."""
+        while True:
+            await asyncio.sleep(REFRESH)
+            try:
+                await self.refresh_keys()
+            except Exception:  # noqa: BLE001 - the database may be away: the next round
+                log.warning("reloading the keys failed", exc_info=True)
 
     async def accept(self, batch: Sequence[Event]) -> list[Accepted]:
         """Commit ``batch`` (durable when this returns) and hand the new events on."""
@@ -273,4 +312,10 @@ class Service:
         await self.dispatcher.aclose()
         if isinstance(self.hub, PeerHub):
             self.hub.aclose()
+        used = self.api_keys.take_used()
+        if used:
+            try:
+                await self.store.write(lambda conn: key_rows.stamp_used(conn, used))
+            except Exception:  # noqa: BLE001 - a last-used time is not worth a failed stop
+                log.warning("recording the keys' last use failed", exc_info=True)
         await self.store.aclose()

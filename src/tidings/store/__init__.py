@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.crypto import Cipher, load_or_create_key
+from tidings.crypto import Cipher, create_private, load_or_create_key
 from tidings.store import migrations
 from tidings.store.db import Writer, create_engine, sqlite_path
 
@@ -28,13 +28,28 @@ class Store:
         """A store with the configured key, or a key file beside the SQLite database."""
         path = sqlite_path(url)
         key_file = None if path is None else Path(str(path) + ".key")
+        if path is not None:
+            create_private(path)  # PII and key hashes: readable by this user alone
         return cls(url, load_or_create_key(encryption_key, key_file))
 
-    async def start(self) -> None:
-        """Migrate the schema to the newest revision and start the writer."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(migrations.upgrade)
+    async def start(self, *, migrate: bool = True) -> None:
+        """Migrate the schema to the newest revision, load the PII keys, start the writer.
+
+        ``migrate=False``: a process of ``tidings serve --processes N``, whose supervisor
+        migrated before starting it (and which then never loads Alembic at all).
+        """
+        if migrate:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(migrations.upgrade)
+        await self.load_keys()
         self.write.start()
+
+    async def load_keys(self) -> None:
+        """(Re)load the PII data keys (``tidings keys rotate-pii`` adds and retires them)."""
+        from tidings.store import pii_keys
+
+        async with self.read() as conn:
+            await pii_keys.load(conn, self.cipher)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

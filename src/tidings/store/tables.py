@@ -189,6 +189,7 @@ subscribers = Table(
     Column("name_enc", Text),
     Column("email_enc", Text),
     Column("phone_enc", Text),
+    Column("wechat_openid_enc", Text),
     Column("locale", String(35)),
     Column("timezone", String(64)),
     Column("role", String(32)),

@@ -21,10 +21,10 @@ from sqlalchemy import func, select, text
 from starlette.responses import FileResponse, Response
 
 from tidings import __version__
-from tidings.api.deps import page_limit, require, service
+from tidings.api.deps import page_limit, require, reveals_pii, service
 from tidings.api.events import backlog_of, find_event
 from tidings.api.events import explain as explain_event
-from tidings.api.views import notifications_json
+from tidings.api.views import notifications_json, profile_json
 from tidings.clock import iso
 from tidings.errors import NotFound
 from tidings.runtime.service import Service
@@ -325,21 +325,12 @@ async def dead_letter_list(
     }
 
 
-def mask(value: str | None) -> str | None:
-    """An address an operator can recognise but not harvest: ``a***@shop.test``, ``+86*****00``."""
-    if not value:
-        return value
-    if "@" in value:
-        local, _, domain = value.partition("@")
-        return f"{local[:1]}***@{domain}"
-    return value[:3] + "*" * max(0, len(value) - 5) + value[-2:]
-
-
 @admin.get("/subscribers/{subscriber_id}", summary="A subscriber at a glance")
 async def subscriber_view(
     subscriber_id: str, request: Request, _: str = Depends(require("read"))
 ) -> dict[str, Any]:
-    """Profile (addresses masked), devices, webhooks, preferences, inbox and notifications."""
+    """Profile (masked without the ``pii`` scope), devices, webhooks, preferences, inbox and
+    notifications."""
     svc = service(request)
     async with svc.store.read() as conn:
         profile = await subscriber_rows.get(conn, svc.store.cipher, subscriber_id)
@@ -366,8 +357,7 @@ async def subscriber_view(
         shown = await notifications_json(
             conn, [notes[i] for i in newest if i in notes], svc.clock.now()
         )
-    profile["email"] = mask(profile.get("email"))
-    profile["phone"] = mask(profile.get("phone"))
+    profile = profile_json(profile, reveals_pii(request))
     profile["created_at"] = iso(profile.get("created_at"))
     profile["updated_at"] = iso(profile.get("updated_at"))
     return {
