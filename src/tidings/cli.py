@@ -303,7 +303,8 @@ async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
             secret = await store.write(lambda conn: key_rows.inbox_secret(conn, store.cipher))
         finally:
             await store.aclose()
-    return mint_token(secret, subscriber_id, ttl, time.time())
+    # inbox.max_ttl caps every token, however it is minted
+    return mint_token(secret, subscriber_id, min(ttl, settings.inbox.max_ttl), time.time())
 
 
 @dlq_app.command("list")

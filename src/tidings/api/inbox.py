@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import jwt
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
-from tidings.api.deps import page, page_limit, service
+from tidings.api.deps import page, page_limit, read_json, require, service
 from tidings.api.problems import ApiError
-from tidings.errors import NotFound
+from tidings.clock import iso
+from tidings.durations import parse_duration
+from tidings.errors import InvalidInput, NotFound
 from tidings.store import inbox as inbox_rows
+from tidings.store import subscribers as subscriber_rows
+from tidings.strategy import preferences
 
 router = APIRouter(tags=["inbox"])
 KEEPALIVE = 15.0
+DEFAULT_TTL = 3600.0
+"""Seconds an inbox token minted without a ``ttl`` lives (capped by ``inbox.max_ttl``)."""
+LEEWAY = 5.0
+"""Seconds a token's ``iat`` may lie ahead of this service's clock (the shop's signer)."""
+_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,256}$")
 
 
 def mint_token(secret: str, subscriber_id: str, ttl: float, now: float) -> str:
@@ -27,27 +38,86 @@ def mint_token(secret: str, subscriber_id: str, ttl: float, now: float) -> str:
     )
 
 
+def verify_token(secret: str, token: str, max_ttl: float, now: float) -> tuple[str, float]:
+    """The subscriber id and expiry (epoch seconds) of a valid inbox token.
+
+    Raises ``jwt.PyJWTError`` for a bad signature, a missing ``sub``/``exp``, an expired
+    token, or one that lives longer than ``max_ttl`` (``exp - iat``, or from ``now`` when the
+    token has no ``iat``).
+    """
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=["HS256"],
+        leeway=LEEWAY,
+        options={"require": ["sub", "exp"]},
+    )
+    expires = float(claims["exp"])
+    if expires <= now:  # the leeway is for a signer whose clock runs ahead, not for expiry
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    issued = claims.get("iat")
+    start = float(issued) if isinstance(issued, int | float) else now
+    if expires - min(start, now) > max_ttl + LEEWAY:
+        raise jwt.InvalidTokenError("the token lives longer than inbox.max_ttl allows")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise jwt.InvalidTokenError("the inbox token names no subscriber")
+    return sub, expires
+
+
 async def subscriber(request: Request) -> str:
-    """The subscriber a valid inbox token names (``401`` otherwise)."""
+    """The subscriber a valid inbox token names (``401`` otherwise).
+
+    The token's expiry is kept in ``request.state.inbox_expires`` (a stream ends there).
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         token = request.query_params.get("token", "")  # EventSource cannot set headers
     if not token:
         raise ApiError(401, "missing inbox token", {"WWW-Authenticate": "Bearer"})
+    svc = service(request)
     try:
-        claims = jwt.decode(
-            token.strip(),
-            service(request).inbox_secret,
-            algorithms=["HS256"],
-            options={"require": ["sub", "exp"]},
+        sub, expires = verify_token(
+            svc.inbox_secret, token.strip(), svc.settings.inbox.max_ttl, time.time()
         )
     except jwt.PyJWTError as exc:
         raise ApiError(401, f"invalid inbox token: {exc}", {"WWW-Authenticate": "Bearer"}) from exc
-    sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
-        raise ApiError(401, "the inbox token names no subscriber")
+    request.state.inbox_expires = expires
     return sub
+
+
+@router.post(
+    "/v1/subscribers/{subscriber_id}/inbox-token",
+    summary="Mint an inbox token",
+    tags=["subscribers"],
+)
+async def inbox_token(
+    subscriber_id: str, request: Request, _: str = Depends(require("tokens"))
+) -> dict[str, Any]:
+    """``{ttl?}`` (seconds or ``15m``, ``1h`` …; default 1h, capped by ``inbox.max_ttl``) →
+    ``{token, expires_at}``: the HS256 JWT the subscriber's widget or app sends."""
+    if not _ID.match(subscriber_id):
+        raise InvalidInput("a subscriber id is 1-256 of A-Z a-z 0-9 _ . : @ -", "subscriber_id")
+    svc = service(request)
+    empty = request.headers.get("content-length", "0") == "0"
+    body: Any = {} if empty and "transfer-encoding" not in request.headers else None
+    if body is None:
+        body = await read_json(request)
+    if not isinstance(body, dict) or set(body) - {"ttl"}:
+        raise InvalidInput("the body is {ttl?}", "/")
+    ttl = DEFAULT_TTL
+    if body.get("ttl") is not None:
+        try:
+            ttl = parse_duration(body["ttl"])
+        except ValueError as exc:
+            raise InvalidInput(str(exc), "/ttl") from exc
+        if ttl <= 0:
+            raise InvalidInput("`ttl` must be positive", "/ttl")
+    now = time.time()
+    ttl = min(ttl, svc.settings.inbox.max_ttl)
+    token = mint_token(svc.inbox_secret, subscriber_id, ttl, now)
+    return {"token": token, "expires_at": iso(float(int(now + ttl)))}
 
 
 @router.get("/v1/inbox", summary="The subscriber's inbox")
@@ -113,37 +183,65 @@ async def archive(item_id: str, request: Request, me: str = Depends(subscriber))
     return await _mark(request, me, item_id, "archived_at")
 
 
+@router.get("/v1/inbox/preferences", summary="The subscriber's own preferences")
+async def my_preferences(request: Request, me: str = Depends(subscriber)) -> dict[str, Any]:
+    """The preferences document of SPEC §3 (empty when none were set)."""
+    svc = service(request)
+    async with svc.store.read() as conn:
+        found = await subscriber_rows.get_preferences(conn, me)
+    return found or {}
+
+
+@router.put("/v1/inbox/preferences", summary="Replace the subscriber's own preferences")
+async def put_my_preferences(request: Request, me: str = Depends(subscriber)) -> dict[str, Any]:
+    """Replace them (the body of SPEC §3); switching off a ``required`` category is ``409``."""
+    svc = service(request)
+    document = preferences.validate(await read_json(request), svc.settings.categories)
+    now = svc.clock.now()
+    await svc.store.write(lambda conn: subscriber_rows.put_preferences(conn, me, document, now))
+    return document
+
+
+@router.get("/v1/inbox/categories", summary="What a preference centre offers")
+async def categories(request: Request, _: str = Depends(subscriber)) -> dict[str, Any]:
+    """The notification categories (``required`` ones cannot be switched off) with the
+    channels their rules use, and every channel any rule uses."""
+    settings = service(request).settings
+    used: dict[str, set[str]] = {name: set() for name in settings.categories}
+    for rule in settings.rules:
+        used.setdefault(rule.category, set()).update(rule.channels, rule.fallback)
+    items = [
+        {
+            "key": name,
+            "description": category.description,
+            "required": category.required,
+            "channels": sorted(used.get(name, ())),
+        }
+        for name, category in settings.categories.items()
+    ]
+    channels = sorted(set().union(*used.values())) if used else []
+    return {"items": items, "channels": channels, "next_cursor": None}
+
+
 @router.get("/v1/inbox/stream", summary="Live inbox (Server-Sent Events)")
 async def stream(request: Request, me: str = Depends(subscriber)) -> StreamingResponse:
-    """``event: item`` for each new item and ``event: count`` with fresh counts, live."""
+    """``event: item`` for each new item and ``event: count`` with fresh counts, live.
+
+    The stream ends with ``event: expired`` when its token expires; a subscriber holds at
+    most ``inbox.max_streams`` streams at once in a process (``429`` past it).
+    """
     svc = service(request)
+    if svc.hub.streams(me) >= svc.settings.inbox.max_streams:
+        raise ApiError(
+            429,
+            f"this subscriber already has {svc.settings.inbox.max_streams} open inbox streams",
+            {"Retry-After": "5"},
+        )
     queue = svc.hub.subscribe(me)
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            async with svc.store.read() as conn:
-                counts = await inbox_rows.counts(conn, me)
-            yield _sse("count", counts)
-            while True:
-                try:
-                    message = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if message["type"] == "item":
-                    yield _sse(
-                        "item", inbox_rows.item_json(_Row(message["item"])), message["item"]["id"]
-                    )
-                    async with svc.store.read() as conn:
-                        counts = await inbox_rows.counts(conn, me)
-                    yield _sse("count", counts)
-                else:
-                    yield _sse("count", message["count"])
-        finally:
-            svc.hub.unsubscribe(me, queue)
-
-    return StreamingResponse(
-        events(),
+    expires: float = request.state.inbox_expires
+    return _Stream(
+        _events(request, me, queue, expires),
+        lambda: svc.hub.unsubscribe(me, queue),
         media_type="text/event-stream",
         headers={
             "Cache-Control": "no-cache",
@@ -152,6 +250,55 @@ async def stream(request: Request, me: str = Depends(subscriber)) -> StreamingRe
             "X-Tidings-Process": str(svc.share.index),
         },
     )
+
+
+async def _events(
+    request: Request, me: str, queue: asyncio.Queue[dict[str, Any]], expires: float
+) -> AsyncIterator[str]:
+    svc = service(request)
+    async with svc.store.read() as conn:
+        counts = await inbox_rows.counts(conn, me)
+    yield _sse("count", counts)
+    while True:
+        left = expires - time.time()
+        if left <= 0:
+            yield _sse("expired", {"expired_at": iso(expires)})
+            return
+        try:
+            message = await asyncio.wait_for(queue.get(), min(KEEPALIVE, left))
+        except TimeoutError:
+            if expires > time.time():
+                yield ": keep-alive\n\n"
+            continue
+        if message["type"] == "item":
+            yield _sse("item", inbox_rows.item_json(_Row(message["item"])), message["item"]["id"])
+            async with svc.store.read() as conn:
+                counts = await inbox_rows.counts(conn, me)
+            yield _sse("count", counts)
+        else:
+            yield _sse("count", message["count"])
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that lets go of its stream however it ends (finished, client
+    gone, cancelled): the hub's queue and the generator are released at once, not when the
+    garbage collector finds them."""
+
+    def __init__(
+        self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._content = content
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 class _Row:

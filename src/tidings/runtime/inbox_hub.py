@@ -25,6 +25,10 @@ class InboxHub:
         self._listeners[subscriber_id].add(queue)
         return queue
 
+    def streams(self, subscriber_id: str) -> int:
+        """How many streams of ``subscriber_id`` this process holds open."""
+        return len(self._listeners.get(subscriber_id, ()))
+
     def unsubscribe(self, subscriber_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         """Stop delivering to ``queue``."""
         listeners = self._listeners.get(subscriber_id)
