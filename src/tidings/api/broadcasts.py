@@ -16,10 +16,9 @@ from tidings.errors import ConfigError, InvalidInput, NotFound
 from tidings.events.cloudevents import Event, parse_time
 from tidings.ids import new_id
 from tidings.runtime.broadcaster import cancel_pending
+from tidings.store import audiences
 from tidings.store import broadcasts as rows
 from tidings.store import topics as topic_rows
-from tidings.store.db import bulk_insert
-from tidings.store.tables import events
 from tidings.templates import Templates
 
 router = APIRouter(tags=["broadcasts"])
@@ -130,11 +129,11 @@ async def _check_audience(svc: Any, audience: Audience) -> dict[str, Any]:
         if audience.topic is not None:
             if await topic_rows.get(conn, audience.topic) is None:
                 raise InvalidInput(f"unknown topic {audience.topic!r}", "/audience/topic")
-            if not await rows.any_member(conn, stored):
+            if not await audiences.any_member(conn, stored):
                 raise InvalidInput(
                     f"topic {audience.topic!r} has no subscribers", "/audience/topic"
                 )
-        elif not await rows.any_member(conn, stored):
+        elif not await audiences.any_member(conn, stored):
             where = "/audience/segment" if audience.segment is not None else "/audience/all"
             raise InvalidInput("the audience is empty: no subscriber matches", where)
     return stored
@@ -191,32 +190,7 @@ async def create_broadcast(
         rate=given.rate,
     )
 
-    async def create(conn: Any) -> Any:
-        found = await rows.get(conn, broadcast_id)
-        if found is not None:  # the same id posted twice at once
-            return found
-        envelope = event.envelope()
-        await bulk_insert(
-            conn,
-            events,
-            [
-                {
-                    "id": event_pk,
-                    "source": event.source,
-                    "event_id": event.id,
-                    "type": event.type,
-                    "subject": None,
-                    "time": None,
-                    "envelope": envelope,
-                    "received_at": now,
-                    "processed_at": now,  # decided by the broadcast, not the processor
-                }
-            ],
-        )
-        await rows.insert(conn, row)
-        return None
-
-    raced = await svc.store.write(create)
+    raced = await svc.store.write(lambda conn: rows.create(conn, row, event))
     if raced is not None:
         response.status_code = 200
         return {"id": raced.id, "status": raced.status, "duplicate": True}

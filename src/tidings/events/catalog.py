@@ -28,6 +28,10 @@ CATALOG: dict[str, tuple[str, ...]] = {
     "refund.completed": _REFUND,
     "review.created": _REVIEW,
     "review.replied": _REVIEW,
+    # audiences (SPEC §10): their rules address topics
+    "product.restocked": ("sku",),
+    "price.dropped": ("sku", "old_price", "new_price", "currency"),
+    "promotion.started": ("campaign_id",),
 }
 """Event type → required ``data`` fields."""
 
@@ -51,16 +55,9 @@ def validate(event_type: str, data: dict[str, Any], prefix: str = "") -> None:
             )
         if is_id and not isinstance(value, (str, int)):
             raise InvalidInput(f"`data.{name}` must be a string", f"{prefix}/data/{name}")
-    if "amount" in data and data["amount"] is not None:
-        amount = data["amount"]
-        if not isinstance(amount, str) or not _MONEY.match(amount):
-            raise InvalidInput(
-                '`data.amount` must be a decimal string such as "99.00"', f"{prefix}/data/amount"
-            )
-        try:
-            Decimal(amount)
-        except InvalidOperation as exc:
-            raise InvalidInput("`data.amount` is not a number", f"{prefix}/data/amount") from exc
+    for money in _MONEY_FIELDS:
+        if money in data and data[money] is not None:
+            _check_money(money, data[money], prefix)
     if "currency" in data and data["currency"] is not None:
         if not isinstance(data["currency"], str) or not _CURRENCY.match(data["currency"]):
             raise InvalidInput(
@@ -74,6 +71,20 @@ def validate(event_type: str, data: dict[str, Any], prefix: str = "") -> None:
             )
     if "items" in data and not isinstance(data["items"], list):
         raise InvalidInput("`data.items` must be an array", f"{prefix}/data/items")
+
+
+_MONEY_FIELDS = ("amount", "price", "old_price", "new_price")
+
+
+def _check_money(name: str, amount: Any, prefix: str) -> None:
+    if not isinstance(amount, str) or not _MONEY.match(amount):
+        raise InvalidInput(
+            f'`data.{name}` must be a decimal string such as "99.00"', f"{prefix}/data/{name}"
+        )
+    try:
+        Decimal(amount)
+    except InvalidOperation as exc:
+        raise InvalidInput(f"`data.{name}` is not a number", f"{prefix}/data/{name}") from exc
 
 
 def default_subject(data: dict[str, Any]) -> str | None:
@@ -98,5 +109,13 @@ SAMPLE_DATA: dict[str, Any] = {
     "tracking_no": "SF1234567890",
     "rating": 5,
     "text": "Great!",
+    "sku": "SKU-1",
+    "name": "Tea set",
+    "price": "89.00",
+    "old_price": "99.00",
+    "new_price": "89.00",
+    "campaign_id": "1111",
+    "starts_at": "2026-11-11T00:00:00Z",
+    "ends_at": "2026-11-12T00:00:00Z",
 }
 """Data that satisfies every catalog type (``tidings check`` renders templates with it)."""

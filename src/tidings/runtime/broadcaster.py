@@ -27,7 +27,7 @@ from tidings.clock import Clock
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.runtime.inbox_hub import InboxHub
-from tidings.store import Store, schedule
+from tidings.store import Store, audiences, schedule
 from tidings.store import broadcasts as rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.tables import events
@@ -126,9 +126,9 @@ class Broadcaster:
             log.warning("broadcast %s cannot run: %s", row.id, job)
             await rows.change_status(conn, row.id, "cancel", now)
             return ChunkRows(now)
-        size = rows.CHUNK if not job.rate else max(1, min(rows.CHUNK, int(job.rate)))
+        size = audiences.CHUNK if not job.rate else max(1, min(audiences.CHUNK, int(job.rate)))
         audience = row.audience if isinstance(row.audience, dict) else {}
-        ids, last, end = await rows.page(conn, audience, chunk.after_id, chunk.upto_id, size)
+        ids, last, end = await audiences.page(conn, audience, chunk.after_id, chunk.upto_id, size)
         known = await rows.decided(conn, job.broadcast_id, ids)
         fresh = [i for i in ids if i not in known]
         recipients, targets = await subscriber_rows.recipients(conn, fresh)

@@ -2,7 +2,7 @@
 
 A running broadcast's audience (a topic's followers, a segment of the subscribers, or all of
 them) is cut into *chunks*: ranges ``(after_id, upto_id]`` of subscriber ids, about
-:data:`CHUNK` each, planned a few at a time by keyset pagination (never the whole audience
+:data:`~tidings.store.audiences.CHUNK` each, planned a few at a time by keyset pagination (never the whole audience
 in memory). A chunk is claimed, decided and written in one transaction — its recipients'
 rows and its own progress (``after_id`` moved on, or ``done``) commit together, so a crash
 at any instant leaves it exactly where the last commit put it. On PostgreSQL chunks are
@@ -23,14 +23,20 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.events.cloudevents import Event
 from tidings.ids import new_id
+from tidings.store.audiences import audience_size, boundary
 from tidings.store.db import bulk_insert
 from tidings.store.deliveries import rows_of
-from tidings.store.tables import broadcast_chunks, broadcast_recipients, broadcasts, notifications
+from tidings.store.tables import (
+    broadcast_chunks,
+    broadcast_recipients,
+    broadcasts,
+    events,
+    notifications,
+)
 from tidings.strategy.model import Decision
 
-CHUNK = 500
-"""Subscribers per chunk (and per transaction)."""
 PLAN_AHEAD = 50
 """Chunks planned per planning transaction."""
 ACTIVE = ("scheduled", "running", "paused")
@@ -54,9 +60,27 @@ def _locking(conn: AsyncConnection, clause: str) -> str:
     return f" {clause}" if conn.dialect.name == "postgresql" else ""
 
 
-async def insert(conn: AsyncConnection, row: dict[str, Any]) -> None:
-    """Store a new broadcast."""
+async def create(conn: AsyncConnection, row: dict[str, Any], event: Event) -> Any | None:
+    """Store a new broadcast and the event its recipients are decided on; ``None`` when
+    stored, else the broadcast that already has this id (idempotent on it)."""
+    found = await get(conn, row["id"])
+    if found is not None:
+        return found
+    now = row["created_at"]
+    event_row = {
+        "id": row["event_pk"],
+        "source": event.source,
+        "event_id": event.id,
+        "type": event.type,
+        "subject": None,
+        "time": None,
+        "envelope": event.envelope(),
+        "received_at": now,
+        "processed_at": now,  # decided by the broadcast, not by the processor
+    }
+    await bulk_insert(conn, events, [event_row])
     await bulk_insert(conn, broadcasts, [row])
+    return None
 
 
 def new_row(
@@ -259,7 +283,7 @@ async def plan(conn: AsyncConnection, now: float) -> bool:
     chunks: list[dict[str, Any]] = []
     done = False
     for _ in range(PLAN_AHEAD):
-        upto = await _boundary(conn, audience, after)
+        upto = await boundary(conn, audience, after)
         seq += 1
         chunks.append(
             {
@@ -420,86 +444,3 @@ async def recipient(conn: AsyncConnection, broadcast_id: str, subscriber_id: str
             )
         )
     ).first()
-
-
-# ---- the audience, by keyset -------------------------------------------------------------
-
-
-def _audience_sql(audience: Mapping[str, Any], bounded: bool) -> tuple[str, list[Any]]:
-    """``SELECT <id>, <attributes> … WHERE <id> > {}`` for the audience, and its parameters."""
-    upper = " AND {column} <= {{}}" if bounded else ""
-    topic = audience.get("topic")
-    if topic is not None:
-        sql = (
-            "SELECT subscriber_id, NULL FROM topic_subscribers WHERE topic_key = {}"
-            " AND subscriber_id > {}" + upper.format(column="subscriber_id")
-        )
-        return sql + " ORDER BY subscriber_id", [topic]
-    sql = "SELECT id, attributes FROM subscribers WHERE id > {}" + upper.format(column="id")
-    parameters: list[Any] = []
-    segment = audience.get("segment") or {}
-    for name in ("locale", "timezone", "role"):
-        if segment.get(name) is not None:
-            sql += f" AND {name} = {{}}"
-            parameters.append(segment[name])
-    return sql + " ORDER BY id", parameters
-
-
-def _order_first(sql: str, parameters: list[Any], after: str, upto: str | None) -> list[Any]:
-    """The parameters in the order of the statement's ``{}`` (topic key, after, upto, filters)."""
-    if sql.startswith("SELECT subscriber_id"):
-        return [parameters[0], after, *([upto] if upto is not None else []), *parameters[1:]]
-    return [after, *([upto] if upto is not None else []), *parameters]
-
-
-async def page(
-    conn: AsyncConnection, audience: Mapping[str, Any], after: str, upto: str | None, limit: int
-) -> tuple[list[str], str | None, bool]:
-    """The next members of the audience in ``(after, upto]``: ``(ids, last scanned, end)``.
-
-    A segment's ``attributes`` are matched here (equality on each named attribute), after
-    the statement: ``last scanned`` moves the cursor past rows that did not match.
-    """
-    sql, parameters = _audience_sql(audience, upto is not None)
-    values = _order_first(sql, parameters, after, upto)
-    rows = await rows_of(conn, sql + " LIMIT {}", *values, limit)
-    wanted = (audience.get("segment") or {}).get("attributes") or {}
-    ids = []
-    for subscriber_id, attributes in rows:
-        if wanted:
-            held = _json(attributes) or {}
-            if any(held.get(k) != v for k, v in wanted.items()):
-                continue
-        ids.append(subscriber_id)
-    last = rows[-1][0] if rows else None
-    return ids, last, len(rows) < limit
-
-
-async def _boundary(conn: AsyncConnection, audience: Mapping[str, Any], after: str) -> str | None:
-    """The id :data:`CHUNK` members past ``after`` (``None``: fewer are left)."""
-    sql, parameters = _audience_sql(audience, False)
-    values = _order_first(sql, parameters, after, None)
-    rows = await rows_of(conn, sql + " LIMIT 1 OFFSET {}", *values, CHUNK - 1)
-    return str(rows[0][0]) if rows else None
-
-
-async def audience_size(conn: AsyncConnection, audience: Mapping[str, Any]) -> int:
-    """How many subscribers the audience's statement selects (before ``attributes``)."""
-    sql, parameters = _audience_sql(audience, False)
-    values = _order_first(sql, parameters, "", None)
-    inner = sql.rsplit(" ORDER BY", 1)[0]
-    rows = await rows_of(conn, f"SELECT count(*) FROM ({inner}) AS audience", *values)
-    return int(rows[0][0])
-
-
-async def any_member(conn: AsyncConnection, audience: Mapping[str, Any]) -> bool:
-    """Whether the audience has anyone (attributes matched over its first rows)."""
-    after = ""
-    for _ in range(20):
-        ids, last, end = await page(conn, audience, after, None, CHUNK)
-        if ids:
-            return True
-        if end or last is None:
-            return False
-        after = last
-    return True  # many rows scanned, none matched yet: let the broadcast find out
