@@ -33,6 +33,8 @@ class Profile(BaseModel):
     name: str | None = Field(None, max_length=200)
     email: str | None = Field(None, max_length=320)
     phone: str | None = None
+    wechat_openid: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{6,64}$")
+    """The buyer's openid in the shop's WeChat mini program (the ``wechat`` channel)."""
     locale: str | None = None
     timezone: str | None = None
     role: str | None = Field(None, max_length=32)
@@ -89,7 +91,8 @@ class DeviceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["fcm", "apns", "webpush"]
+    kind: Literal["fcm", "apns", "webpush", "hms", "xiaomi", "oppo", "vivo"]
+    """The push service the token belongs to (``hms``/``xiaomi``/``oppo``/``vivo`` in China)."""
     token: str | None = Field(None, min_length=8, max_length=4096)
     subscription: WebPushSubscription | None = None
 

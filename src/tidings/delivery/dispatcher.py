@@ -31,7 +31,15 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import CHANNELS, Channel, Destination, Message, Provider, ProviderContext
+from tidings.channels.base import (
+    CHANNELS,
+    Channel,
+    Destination,
+    DestinationKind,
+    Message,
+    Provider,
+    ProviderContext,
+)
 from tidings.channels.registry import build_provider
 from tidings.clock import Clock
 from tidings.config import ProviderSettings, RetrySettings, Settings
@@ -45,6 +53,7 @@ from tidings.errors import (
     ConfigError,
     DestinationGone,
     PermanentProviderError,
+    Suppressed,
     TransientProviderError,
 )
 from tidings.ids import new_id
@@ -443,11 +452,13 @@ class Dispatcher:
             )
         except PermanentProviderError as exc:
             slot.breaker.success()
+            # Suppressed: the recipient cannot take it now (no WeChat subscription left)
+            status = "suppressed" if isinstance(exc, Suppressed) else "failed"
             return result(
-                "failed",
+                status,
                 provider=name,
                 error=str(exc),
-                outcome="failed",
+                outcome=status,
                 td=self.clock.now() - call_start,
                 called_at=call_start,
             )
@@ -685,6 +696,14 @@ class _Plaintexts:
         return plain
 
 
+_PROFILE_ADDRESSES: dict[str, tuple[str, DestinationKind]] = {
+    "email": ("email_enc", "email"),
+    "sms": ("phone_enc", "phone"),
+    "wechat": ("wechat_openid_enc", "wechat"),
+}
+"""Channels addressed by a profile field: the field's column and the destination kind."""
+
+
 async def _destinations(
     conn: AsyncConnection,
     cipher: _Plaintexts,
@@ -697,22 +716,26 @@ async def _destinations(
     (A query per delivery was the dispatcher's largest cost per batch.)
     """
     found: dict[str, Destination] = {}
-    people = {owner[c.id] for c in claimed if c.channel in ("email", "sms")}
+    people = {owner[c.id] for c in claimed if c.channel in _PROFILE_ADDRESSES}
     if people:
         rows = await conn.execute(
-            select(subscribers.c.id, subscribers.c.email_enc, subscribers.c.phone_enc).where(
-                subscribers.c.id.in_(list(people))
-            )
+            select(
+                subscribers.c.id,
+                subscribers.c.email_enc,
+                subscribers.c.phone_enc,
+                subscribers.c.wechat_openid_enc,
+            ).where(subscribers.c.id.in_(list(people)))
         )
         profiles = {row.id: row for row in rows}
         for c in claimed:
             profile = profiles.get(owner[c.id])
-            if profile is None or c.channel not in ("email", "sms"):
+            where = _PROFILE_ADDRESSES.get(c.channel)
+            if profile is None or where is None:
                 continue
-            email = c.channel == "email"
-            address = cipher.decrypt(profile.email_enc if email else profile.phone_enc)
+            column, kind = where
+            address = cipher.decrypt(getattr(profile, column))
             if address:
-                found[c.id] = Destination("email" if email else "phone", address)
+                found[c.id] = Destination(kind, address)
     for channel, table in (("push", devices), ("webhook", webhook_endpoints)):
         wanted = [c.device_id for c in claimed if c.channel == channel and c.device_id]
         if not wanted:

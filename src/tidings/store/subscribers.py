@@ -16,7 +16,9 @@ from tidings.store.deliveries import rows_of
 from tidings.store.tables import devices, inbox_items, subscribers, webhook_endpoints
 from tidings.strategy.model import Recipient
 
-PROFILE_FIELDS = ("name", "email", "phone", "locale", "timezone", "role", "attributes")
+PROFILE_FIELDS = (
+    "name", "email", "phone", "wechat_openid", "locale", "timezone", "role", "attributes",
+)  # fmt: skip
 
 
 async def upsert(
@@ -27,6 +29,7 @@ async def upsert(
         "name_enc": cipher.encrypt(profile.get("name")),
         "email_enc": cipher.encrypt(profile.get("email")),
         "phone_enc": cipher.encrypt(profile.get("phone")),
+        "wechat_openid_enc": cipher.encrypt(profile.get("wechat_openid")),
         "locale": profile.get("locale"),
         "timezone": profile.get("timezone"),
         "role": profile.get("role"),
@@ -54,6 +57,7 @@ async def get(conn: AsyncConnection, cipher: Cipher, subscriber_id: str) -> dict
         "name": cipher.decrypt(row.name_enc),
         "email": cipher.decrypt(row.email_enc),
         "phone": cipher.decrypt(row.phone_enc),
+        "wechat_openid": cipher.decrypt(row.wechat_openid_enc),
         "locale": row.locale,
         "timezone": row.timezone,
         "role": row.role,
@@ -261,6 +265,8 @@ async def recipients(
             targets[subscriber_id]["email"] = [("email", None)]
         if row[5]:
             targets[subscriber_id]["sms"] = [("phone", None)]
+        if row[6]:
+            targets[subscriber_id]["wechat"] = [("wechat", None)]
     # devices first (as "push"), then endpoints, each in id order (see _DESTINATIONS)
     for is_endpoint, subscriber_id, kind, destination_id in destinations:
         channel: Channel = "webhook" if is_endpoint else "push"
@@ -295,8 +301,8 @@ _CHUNK = 500
 """Subscriber ids per statement (far below either backend's limit on parameters)."""
 
 _PROFILES = (
-    "SELECT id, locale, timezone, preferences, email_enc IS NOT NULL, phone_enc IS NOT NULL"
-    " FROM subscribers WHERE id IN ({})"
+    "SELECT id, locale, timezone, preferences, email_enc IS NOT NULL, phone_enc IS NOT NULL,"
+    " wechat_openid_enc IS NOT NULL FROM subscribers WHERE id IN ({})"
 )
 _DESTINATIONS = (
     "SELECT 0, subscriber_id, kind, id FROM devices"

@@ -36,6 +36,7 @@ _NOUNS = {
     "sms": "phone number",
     "push": "active device",
     "webhook": "webhook endpoint",
+    "wechat": "WeChat openid",
 }
 DIGEST_KEEP = 100
 NO_RULE = ""
