@@ -137,9 +137,12 @@ def profile_json(profile: dict[str, Any], reveal: bool) -> dict[str, Any]:
     """A subscriber profile as a key sees it: PII masked unless ``reveal`` (scope ``pii``)."""
     if reveal:
         return profile
-    return {
+    masked = {
         **profile,
         "name": mask_name(profile.get("name")),
         "email": mask_email(profile.get("email")),
         "phone": mask_phone(profile.get("phone")),
     }
+    if profile.get("wechat_openid"):
+        masked["wechat_openid"] = str(profile["wechat_openid"])[:4] + "***"
+    return masked
