@@ -11,6 +11,7 @@ from tidings import __version__
 from tidings.api import admin, events, inbox, notifications, problems, subscribers
 from tidings.api import broadcasts as broadcast_api
 from tidings.api import callbacks as status_callbacks
+from tidings.api import export as subscriber_export
 from tidings.api import topics as topic_api
 from tidings.runtime.service import Service
 
@@ -36,7 +37,15 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     )
     app.state.service = service
     problems.install(app)
-    for module in (events, subscribers, notifications, inbox, admin, status_callbacks):
+    for module in (
+        events,
+        subscribers,
+        notifications,
+        inbox,
+        admin,
+        status_callbacks,
+        subscriber_export,
+    ):
         app.include_router(module.router)
     for module in (topic_api, broadcast_api):  # audiences and broadcasts (SPEC §10)
         app.include_router(module.router)

@@ -15,6 +15,7 @@ from tidings.api.deps import page, page_limit, read_json, require, reveals_pii, 
 from tidings.api.views import profile_json
 from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.errors import InvalidInput, NotFound
+from tidings.store import privacy
 from tidings.store import subscribers as rows
 from tidings.strategy import preferences
 
@@ -174,9 +175,11 @@ async def get_subscriber(
 async def delete_subscriber(
     subscriber_id: str, request: Request, _: str = Depends(require("admin"))
 ) -> Response:
-    """Erase PII, devices, endpoints, inbox and preferences (the audit trail keeps ids)."""
+    """Erase PII, devices, endpoints, inbox and preferences (the audit trail keeps ids), blank
+    the content of their notifications and cancel whatever is still pending for them."""
     svc = service(request)
-    erased = await svc.store.write(lambda conn: rows.erase(conn, subscriber_id))
+    now = svc.clock.now()
+    erased = await svc.store.write(lambda conn: privacy.erase(conn, subscriber_id, now))
     if not erased:
         raise NotFound(f"no subscriber {subscriber_id!r}")
     return Response(status_code=204)
