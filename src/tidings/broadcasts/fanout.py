@@ -97,11 +97,11 @@ def _decide(job: Job, recipient: Recipient, now: float, state: State) -> Decisio
     rule = job.rule
     if job.local_time is None:
         return decide_for(job.policy, rule, job.event, recipient, now, state)
-    wait = round(next_local(job.local_time, recipient.timezone, now) - now)
+    wait = next_local(job.local_time, recipient.timezone, now) - now
     if wait <= 0:
         return decide_for(job.policy, rule, job.event, recipient, now, state)
     made = decide_for(
-        job.policy, rule.model_copy(update={"delay": float(wait)}), job.event, recipient, now, state
+        job.policy, rule.model_copy(update={"delay": wait}), job.event, recipient, now, state
     )
     said = f"delayed {timing.duration(wait)} until "
     return Decision(

@@ -69,7 +69,7 @@ async def page(
                 continue
         ids.append(subscriber_id)
     last = rows[-1][0] if rows else None
-    return ids, last, len(rows) < limit
+    return ids, last, len(rows) < limit or (upto is not None and last == upto)
 
 
 async def boundary(conn: AsyncConnection, audience: Mapping[str, Any], after: str) -> str | None:

@@ -2,14 +2,15 @@
 
 A running broadcast's audience (a topic's followers, a segment of the subscribers, or all of
 them) is cut into *chunks*: ranges ``(after_id, upto_id]`` of subscriber ids, about
-:data:`~tidings.store.audiences.CHUNK` each, planned a few at a time by keyset pagination (never the whole audience
-in memory). A chunk is claimed, decided and written in one transaction — its recipients'
-rows and its own progress (``after_id`` moved on, or ``done``) commit together, so a crash
-at any instant leaves it exactly where the last commit put it. On PostgreSQL chunks are
-claimed ``FOR UPDATE SKIP LOCKED`` (workers take different chunks at once); on SQLite every
-write transaction holds the database's one write lock, so a claim is atomic across the
-processes sharing the file. ``broadcast_recipients``' primary key (broadcast, subscriber)
-is the last guard against a second message.
+:data:`~tidings.store.audiences.CHUNK` each, planned a few at a time by keyset pagination
+(never the whole audience in memory). A chunk is claimed, decided and written in one
+transaction — its recipients' rows and its own progress (``after_id`` moved on, or
+``done``) commit together, so a crash at any instant leaves it exactly where the last
+commit put it. On PostgreSQL chunks are claimed ``FOR UPDATE SKIP LOCKED`` (workers take
+different chunks at once); on SQLite every write transaction holds the database's one
+write lock, so a claim is atomic across the processes sharing the file.
+``broadcast_recipients``' primary key (broadcast, subscriber) is the last guard against a
+second message.
 """
 
 from __future__ import annotations

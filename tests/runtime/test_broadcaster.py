@@ -1,0 +1,259 @@
+"""Broadcasts decided chunk by chunk on a real store (SQLite and PostgreSQL), clock injected."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from tidings.broadcasts import job as jobs
+from tidings.clock import OffsetClock
+from tidings.config import RuleSettings, load_settings
+from tidings.events.cloudevents import Event
+from tidings.ids import new_id
+from tidings.metrics import Metrics
+from tidings.queue.embedded import EmbeddedBroker
+from tidings.runtime.broadcaster import Broadcaster, cancel_pending
+from tidings.runtime.inbox_hub import InboxHub
+from tidings.store import Store, schedule
+from tidings.store import broadcasts as rows
+from tidings.store import topics as topic_rows
+from tidings.store.db import bulk_insert
+from tidings.store.tables import broadcast_recipients, inbox_items, notifications, subscribers
+from tidings.strategy.decide import Policy
+from tidings.templates import Templates
+
+SETTINGS = load_settings(env={})
+POLICY = Policy(SETTINGS, Templates(SETTINGS.templates, SETTINGS.default_locale))
+CONTENT = {
+    "en-US": {"title": "Sale", "body": "{{ name }} is on"},
+    "zh-CN": {"title": "促销", "body": "{{ name }}"},
+}
+
+
+def at(text: str, tz: str = "UTC") -> float:
+    """Epoch seconds of a wall-clock time in ``tz``."""
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp()
+
+
+def clock_at(moment: float) -> OffsetClock:
+    """The real clock shifted to read ``moment`` now."""
+    return OffsetClock(moment - time.time())
+
+
+async def add_subscribers(store: Store, people: list[dict[str, Any]]) -> None:
+    """Subscribers in bulk (``id``, ``timezone``, ``locale``, ``preferences``…)."""
+    now = time.time()
+    made = [
+        {
+            "id": p["id"],
+            "name_enc": None,
+            "email_enc": None,
+            "phone_enc": None,
+            "locale": p.get("locale"),
+            "timezone": p.get("timezone"),
+            "role": p.get("role"),
+            "attributes": p.get("attributes", {}),
+            "preferences": p.get("preferences", {}),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for p in people
+    ]
+    await store.write(lambda conn: bulk_insert(conn, subscribers, made))
+
+
+async def start(
+    store: Store,
+    clock: OffsetClock,
+    audience: dict[str, Any],
+    *,
+    category: str = "marketing",
+    local_time: str | None = None,
+) -> str:
+    """A broadcast as POST /v1/broadcasts stores it; its id."""
+    broadcast_id = "b-" + new_id()
+    rule = RuleSettings.model_validate(
+        {
+            "id": f"broadcast:{broadcast_id}",
+            "on": jobs.EVENT_TYPE,
+            "to": "audience",
+            "category": category,
+            "channels": ["inapp"],
+            "template": jobs.INLINE,
+        }
+    )
+    row = rows.new_row(
+        broadcast_id, new_id(), audience, jobs.message(rule, CONTENT, local_time), clock.now()
+    )
+    event = Event(broadcast_id, jobs.SOURCE, jobs.EVENT_TYPE, {"name": "Double 11"})
+    assert await store.write(lambda conn: rows.create(conn, row, event)) is None
+    return broadcast_id
+
+
+async def run(broadcaster: Broadcaster, rounds: int = 1000) -> int:
+    """Rounds until no chunk is left; how many chunks were decided."""
+    chunks = 0
+    for _ in range(rounds):
+        if not await broadcaster.round():
+            return chunks
+        chunks += 1
+    raise AssertionError("the broadcast never ran out of chunks")
+
+
+def rig(store: Store, clock: OffsetClock) -> Broadcaster:
+    return Broadcaster(store, EmbeddedBroker(), POLICY, clock, Metrics(), InboxHub())
+
+
+async def decisions(store: Store, broadcast_id: str) -> dict[str, Any]:
+    async with store.read() as conn:
+        found = await conn.execute(
+            select(broadcast_recipients).where(broadcast_recipients.c.broadcast_id == broadcast_id)
+        )
+        return {r.subscriber_id: r for r in found}
+
+
+async def status(store: Store, broadcast_id: str) -> tuple[str, dict[str, int], int | None]:
+    async with store.read() as conn:
+        row = await rows.get(conn, broadcast_id)
+        counts = await rows.counts(conn, [broadcast_id])
+    assert row is not None
+    return row.status, counts[broadcast_id], row.audience_size
+
+
+async def test_every_member_of_the_audience_once_across_chunks(store: Store) -> None:
+    await add_subscribers(store, [{"id": f"s-{i:05d}"} for i in range(1203)])
+    clock = clock_at(at("2026-03-10 12:00"))
+    broadcast_id = await start(store, clock, {"all": True})
+    chunks = await run(rig(store, clock))
+    assert chunks == 3  # 500 + 500 + 203
+    assert await status(store, broadcast_id) == ("done", {"sent": 1203}, 1203)
+    async with store.read() as conn:
+        per_person = (
+            await conn.execute(
+                select(inbox_items.c.subscriber_id, func.count())
+                .group_by(inbox_items.c.subscriber_id)
+                .having(func.count() > 1)
+            )
+        ).all()
+        total = (await conn.execute(select(func.count()).select_from(inbox_items))).scalar_one()
+    assert per_person == []
+    assert total == 1203
+
+
+async def test_opt_outs_quiet_hours_and_caps_with_reasons(store: Store) -> None:
+    night = {"quiet_hours": {"start": "22:00", "end": "08:00"}}
+    await add_subscribers(
+        store,
+        [
+            {"id": "ok", "timezone": "Europe/London", "preferences": night},
+            {"id": "opted-out", "preferences": {"categories": {"marketing": {"enabled": False}}}},
+            {"id": "sh-night", "timezone": "Asia/Shanghai", "preferences": night},
+            {"id": "tokyo-night", "timezone": "Asia/Tokyo", "preferences": night},
+            {"id": "capped", "timezone": "Europe/London"},
+        ],
+    )
+    clock = clock_at(at("2026-03-10 15:30"))  # 23:30 in Shanghai, 00:30 in Tokyo
+    broadcaster = rig(store, clock)
+    await store.write(lambda conn: topic_rows.add_members(conn, "regulars", ["capped"], 0.0))
+    for _ in range(3):  # the marketing cap is 3 a day
+        await start(store, clock, {"topic": "regulars"})
+        await run(broadcaster)
+    broadcast_id = await start(store, clock, {"all": True})
+    await run(broadcaster)
+    made = await decisions(store, broadcast_id)
+    assert {k: v.outcome for k, v in made.items()} == {
+        "ok": "sent",
+        "opted-out": "suppressed",
+        "sh-night": "deferred",
+        "tokyo-night": "deferred",
+        "capped": "suppressed",
+    }
+    assert made["opted-out"].reason == "opted out of marketing"
+    assert made["capped"].reason == "over the cap of 3 per 1d for marketing"
+    assert "quiet hours until 08:00 Asia/Shanghai" in made["sh-night"].reason
+    assert "quiet hours until 08:00 Asia/Tokyo" in made["tokyo-night"].reason
+    # deferred to each recipient's own local end of the night
+    assert made["sh-night"].until == at("2026-03-11 08:00", "Asia/Shanghai")
+    assert made["tokyo-night"].until == at("2026-03-11 08:00", "Asia/Tokyo")
+    state, counts, _ = await status(store, broadcast_id)
+    assert (state, counts) == ("done", {"sent": 1, "suppressed": 2, "deferred": 2})
+
+
+async def test_local_time_in_three_zones(store: Store) -> None:
+    zones = {"sh": "Asia/Shanghai", "ny": "America/New_York", "ldn": "Europe/London"}
+    await add_subscribers(store, [{"id": k, "timezone": tz} for k, tz in zones.items()])
+    # 20:00 in Shanghai, 08:00 in New York (EDT since March 8), 12:00 in London
+    clock = clock_at(at("2026-03-10 12:00"))
+    broadcaster = rig(store, clock)
+    broadcast_id = await start(store, clock, {"all": True}, local_time="10:00")
+    await run(broadcaster)
+    made = await decisions(store, broadcast_id)
+    expected = {
+        "sh": at("2026-03-11 10:00", "Asia/Shanghai"),  # passed there today: tomorrow
+        "ny": at("2026-03-10 10:00", "America/New_York"),  # still ahead today
+        "ldn": at("2026-03-11 10:00", "Europe/London"),
+    }
+    for key, due in expected.items():
+        assert made[key].outcome == "deferred"
+        assert made[key].until == pytest.approx(due)
+        assert made[key].reason.startswith("waiting for 10:00 local time: ")
+    async with store.read() as conn:
+        dues = dict(
+            (
+                await conn.execute(select(notifications.c.subscriber_id, notifications.c.due_at))
+            ).all()
+        )
+    assert dues == pytest.approx(expected)
+    # when each one's 10:00 comes, its notification fires: New York first
+    fired = await store.write(lambda conn: schedule.fire_due(conn, expected["ny"] + 1))
+    assert [row["subscriber_id"] for row in fired.inbox] == ["ny"]
+    fired = await store.write(lambda conn: schedule.fire_due(conn, expected["ldn"] + 1))
+    assert sorted(row["subscriber_id"] for row in fired.inbox) == ["ldn", "sh"]
+
+
+async def test_pause_resume_and_cancel(store: Store) -> None:
+    await add_subscribers(store, [{"id": f"p-{i:04d}"} for i in range(1600)])
+    clock = clock_at(at("2026-03-10 12:00"))
+    broadcaster = rig(store, clock)
+    broadcast_id = await start(store, clock, {"all": True})
+    assert await broadcaster.round()
+    now = clock.now()
+    row, problem = await store.write(
+        lambda conn: rows.change_status(conn, broadcast_id, "pause", now)
+    )
+    assert problem is None and row.status == "paused"
+    assert await run(broadcaster) == 0  # a paused broadcast starts no chunk
+    assert await status(store, broadcast_id) == ("paused", {"sent": 500}, 1600)
+    _, problem = await store.write(
+        lambda conn: rows.change_status(conn, broadcast_id, "pause", now)
+    )
+    assert problem == "a paused broadcast cannot be paused"
+    await store.write(lambda conn: rows.change_status(conn, broadcast_id, "resume", now))
+    assert await run(broadcaster) == 3
+    assert await status(store, broadcast_id) == ("done", {"sent": 1600}, 1600)
+
+    # cancelled after its first chunk: deferred messages cancelled, no chunk after
+    later = await start(store, clock, {"all": True}, local_time="23:00")
+    assert await broadcaster.round()
+    row, _ = await store.write(lambda conn: rows.change_status(conn, later, "cancel", now))
+    assert await store.write(lambda conn: cancel_pending(conn, row, now)) == 500
+    assert await run(broadcaster) == 0
+    made = await decisions(store, later)
+    assert len(made) == 500
+    assert {r.outcome for r in made.values()} == {"cancelled"}
+    assert {r.reason for r in made.values()} == {f"broadcast {later} cancelled"}
+    async with store.read() as conn:
+        left = (
+            await conn.execute(
+                select(func.count()).where(
+                    notifications.c.rule_id == f"broadcast:{later}",
+                    notifications.c.status != "cancelled",
+                )
+            )
+        ).scalar_one()
+    assert left == 0
