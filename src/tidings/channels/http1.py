@@ -10,6 +10,8 @@ that correctly but costs ~1 ms of CPU per request here, most of it in its pool b
 - ``Content-Length`` or chunked response bodies, or read-to-close; bodies over ``max_body``
   are not kept (the connection is closed instead of drained);
 - TLS with the given context (SNI and hostname checks as usual); no proxies, no redirects;
+- ``addresses``: connect to these (the ones an address guard approved, in order until one
+  answers) instead of resolving the URL's host again; ``Host`` and SNI keep the name;
 - one total ``timeout`` per request (connect + send + answer).
 
 A request on a *reused* connection that the server closed before answering a single byte is
@@ -26,7 +28,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -251,8 +253,19 @@ class Http1Pool:
         self.connections_opened = 0
         """How many connections were opened (tests check keep-alive with it)."""
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        """POST ``body`` to ``url``; the reply, whatever its status."""
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        addresses: Sequence[str] = (),
+    ) -> Reply:
+        """POST ``body`` to ``url``; the reply, whatever its status.
+
+        With ``addresses``, a new connection goes to the first of them that accepts it,
+        never to a fresh resolution of the URL's host (see :mod:`tidings.channels.ssrf`).
+        """
         known = self._targets.get(url)
         if known is None:
             known = self._target(url)
@@ -268,7 +281,7 @@ class Http1Pool:
         data = start + text.encode("latin-1") + body
         async with asyncio.timeout(self.timeout):
             while True:
-                connection, reused = await self._acquire(origin)
+                connection, reused = await self._acquire(origin, addresses)
                 try:
                     reply = await connection.request(data)
                 except (ConnectionError, OSError):
@@ -305,7 +318,7 @@ class Http1Pool:
         self._targets[url] = known
         return known
 
-    async def _acquire(self, origin: _Origin) -> tuple[_Connection, bool]:
+    async def _acquire(self, origin: _Origin, addresses: Sequence[str]) -> tuple[_Connection, bool]:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -313,18 +326,34 @@ class Http1Pool:
             if not connection.closed and now - connection.idle_since < self.idle_timeout:
                 return connection, True
             connection.close()
+        protocol = await self._connect(origin, addresses)
+        self.connections_opened += 1
+        return protocol, False
+
+    async def _connect(self, origin: _Origin, addresses: Sequence[str]) -> _Connection:
+        """A new connection to ``origin``, at one of ``addresses`` when there are any."""
         loop = asyncio.get_running_loop()
         secure = origin.scheme == "https"
         context = (self.ssl_context or ssl.create_default_context()) if secure else None
-        _, protocol = await loop.create_connection(
-            lambda: _Connection(self.max_body),
-            origin.host,
-            origin.port,
-            ssl=context,
-            server_hostname=origin.host if secure else None,
-        )
-        self.connections_opened += 1
-        return protocol, False
+        failure: OSError | None = None
+        for host in addresses or (origin.host,):
+            try:
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(self.max_body),
+                    host,
+                    origin.port,
+                    ssl=context,
+                    # the name, not the address: SNI and the certificate check stay as they were
+                    server_hostname=origin.host if secure else None,
+                )
+            except ssl.SSLError:
+                raise  # a certificate that does not fit is an answer, not an outage
+            except OSError as exc:
+                failure = exc
+                continue
+            return protocol
+        assert failure is not None
+        raise failure
 
     def _release(self, origin: _Origin, connection: _Connection) -> None:
         if self._closed or connection.closed or not connection.keep_alive:

@@ -7,6 +7,12 @@ endpoint registration (IP literals and obviously local names); :func:`guard` add
 resolution at send time and refuses the URL if *any* address the name resolves to is not
 public. ``allow_private=True`` (config ``allow_private_networks: true``) lets loopback and
 private ranges through, for tests and on-premises ERPs.
+
+The name is resolved once: :func:`guard` returns the addresses it approved and the caller
+connects to one of those (:class:`~tidings.channels.http1.Http1Pool` with ``addresses``),
+keeping the name for the ``Host`` header and TLS (SNI, certificate check). A second lookup
+at connect time would let a DNS answer that changes between the two (DNS rebinding, a TTL of
+zero) steer the request to an address the guard never saw.
 """
 
 from __future__ import annotations
@@ -92,27 +98,32 @@ def check_url(url: str, allow_private: bool) -> None:
         raise ForbiddenDestination("webhook URL points to a private address", code="ssrf")
 
 
-async def resolve_public(host: str, port: int) -> list[IPAddress]:
-    """Resolve ``host``; refuse it if any of its addresses is not public."""
+async def resolve_public(host: str, port: int) -> tuple[str, ...]:
+    """Resolve ``host`` (through the running loop's resolver); refuse it if any of its
+    addresses is not public. The addresses, in the resolver's order, to connect to."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         # NXDOMAIN may be a DNS hiccup or a moved ERP: let the retry budget decide
         raise TransientProviderError("webhook host does not resolve", code="dns") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if not addresses or any(forbidden_address(address) for address in addresses):
+    addresses = [str(info[4][0]).split("%", 1)[0] for info in infos]
+    if not addresses or any(forbidden_address(ipaddress.ip_address(a)) for a in addresses):
         raise ForbiddenDestination("webhook URL resolves to a private address", code="ssrf")
-    return addresses
+    return tuple(dict.fromkeys(addresses))
 
 
-async def guard(url: str, allow_private: bool) -> None:
-    """:func:`check_url`, then (unless ``allow_private``) :func:`resolve_public` on the host."""
+async def guard(url: str, allow_private: bool) -> tuple[str, ...]:
+    """:func:`check_url`, then (unless ``allow_private``) :func:`resolve_public` on the host.
+
+    The approved addresses to connect to; empty when there is nothing to pin (private
+    networks allowed, where any answer would pass, or an IP literal, which needs no lookup).
+    """
     check_url(url, allow_private)
     if allow_private:
-        return
+        return ()
     parts, host = _split(url)
     if _literal_address(host) is not None:
-        return  # already judged by check_url
+        return ()  # already judged by check_url
     default_port = 443 if parts.scheme.lower() == "https" else 80
-    await resolve_public(host, parts.port or default_port)
+    return await resolve_public(host, parts.port or default_port)

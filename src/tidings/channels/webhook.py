@@ -177,9 +177,11 @@ class WebhookProvider:
                 self._keys.clear()
             self._keys[destination.secret] = key
         url = destination.address
+        addresses: tuple[str, ...] = ()
         origin = self._checked.get(url)
         if origin is None:
-            await guard(url, self.allow_private)
+            # the request goes to an address the guard approved: no second lookup to rebind
+            addresses = await guard(url, self.allow_private)
             origin = _origin(url)
             if self.allow_private:  # nothing to resolve: the verdict holds for this URL
                 if len(self._checked) >= _CACHED:
@@ -196,7 +198,7 @@ class WebhookProvider:
                 "webhook-signature": sign(key, message.delivery_id, timestamp, body),
             }
             # redirects are not followed: a 3xx could lead past the address guard
-            reply = await self._post(url, body, headers)
+            reply = await self._post(url, body, headers, addresses)
         finally:
             self._limits.release(origin, place)
         if reply.status == 410:
@@ -204,10 +206,13 @@ class WebhookProvider:
         _raise_for_status(self.name, reply)
         return Receipt(status="delivered", provider_message_id=message.delivery_id)
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
-        """One POST, transport failures mapped to provider errors."""
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str], addresses: tuple[str, ...]
+    ) -> Reply:
+        """One POST (to one of ``addresses`` when given), transport failures mapped to
+        provider errors."""
         try:
-            return await self._pool.post(url, body, headers)
+            return await self._pool.post(url, body, headers, addresses=addresses)
         except TimeoutError as exc:
             raise TransientProviderError(f"{self.name}: timed out", code="timeout") from exc
         except ValueError as exc:
