@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tidings.channels.base import Channel, Priority
+from tidings.channels.base import TEMPLATE_VARIANTS, Channel, Priority
 from tidings.durations import Duration
 from tidings.errors import ConfigError
 
@@ -257,6 +257,8 @@ class Settings(_Model):
             if not locales:
                 raise ConfigError("a template needs at least one locale", f"templates.{name}")
             for locale, variant in locales.items():
+                if locale in TEMPLATE_VARIANTS:  # an approved template (SPEC §12), no locale
+                    continue
                 for key in ("title", "body"):
                     if not isinstance(variant.get(key), str):
                         raise ConfigError(f"missing {key!r}", f"templates.{name}.{locale}.{key}")

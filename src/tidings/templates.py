@@ -22,6 +22,7 @@ from jinja2 import StrictUndefined, Template, TemplateError, Undefined, pass_con
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from tidings.channels.base import TEMPLATE_VARIANTS
 from tidings.errors import ConfigError
 
 
@@ -182,7 +183,7 @@ class Templates:
         self, templates: Mapping[str, Mapping[str, Mapping[str, Any]]], default_locale: str
     ) -> None:
         self.default_locale = default_locale
-        self._sources = templates
+        self._sources = with_variants(templates)
         self._compiled: dict[tuple[str, bool], Template] = {}
         self._bundles: dict[tuple[str, str], _Bundle] = {}
 
@@ -259,3 +260,23 @@ class Templates:
                 self.render(name, locale, context, strict=True)
             except TemplateError as exc:
                 raise ConfigError(str(exc), f"templates.{name}.{locale}") from exc
+
+
+def with_variants(
+    templates: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """Each template's locales, the ``sms``/``wechat`` variants beside them (SPEC §12) folded
+    into every locale as its ``variants`` field: they render with the locale's fields (the
+    approved template's parameters in the buyer's locale) and providers read
+    ``content["variants"]``; a locale is never picked among them.
+    """
+    out: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for name, template in templates.items():
+        variants = {k: v for k, v in template.items() if k in TEMPLATE_VARIANTS}
+        locales = {k: v for k, v in template.items() if k not in TEMPLATE_VARIANTS}
+        out[name] = (
+            {tag: {**fields, "variants": variants} for tag, fields in locales.items()}
+            if variants
+            else locales
+        )
+    return out

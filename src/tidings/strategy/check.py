@@ -6,6 +6,7 @@ from tidings.config import Settings
 from tidings.errors import ConfigError
 from tidings.events.catalog import CATALOG, SAMPLE_DATA
 from tidings.strategy import lifecycle
+from tidings.strategy.variants import variant_problems
 from tidings.templates import Templates
 
 
@@ -31,6 +32,8 @@ def check_settings(settings: Settings) -> None:
     for name in settings.templates:
         templates.check(name, context)
     _check_strategy(settings)
+    for problem in variant_problems(settings):
+        raise problem
     for index, rule in enumerate(settings.rules):
         if rule.on not in CATALOG and "." not in rule.on:
             raise ConfigError(
