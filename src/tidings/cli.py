@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -11,14 +12,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tidings.config import Settings, builtin_config_text, load_settings
-from tidings.durations import format_duration, parse_duration
+from tidings.durations import parse_duration
 from tidings.errors import ConfigError
 from tidings.keys_cli import keys_app
 
@@ -34,11 +34,13 @@ console = Console(stderr=True)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="Config file (YAML).")]
 
 
-def _settings(config: str | None) -> Settings:
+def _settings(config: str | None, *, check: bool = True) -> Settings:
+    from tidings.reports import print_config_problems
+
     try:
-        return load_settings(config)
+        return load_settings(config, check=check)
     except ConfigError as exc:
-        console.print(f"[red]config error[/red] {exc}")
+        print_config_problems(console, exc, "config error")
         raise typer.Exit(2) from exc
 
 
@@ -92,7 +94,7 @@ def serve(
         if prepared.returncode != 0:
             raise typer.Exit(prepared.returncode)
         generated = prepared.stdout.strip() or None
-        raise typer.Exit(_run(_supervise(settings, host, port, role, count, command, generated)))
+        _supervise(settings, host, port, role, count, command, generated)
     _serve_or_explain(settings, host, port, role)
 
 
@@ -105,7 +107,7 @@ def _serve_or_explain(settings: Settings, host: str, port: int, role: str) -> No
         raise typer.Exit(2) from exc
 
 
-async def _supervise(
+def _supervise(
     settings: Settings,
     host: str,
     port: int,
@@ -113,14 +115,23 @@ async def _supervise(
     count: int,
     command: list[str],
     generated: str | None,
-) -> int:
-    from tidings.runtime.supervisor import Supervisor, listening_socket
+) -> NoReturn:
+    """Bind the port, say so, then become the small supervisor (:mod:`.runtime.supervisor`)."""
+    from tidings.runtime.supervisor import SPEC, listening_socket
 
     sock = None if role == "worker" else listening_socket(host, port)
     child = [sys.executable, "-m", "tidings.cli", *command, "--processes", "1"]
-    supervisor = Supervisor(child, count, sock, database=settings.database)
     _announce(settings, role, host, port, generated, processes=count)
-    return await supervisor.run()
+    spec = {
+        "command": child,
+        "count": count,
+        "fd": None if sock is None else sock.fileno(),
+        "database": settings.database,
+    }
+    os.environ[SPEC] = json.dumps(spec)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "tidings.runtime.supervisor"])
 
 
 async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
@@ -226,49 +237,16 @@ def init(
 @app.command()
 def check(config: ConfigOption = None) -> None:
     """Validate config, rules and every template in every locale; print the rule table."""
+    from tidings.reports import print_config_problems, rule_table
     from tidings.strategy.check import check_settings
 
-    settings = _settings(config)
+    settings = _settings(config, check=False)  # every problem at once, below
     try:
         check_settings(settings)
     except ConfigError as exc:
-        console.print(f"[red]error[/red] {exc}")
+        print_config_problems(console, exc)
         raise typer.Exit(1) from exc
-    table = Table(title=f"rules ({settings.source})")
-    for column in (
-        "id",
-        "on",
-        "to",
-        "category",
-        "priority",
-        "channels",
-        "fallback",
-        "timing",
-        "template",
-    ):
-        table.add_column(column)
-    for rule in settings.rules:
-        timing = []
-        if rule.delay:
-            timing.append(f"delay {format_duration(rule.delay)}")
-        if rule.cancel_on:
-            timing.append("cancel on " + ", ".join(rule.cancel_on))
-        if rule.digest:
-            timing.append(f"digest {format_duration(rule.digest.window)}")
-        if rule.ttl:
-            timing.append(f"ttl {format_duration(rule.ttl)}")
-        table.add_row(
-            rule.id,
-            rule.on,
-            rule.to,
-            rule.category,
-            rule.priority,
-            ", ".join(rule.channels),
-            ", ".join(rule.fallback),
-            "; ".join(timing),
-            f"{rule.template} ({', '.join(settings.templates[rule.template])})",
-        )
-    Console().print(table)
+    Console().print(rule_table(settings))
     Console().print(
         f"[green]ok[/green]: {len(settings.rules)} rules, "
         f"{len(settings.templates)} templates, {len(settings.categories)} categories"
@@ -310,13 +288,10 @@ async def _token(settings: Settings, subscriber_id: str, ttl: float) -> str:
 @dlq_app.command("list")
 def dlq_list(config: ConfigOption = None) -> None:
     """List dead letters waiting for replay."""
+    from tidings.reports import dead_letter_table
+
     rows = asyncio.run(_dlq(_settings(config), None, False))
-    table = Table(title="dead letters")
-    for column in ("id", "delivery", "channel", "provider", "reason"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row.id, row.delivery_id, row.channel, row.provider or "-", row.reason[:80])
-    Console().print(table)
+    Console().print(dead_letter_table(rows))
 
 
 @dlq_app.command("replay")
@@ -330,6 +305,8 @@ def dlq_replay(
         raise typer.BadParameter("name dead letter ids or pass --all")
     replayed = asyncio.run(_dlq(_settings(config), ids or [], all_))
     Console().print(f"replayed {len(replayed)}")
+    if ids and len(replayed) < len(ids):
+        raise typer.Exit(1)  # a named dead letter was not found (or not waiting)
 
 
 async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[Any]:
@@ -370,14 +347,20 @@ def demo(
     rate: Annotated[float, typer.Option(help="Events per second.")] = 20.0,
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 30.0,
     api_key: Annotated[
-        str | None, typer.Option(envvar="TIDINGS_API_KEY", help="Admin API key.")
+        str | None,
+        typer.Option(
+            envvar=["TIDINGS_API_KEY", "TIDINGS_ADMIN_KEY"],
+            help="Admin API key (or TIDINGS_API_KEY / TIDINGS_ADMIN_KEY).",
+        ),
     ] = None,
 ) -> None:
     """A simulated shop emits realistic trade events against a running service."""
     from tidings.demo import run_demo
 
     if not api_key:
-        console.print("[red]set TIDINGS_API_KEY (or --api-key) to an admin key[/red]")
+        console.print(
+            "[red]set TIDINGS_API_KEY or TIDINGS_ADMIN_KEY (or --api-key) to an admin key[/red]"
+        )
         raise typer.Exit(2)
     asyncio.run(run_demo(url, api_key, rate, duration))
 

@@ -28,21 +28,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tidings.config import Settings
+if TYPE_CHECKING:
+    from tidings.config import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tidings.runtime.supervisor")  # also when run with -m
 
 LISTEN_FD = "TIDINGS_LISTEN_FD"
 """The inherited listening socket's file descriptor (in a child)."""
@@ -52,6 +56,10 @@ RUN_DIR = "TIDINGS_RUN_DIR"
 """A directory the supervisor made for this run: peers' sockets, metrics files."""
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client's multiprocess directory (see :mod:`tidings.metrics`)."""
+SPEC = "TIDINGS_SUPERVISOR_SPEC"
+"""What ``tidings serve`` hands the supervisor it becomes (see :func:`main`)."""
+DATABASE = "TIDINGS_BURY_DATABASE"
+"""The database URL handed to :mod:`tidings.runtime.bury`."""
 
 _RESTARTS = 5
 """Children that may die within :data:`_RESTART_WINDOW` seconds before the service gives up."""
@@ -223,18 +231,16 @@ class Supervisor:
 
     async def _replace(self, child: _Child, dead: subprocess.Popen[bytes]) -> bool:
         """Clean up after a dead child and start another; ``False`` when it keeps dying."""
-        from tidings.metrics import process_died
-
         log.warning(
             "process %d (pid %d) exited with %s; starting another",
             child.index,
             dead.pid,
             dead.returncode,
         )
-        process_died(dead.pid, self.run_dir / "metrics")
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / "peers" / f"{child.index}.sock").unlink()
-        await release_leases(self.database, dead.pid)
+        # before the replacement starts: its pid must not be mistaken for the dead one's
+        await bury(self.database, dead.pid, self.run_dir / "metrics")
         now = time.monotonic()
         self.deaths = [t for t in self.deaths if now - t < _RESTART_WINDOW] + [now]
         if len(self.deaths) > _RESTARTS:
@@ -263,20 +269,36 @@ class Supervisor:
                 process.wait()
 
 
-async def release_leases(database: str, pid: int) -> None:
-    """Put the ``sending`` rows of dead process ``pid`` (on this host) back to ``pending``."""
-    from tidings.store.db import create_engine
-    from tidings.store.deliveries import lease_owner, release_leases_of
+async def bury(database: str, pid: int, metrics_dir: Path) -> None:
+    """Release dead process ``pid``'s leases and retire its metrics (:mod:`.bury`).
 
-    if not database:
-        return
-    engine = create_engine(database)
-    try:
-        async with engine.begin() as conn:
-            released = await release_leases_of(conn, lease_owner(pid))
-        if released:
-            log.info("released %d deliveries of process %d", released, pid)
-    except Exception:  # noqa: BLE001 - their leases run out anyway
-        log.warning("could not release the leases of process %d", pid, exc_info=True)
-    finally:
-        await engine.dispose()
+    In a short-lived process of its own: the supervisor never loads the store or the
+    metrics library, and stays small.
+    """
+    env = dict(os.environ)
+    env[DATABASE] = database  # never on a command line: it may hold a password
+    helper = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tidings.runtime.bury", str(pid), str(metrics_dir), env=env
+    )
+    await helper.wait()
+
+
+def main() -> int:
+    """``python -m tidings.runtime.supervisor``: supervise, as ``tidings serve`` asked.
+
+    ``tidings serve --processes N`` reads its config, migrates, binds the port, then replaces
+    itself (``exec``) with this small process: the config library, the CLI's and the
+    console's modules are not kept in memory for the whole run. What to run is JSON in the
+    environment (:data:`SPEC`: not on the command line, as the database URL may hold a
+    password): ``{"command": [...], "count": N, "fd": F | null, "database": URL}``.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = json.loads(os.environ.pop(SPEC))
+    fd = spec["fd"]
+    sock = None if fd is None else socket.socket(fileno=fd)
+    supervisor = Supervisor(spec["command"], spec["count"], sock, database=spec["database"])
+    return asyncio.run(supervisor.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
