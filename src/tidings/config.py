@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tidings.channels.base import TEMPLATE_VARIANTS, Channel, Priority
 from tidings.durations import Duration
-from tidings.errors import ConfigError
+from tidings.errors import ConfigError, ConfigProblems, raise_problems
 
 Scope = Literal["events", "read", "pii", "tokens", "admin"]
 SCOPES: tuple[Scope, ...] = ("events", "read", "pii", "tokens", "admin")
@@ -232,51 +232,85 @@ class Settings(_Model):
         return value
 
     def check_references(self) -> None:
-        """Cross-check names: every rule's category, template and channels exist."""
+        """Cross-check names: every rule's category, template and channels exist.
+
+        Every problem is reported at once (:class:`~tidings.errors.ConfigProblems`).
+        """
+        problems: list[ConfigError] = []
         seen: set[str] = set()
         for index, rule in enumerate(self.rules):
             path = f"rules[{index}]"
             if rule.id in seen:
-                raise ConfigError(f"duplicate rule id {rule.id!r}", f"{path}.id")
+                problems.append(ConfigError(f"duplicate rule id {rule.id!r}", f"{path}.id"))
             seen.add(rule.id)
             if rule.category not in self.categories:
-                raise ConfigError(f"unknown category {rule.category!r}", f"{path}.category")
+                problems.append(_unknown_category(rule, path, list(self.categories)))
             if rule.template not in self.templates:
-                raise ConfigError(f"unknown template {rule.template!r}", f"{path}.template")
+                problems.append(
+                    ConfigError(f"unknown template {rule.template!r}", f"{path}.template")
+                )
             for position, channel in enumerate(rule.fallback):
                 if channel in rule.channels:
-                    raise ConfigError(
-                        f"{channel!r} is both a channel and a fallback",
-                        f"{path}.fallback[{position}]",
+                    problems.append(
+                        ConfigError(
+                            f"{channel!r} is both a channel and a fallback",
+                            f"{path}.fallback[{position}]",
+                        )
                     )
             if rule.fallback_after is not None and not rule.fallback:
-                raise ConfigError("fallback_after needs a fallback", f"{path}.fallback_after")
+                problems.append(
+                    ConfigError("fallback_after needs a fallback", f"{path}.fallback_after")
+                )
             if rule.digest is not None and rule.delay is not None:
-                raise ConfigError("a rule is either delayed or digested", f"{path}.digest")
+                problems.append(
+                    ConfigError("a rule is either delayed or digested", f"{path}.digest")
+                )
         for name, locales in self.templates.items():
             if not locales:
-                raise ConfigError("a template needs at least one locale", f"templates.{name}")
+                problems.append(
+                    ConfigError("a template needs at least one locale", f"templates.{name}")
+                )
             for locale, variant in locales.items():
                 if locale in TEMPLATE_VARIANTS:  # an approved template (SPEC §12), no locale
                     continue
                 for key in ("title", "body"):
                     if not isinstance(variant.get(key), str):
-                        raise ConfigError(f"missing {key!r}", f"templates.{name}.{locale}.{key}")
+                        problems.append(
+                            ConfigError(f"missing {key!r}", f"templates.{name}.{locale}.{key}")
+                        )
         names: set[str] = set()
         for channel, entries in self.providers.items():
             for position, entry in enumerate(entries):
                 name = entry.name or entry.kind
                 if name in names:
-                    raise ConfigError(
-                        f"duplicate provider name {name!r} (set `name`)",
-                        f"providers.{channel}[{position}].name",
+                    problems.append(
+                        ConfigError(
+                            f"duplicate provider name {name!r} (set `name`)",
+                            f"providers.{channel}[{position}].name",
+                        )
                     )
                 names.add(name)
+        raise_problems(problems)
 
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL in SQLAlchemy's async dialect spelling."""
         return sqlalchemy_url(self.database)
+
+
+def _unknown_category(rule: RuleSettings, path: str, defined: list[str]) -> ConfigError:
+    """The rule's category is missing: say which rule, and what to add."""
+    choose = f"one of {', '.join(defined)}" if defined else "a category defined under `categories:`"
+    if "category" not in rule.model_fields_set:
+        return ConfigError(
+            f"rule {rule.id!r} names no category and no category {rule.category!r} is defined: "
+            f"add `category: <name>` to the rule ({choose}), or define `{rule.category}` under "
+            f"`categories:` (e.g. `categories: {{{rule.category}: {{required: true}}}}`)",
+            path,
+        )
+    return ConfigError(
+        f"rule {rule.id!r}: unknown category {rule.category!r} ({choose})", f"{path}.category"
+    )
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -336,8 +370,14 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def build_settings(raw: Any, env: Mapping[str, str], source: str) -> Settings:
-    """Validate ``raw`` (parsed YAML), apply interpolation and env overrides."""
+def build_settings(
+    raw: Any, env: Mapping[str, str], source: str, *, check: bool = True
+) -> Settings:
+    """Validate ``raw`` (parsed YAML), apply interpolation and env overrides.
+
+    ``check=False`` leaves the cross-references to the caller (``tidings check`` reports
+    them with every other problem at once).
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -361,10 +401,11 @@ def build_settings(raw: Any, env: Mapping[str, str], source: str) -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(first["msg"], _loc(first["loc"])) from exc
+        found = [ConfigError(e["msg"], _loc(e["loc"])) for e in exc.errors()]
+        raise (found[0] if len(found) == 1 else ConfigProblems(found)) from exc
     settings.source = source
-    settings.check_references()
+    if check:
+        settings.check_references()
     return settings
 
 
@@ -394,13 +435,16 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
 
 
 def load_settings(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    check: bool = True,
 ) -> Settings:
-    """Load the config in force (see module docstring)."""
+    """Load the config in force (see module docstring); ``check`` as in :func:`build_settings`."""
     env = os.environ if env is None else env
     file = config_path(path, env)
     if file is None:
-        return build_settings(parse_yaml(builtin_config_text()), env, "built-in")
+        return build_settings(parse_yaml(builtin_config_text()), env, "built-in", check=check)
     try:
         text = file.read_text("utf-8")
     except OSError as exc:
@@ -414,4 +458,4 @@ def load_settings(
         pack = parse_yaml(builtin_config_text())
         for key in ("categories", "rules", "templates"):
             raw.setdefault(key, pack.get(key))
-    return build_settings(raw, env, str(file))
+    return build_settings(raw, env, str(file), check=check)

@@ -4,6 +4,7 @@
 
     TidingsError
     ├── ConfigError                 the configuration is invalid (names the key path)
+    │   └── ConfigProblems          several at once (``tidings check`` reports every one)
     ├── InvalidInput                a request/event is malformed (names the field) → 400/422
     │   └── PayloadTooLarge         → 413
     ├── NotFound                    → 404
@@ -22,6 +23,8 @@ Third-party exceptions are mapped at the boundary with ``raise … from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class TidingsError(Exception):
     """Base class of every error tidings raises on purpose."""
@@ -33,6 +36,23 @@ class ConfigError(TidingsError):
     def __init__(self, message: str, path: str = "") -> None:
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class ConfigProblems(ConfigError):
+    """Several configuration errors found at once; ``problems`` lists each, one per line."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def raise_problems(problems: Sequence[ConfigError]) -> None:
+    """Raise nothing, the one problem, or :class:`ConfigProblems` listing them all."""
+    flat = [q for p in problems for q in (p.problems if isinstance(p, ConfigProblems) else [p])]
+    if len(flat) == 1:
+        raise flat[0]
+    if flat:
+        raise ConfigProblems(flat)
 
 
 class InvalidInput(TidingsError):

@@ -18,12 +18,12 @@ from typing import Any
 from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_datetime, get_timezone
 from babel.numbers import format_currency, format_decimal
-from jinja2 import StrictUndefined, Template, TemplateError, Undefined, pass_context
+from jinja2 import Template, TemplateError, Undefined, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tidings.channels.base import TEMPLATE_VARIANTS
-from tidings.errors import ConfigError
+from tidings.errors import ConfigError, raise_problems
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,11 +94,21 @@ def _environment(undefined: type[Undefined]) -> _Environment:
     return env
 
 
+class _CheckUndefined(Undefined):
+    """What ``tidings check`` renders a missing field as: an error when printed or computed
+    with (a typo), but false and empty when tested or looped over, as under ``serve`` — so
+    ``{% if paid_at %}`` for an optional field passes check and renders alike in both."""
+
+    __slots__ = ()
+    __str__ = Undefined._fail_with_undefined_error
+    __contains__ = Undefined._fail_with_undefined_error
+
+
 _TEXT = _environment(Undefined)
 _HTML = _environment(Undefined)
 _HTML.autoescape = True
-_STRICT_TEXT = _environment(StrictUndefined)
-_STRICT_HTML = _environment(StrictUndefined)
+_STRICT_TEXT = _environment(_CheckUndefined)
+_STRICT_HTML = _environment(_CheckUndefined)
 _STRICT_HTML.autoescape = True
 
 
@@ -254,12 +264,14 @@ class Templates:
         return value
 
     def check(self, name: str, context: Mapping[str, Any]) -> None:
-        """Render every locale of ``name`` strictly; :class:`ConfigError` names the culprit."""
+        """Render every locale of ``name`` strictly; :class:`ConfigError` names each culprit."""
+        problems: list[ConfigError] = []
         for locale in self._sources[name]:
             try:
                 self.render(name, locale, context, strict=True)
             except TemplateError as exc:
-                raise ConfigError(str(exc), f"templates.{name}.{locale}") from exc
+                problems.append(ConfigError(str(exc), f"templates.{name}.{locale}"))
+        raise_problems(problems)
 
 
 def with_variants(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tidings.config import Settings
-from tidings.errors import ConfigError
+from tidings.errors import ConfigError, raise_problems
 from tidings.events.catalog import CATALOG, SAMPLE_DATA
 from tidings.strategy import lifecycle
 from tidings.strategy.variants import variant_problems
@@ -11,8 +11,19 @@ from tidings.templates import Templates
 
 
 def check_settings(settings: Settings) -> None:
-    """Raise :class:`ConfigError` (naming the key path) on the first problem found."""
-    settings.check_references()
+    """Raise every problem found at once: one :class:`ConfigError` (naming the key path) or
+    :class:`~tidings.errors.ConfigProblems` listing each."""
+    raise_problems(problems(settings))
+
+
+def problems(settings: Settings) -> list[ConfigError]:
+    """Every problem of the config: references, templates, timing keys, event types, providers."""
+    found: list[ConfigError] = []
+    try:
+        settings.check_references()
+    except ConfigError as exc:
+        found.append(exc)
+    names = list(settings.templates) if not found else _well_formed(settings)
     templates = Templates(settings.templates, settings.default_locale)
     context = {
         **SAMPLE_DATA,
@@ -29,70 +40,106 @@ def check_settings(settings: Settings) -> None:
         "timezone": "UTC",
         "data": SAMPLE_DATA,
     }
-    for name in settings.templates:
-        templates.check(name, context)
-    _check_strategy(settings)
-    for problem in variant_problems(settings):
-        raise problem
+    for name in names:
+        try:
+            templates.check(name, context)
+        except ConfigError as exc:
+            found.append(exc)
+    found += _strategy_problems(settings)
+    found += variant_problems(settings)
     for index, rule in enumerate(settings.rules):
         if rule.on not in CATALOG and "." not in rule.on:
-            raise ConfigError(
-                f"event type {rule.on!r} looks wrong (expected e.g. order.paid)",
-                f"rules[{index}].on",
+            found.append(
+                ConfigError(
+                    f"event type {rule.on!r} looks wrong (expected e.g. order.paid)",
+                    f"rules[{index}].on",
+                )
             )
         for position, event_type in enumerate(rule.cancel_on):
             if "." not in event_type:
-                raise ConfigError(
-                    f"event type {event_type!r} looks wrong",
-                    f"rules[{index}].cancel_on[{position}]",
+                found.append(
+                    ConfigError(
+                        f"event type {event_type!r} looks wrong",
+                        f"rules[{index}].cancel_on[{position}]",
+                    )
                 )
+    return found + _provider_problems(settings)
+
+
+def _well_formed(settings: Settings) -> list[str]:
+    """The templates worth rendering: each locale has a string title and body."""
+    return [
+        name
+        for name, locales in settings.templates.items()
+        if locales
+        and all(isinstance(v.get(k), str) for v in locales.values() for k in ("title", "body"))
+    ]
+
+
+def _provider_problems(settings: Settings) -> list[ConfigError]:
     from tidings.channels.registry import provider_class
 
+    found: list[ConfigError] = []
     for channel, entries in settings.providers.items():
         for position, entry in enumerate(entries):
             try:
                 cls = provider_class(entry.kind)
             except ConfigError as exc:
-                raise ConfigError(
-                    str(exc).split(": ", 1)[-1], f"providers.{channel}[{position}].kind"
-                ) from exc
+                where = f"providers.{channel}[{position}].kind"
+                found.append(ConfigError(str(exc).split(": ", 1)[-1], where))
+                continue
             served = getattr(cls, "channel", None)
             if served is not None and served != channel and entry.kind != "console":
-                raise ConfigError(
-                    f"a {entry.kind} provider serves {served}, not {channel}",
-                    f"providers.{channel}[{position}].kind",
+                found.append(
+                    ConfigError(
+                        f"a {entry.kind} provider serves {served}, not {channel}",
+                        f"providers.{channel}[{position}].kind",
+                    )
                 )
+    return found
 
 
-def _check_strategy(settings: Settings) -> None:
+def _strategy_problems(settings: Settings) -> list[ConfigError]:
     """The timing keys: delay, cancel_on, digest, ttl, fallback_after, quiet hours, caps."""
+    found: list[ConfigError] = []
     for name, category in settings.categories.items():
         path = f"categories.{name}"
         if category.required and category.quiet_hours:
-            raise ConfigError("a required category ignores quiet hours", f"{path}.quiet_hours")
+            found.append(
+                ConfigError("a required category ignores quiet hours", f"{path}.quiet_hours")
+            )
         if category.cap is not None and category.cap.per <= 0:
-            raise ConfigError("the cap needs a window longer than 0", f"{path}.cap.per")
+            found.append(ConfigError("the cap needs a window longer than 0", f"{path}.cap.per"))
     for index, rule in enumerate(settings.rules):
         path = f"rules[{index}]"
         for key in ("delay", "ttl", "fallback_after"):
             value = getattr(rule, key)
             if value is not None and value <= 0:
-                raise ConfigError(f"`{key}` must be longer than 0", f"{path}.{key}")
+                found.append(ConfigError(f"`{key}` must be longer than 0", f"{path}.{key}"))
         if rule.digest is not None and rule.digest.window <= 0:
-            raise ConfigError("the digest window must be longer than 0", f"{path}.digest.window")
+            found.append(
+                ConfigError("the digest window must be longer than 0", f"{path}.digest.window")
+            )
         for position, pattern in enumerate(rule.cancel_on):
             if lifecycle.type_matches(pattern, rule.on):
-                raise ConfigError(
-                    f"{pattern!r} matches the rule's own event type {rule.on!r}",
-                    f"{path}.cancel_on[{position}]",
+                found.append(
+                    ConfigError(
+                        f"{pattern!r} matches the rule's own event type {rule.on!r}",
+                        f"{path}.cancel_on[{position}]",
+                    )
                 )
             if "*" in pattern and not pattern.endswith(".*"):
-                raise ConfigError(
-                    "a wildcard is only allowed as a last segment (refund.*)",
-                    f"{path}.cancel_on[{position}]",
+                found.append(
+                    ConfigError(
+                        "a wildcard is only allowed as a last segment (refund.*)",
+                        f"{path}.cancel_on[{position}]",
+                    )
                 )
         if rule.fallback_after is not None and "inapp" not in rule.channels:
-            raise ConfigError(
-                "fallback_after waits for the in-app item to be read: add inapp to channels",
-                f"{path}.fallback_after",
+            found.append(
+                ConfigError(
+                    "fallback_after waits for the in-app item to be read: add inapp to channels",
+                    f"{path}.fallback_after",
+                )
             )
+    return found
