@@ -41,8 +41,9 @@ def create(
 def key_id(server: Server, name: str) -> str:
     """The id ``tidings keys list`` shows for the key named ``name``."""
     for line in keys(server, "list").stdout.splitlines():
-        if f" {name} " in line:
-            return next(cell.strip() for cell in line.split("│") if cell.strip())
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) > 3 and cells[2] == name:
+            return cells[1]
     raise AssertionError(f"no key named {name!r}")
 
 
