@@ -315,6 +315,7 @@ async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[An
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from tidings.store import Store
+    from tidings.store import audit as audit_rows
     from tidings.store import deliveries as delivery_rows
 
     store = Store.open(settings.database, settings.encryption_key)
@@ -329,7 +330,11 @@ async def _dlq(settings: Settings, ids: list[str] | None, all_: bool) -> list[An
         for dead_id in chosen:
 
             async def replay(conn: AsyncConnection, dead: str = dead_id) -> str | None:
-                return await delivery_rows.replay_dead_letter(conn, dead, time.time())
+                now = time.time()
+                replayed = await delivery_rows.replay_dead_letter(conn, dead, now)
+                if replayed is not None:
+                    await audit_rows.record(conn, audit_rows.CLI, "dlq replay", dead, now)
+                return replayed
 
             replayed = await store.write(replay)
             if replayed is None:
@@ -367,14 +372,15 @@ def demo(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(ctx: typer.Context) -> None:
-    """The benchmark harness (bench/): see ``tidings bench --help-bench``."""
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        from bench.run import main  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
+    """The benchmark harness (bench/): ``tidings bench -h`` lists its suites.
+
+    The harness lives beside the package, not in it: it runs as a process of its own
+    (``python -m bench.run``) from the repository root.
+    """
+    if not (Path.cwd() / "bench" / "run.py").is_file():
         console.print("[red]run `tidings bench` from the repository root (bench/ not found)[/red]")
-        raise typer.Exit(2) from exc
-    raise typer.Exit(main(list(ctx.args)))
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bench.run", *ctx.args]))
 
 
 if __name__ == "__main__":
