@@ -45,7 +45,7 @@ from tidings.clock import Clock
 from tidings.config import ProviderSettings, RetrySettings, Settings
 from tidings.crypto import Cipher
 from tidings.delivery import callbacks as status_callbacks
-from tidings.delivery.breaker import Breaker
+from tidings.delivery.breaker import Breaker, EndpointBreakers
 from tidings.delivery.ratelimit import Gate, RateLimit
 from tidings.delivery.retry import backoff
 from tidings.durations import parse_duration
@@ -95,6 +95,8 @@ class Slot:
     """Whether a transient failure counts against the provider's breaker. Not for webhooks:
     there the endpoint is the subscriber's, and one seller's broken ERP must not open the
     circuit for every other seller."""
+    endpoints: EndpointBreakers | None = None
+    """Webhooks: a breaker per endpoint host, blamed instead of the provider's."""
 
 
 @dataclass(slots=True)
@@ -177,14 +179,16 @@ class Dispatcher:
 
     def _slot(self, provider: Provider, entry: ProviderSettings, timeout: float) -> Slot:
         delivery = self.settings.delivery
+        breaker = breaker_from(entry.option("breaker"), self.clock)
         return Slot(
             provider=provider,
             retry=entry.retry or delivery.retry,
             timeout=timeout,
-            breaker=breaker_from(entry.option("breaker"), self.clock),
+            breaker=breaker,
             gate=Gate(entry.concurrency or delivery.concurrency),
             limit=RateLimit(entry.rate_limit) if entry.rate_limit else None,
             blames_provider=provider.channel != "webhook",
+            endpoints=EndpointBreakers.like(breaker) if provider.channel == "webhook" else None,
         )
 
     def refresh_gauges(self) -> None:
@@ -424,6 +428,16 @@ class Dispatcher:
                 due_at=started + wait,
                 attempts=item.attempts,
             )
+        breaker = slot.breaker
+        if slot.endpoints is not None:  # a webhook: its endpoint's circuit, not the provider's
+            breaker = slot.endpoints.of(destination.address)
+            if not breaker.allow():
+                return result(
+                    "pending",
+                    error="the endpoint's circuit is open",
+                    due_at=started + max(_OPEN_RECHECK, breaker.next_try_in()),
+                    attempts=item.attempts,
+                )
         category = self.settings.categories.get(note.category)
         message = _message(item, note, destination, bool(category and category.required))
         name = slot.provider.name
@@ -440,7 +454,7 @@ class Dispatcher:
             finally:
                 slot.gate.release()
         except DestinationGone as exc:
-            slot.breaker.success()
+            breaker.success()
             return result(
                 "failed",
                 provider=name,
@@ -451,7 +465,7 @@ class Dispatcher:
                 called_at=call_start,
             )
         except PermanentProviderError as exc:
-            slot.breaker.success()
+            breaker.success()
             # Suppressed: the recipient cannot take it now (no WeChat subscription left)
             status = "suppressed" if isinstance(exc, Suppressed) else "failed"
             return result(
@@ -471,16 +485,19 @@ class Dispatcher:
             else:
                 error = f"{name}: {type(exc).__name__}"
                 log.warning("provider %s raised %s", name, type(exc).__name__)
-            if slot.blames_provider:
-                slot.breaker.failure()
+            if slot.blames_provider or breaker is not slot.breaker:
+                breaker.failure()  # the provider's, or a webhook endpoint's
             else:
-                slot.breaker.success()  # the provider itself worked; the endpoint did not
+                breaker.success()
             td = self.clock.now() - call_start
             if attempt >= slot.retry.attempts:
                 return result(
                     "dead", provider=name, error=error, outcome="retry", td=td, called_at=call_start
                 )
-            delay = backoff(slot.retry, attempt, retry_after)
+            # a Retry-After is the failed provider's own: a retry that fails over to the next
+            # provider of the channel (see above) does not wait for it
+            own = retry_after if len(candidates) == 1 else None
+            delay = backoff(slot.retry, attempt, own)
             return result(
                 "pending",
                 provider=name,
@@ -491,9 +508,9 @@ class Dispatcher:
                 called_at=call_start,
             )
         except BaseException:
-            slot.breaker.abandon()  # cancelled (shutdown): free a half-open probe
+            breaker.abandon()  # cancelled (shutdown): free a half-open probe
             raise
-        slot.breaker.success()
+        breaker.success()
         return result(
             receipt.status,
             provider=name,
