@@ -274,6 +274,13 @@ class Templates:
         raise_problems(problems)
 
 
+def _ordered(key: str, variant: Any) -> Any:
+    """The ``sms`` variant with its params' names in config order (``param_names``): Tencent's
+    ``TemplateParamSet`` is positional, and stored content (JSON) may reorder the keys."""
+    params = variant.get("params") if key == "sms" and isinstance(variant, Mapping) else None
+    return {**variant, "param_names": list(params)} if isinstance(params, Mapping) else variant
+
+
 def with_variants(
     templates: Mapping[str, Mapping[str, Mapping[str, Any]]],
 ) -> dict[str, dict[str, Mapping[str, Any]]]:
@@ -284,7 +291,7 @@ def with_variants(
     """
     out: dict[str, dict[str, Mapping[str, Any]]] = {}
     for name, template in templates.items():
-        variants = {k: v for k, v in template.items() if k in TEMPLATE_VARIANTS}
+        variants = {k: _ordered(k, v) for k, v in template.items() if k in TEMPLATE_VARIANTS}
         locales = {k: v for k, v in template.items() if k not in TEMPLATE_VARIANTS}
         out[name] = (
             {tag: {**fields, "variants": variants} for tag, fields in locales.items()}

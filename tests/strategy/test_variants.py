@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from tidings.channels.base import Destination, Message
+from tidings.channels.variants import sms_template
 from tidings.config import build_settings
 from tidings.errors import ConfigError
 from tidings.strategy.check import check_settings
@@ -49,10 +52,24 @@ def test_variants_render_beside_the_locale_and_are_never_picked_as_one() -> None
     assert fields["variants"]["sms"] == {
         "template_code": "SMS_100001",
         "params": {"order": "ord-42", "amount": "¥99.00"},
+        "param_names": ["order", "amount"],
     }
     assert fields["variants"]["wechat"]["page"] == "pages/order/detail?id=ord-42"
     assert templates.locales("order_paid") == ["zh-CN", "en-US"]
     assert templates.render("order_paid", "fr-FR", context)[0] == "en-US"
+
+
+def test_sms_params_keep_the_config_order_through_stored_json() -> None:
+    templates = Templates({"order_paid": ORDER_PAID}, "en-US")
+    _, fields = templates.render("order_paid", "zh-CN", {"order_id": "o-1", "amount": "1"})
+    stored = json.loads(json.dumps(fields, sort_keys=True))  # as PostgreSQL's jsonb may
+    message = Message(
+        "d-1", "n-1", "sms", Destination("phone", "+8613800138000"), "b-1", "t", "b",
+        content=stored,
+    )  # fmt: skip
+    code, params = sms_template(message, "tencent_sms")
+    assert code == "SMS_100001"
+    assert list(params) == ["order", "amount"]
 
 
 def test_a_config_with_variants_loads_and_checks() -> None:

@@ -36,7 +36,8 @@ def sms_template(message: Message, provider: str) -> tuple[str, dict[str, str]]:
             f"{provider}: the `sms` variant names no template_code", code="no_template"
         )
     params = found.get("params") or {}
-    return str(code), {str(k): str(v) for k, v in params.items()}
+    names = found.get("param_names") or list(params)  # the config's order (see templates)
+    return str(code), {str(name): str(params[name]) for name in names if name in params}
 
 
 def mainland_number(phone: str) -> str:
