@@ -60,6 +60,7 @@ def create(
     config: ConfigOption = None,
 ) -> None:
     """Make an API key: printed once (standard output), stored hashed."""
+    from tidings.store import audit as audit_rows
     from tidings.store import keys as key_rows
 
     scopes = _scopes(scope)
@@ -72,11 +73,14 @@ def create(
     until = None if lifetime is None else now + lifetime
 
     async def store_key(store: Any) -> key_rows.ApiKey:
-        made: key_rows.ApiKey = await store.write(
-            lambda conn: key_rows.add_key(
+        async def add(conn: Any) -> key_rows.ApiKey:
+            made: key_rows.ApiKey = await key_rows.add_key(
                 conn, key, scopes, "created", now, name=name, expires_at=until
             )
-        )
+            await audit_rows.record(conn, audit_rows.CLI, "keys create", made.id, now)
+            return made
+
+        made: key_rows.ApiKey = await store.write(add)
         return made
 
     made = asyncio.run(_with_store(config, store_key))
@@ -121,12 +125,18 @@ def revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key: every running process refuses it within a second or two."""
+    from tidings.store import audit as audit_rows
     from tidings.store import keys as key_rows
 
+    async def revoke_one(conn: Any) -> key_rows.ApiKey | None:
+        now = time.time()
+        found: key_rows.ApiKey | None = await key_rows.revoke(conn, key_id, now)
+        if found is not None:
+            await audit_rows.record(conn, audit_rows.CLI, "keys revoke", key_id, now)
+        return found
+
     async def work(store: Any) -> key_rows.ApiKey | None:
-        found: key_rows.ApiKey | None = await store.write(
-            lambda conn: key_rows.revoke(conn, key_id, time.time())
-        )
+        found: key_rows.ApiKey | None = await store.write(revoke_one)
         return found
 
     found = asyncio.run(_with_store(config, work))
@@ -149,7 +159,15 @@ def rotate_pii(
     from tidings.runtime.rotation import rotate_pii as rotate
 
     async def work(store: Any) -> Any:
-        return await rotate(store, settle, _err.print)
+        from tidings.store import audit as audit_rows
+
+        done = await rotate(store, settle, _err.print)
+        await store.write(
+            lambda conn: audit_rows.record(
+                conn, audit_rows.CLI, "keys rotate-pii", done.key_id, time.time()
+            )
+        )
+        return done
 
     done = asyncio.run(_with_store(config, work))
     retired = ", ".join(done.retired) or "none"

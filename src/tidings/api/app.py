@@ -9,10 +9,12 @@ from fastapi import FastAPI
 
 from tidings import __version__
 from tidings.api import admin, events, inbox, notifications, problems, subscribers
+from tidings.api import audit as audit_trail
 from tidings.api import broadcasts as broadcast_api
 from tidings.api import callbacks as status_callbacks
 from tidings.api import export as subscriber_export
 from tidings.api import topics as topic_api
+from tidings.api.cors import InboxCors
 from tidings.runtime.service import Service
 
 
@@ -37,6 +39,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     )
     app.state.service = service
     problems.install(app)
+    app.add_middleware(audit_trail.AuditTrail)  # every successful write, before its answer
     for module in (
         events,
         subscribers,
@@ -45,6 +48,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         admin,
         status_callbacks,
         subscriber_export,
+        audit_trail,
     ):
         app.include_router(module.router)
     for module in (topic_api, broadcast_api):  # audiences and broadcasts (SPEC §10)
@@ -55,4 +59,6 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         pass
     else:
         app.include_router(web_routes.router)
+    if service.settings.api.cors_origins:  # the shop's pages call the inbox (SPEC §11)
+        app.add_middleware(InboxCors, origins=service.settings.api.cors_origins)
     return app

@@ -249,7 +249,7 @@ async def list_events(
     size = page_limit(limit)
     async with svc.store.read() as conn:
         found = await event_rows.listed(
-            conn, type=type, subject=subject, since=_since(since), after=cursor, limit=size + 1
+            conn, type=type, subject=subject, since=since_time(since), after=cursor, limit=size + 1
         )
     shown, next_cursor = page(found, size)
     items = [
@@ -264,7 +264,7 @@ async def list_events(
     return {"items": items, "next_cursor": next_cursor}
 
 
-def _since(value: str | None) -> float | None:
+def since_time(value: str | None) -> float | None:
     """``?since=`` as epoch seconds: an ISO 8601 time (UTC when it names no zone)."""
     if value is None:
         return None
