@@ -5,8 +5,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.harness import Server, wait_for
@@ -79,6 +81,27 @@ def test_subscribers_and_devices(served: Server) -> None:
         devices = client.request("GET", "/v1/subscribers/buyer-9/devices")
     assert profile["id"] == "buyer-9" and profile["locale"] == "en-US"
     assert [d["device_id"] for d in devices["items"]] == [device_id]
+    assert caught.value.status == 422 and caught.value.problem.get("status") == 422
+
+
+def test_inbox_token_opens_the_inbox(served: Server) -> None:
+    with Client(served.url, served.admin_key) as client:
+        client.emit("order.delivered", _order(1, "buyer-t"))
+        short = client.inbox_token("buyer-t", "15m")
+        capped = client.inbox_token("buyer-t", timedelta(days=3))
+        with pytest.raises(TidingsError) as caught:
+            client.inbox_token("buyer-t", -5)
+    with httpx.Client(base_url=served.url, timeout=10) as http:
+        items = wait_for(
+            lambda: http.get(
+                "/v1/inbox", headers={"Authorization": f"Bearer {short.token}"}
+            ).json()["items"]
+        )
+    assert items[0]["title"]
+    now = datetime.now(UTC)
+    for token, hours in ((short, 0.25), (capped, 24)):  # inbox.max_ttl (24h) caps every token
+        expires = datetime.fromisoformat(token.expires_at.replace("Z", "+00:00"))
+        assert now < expires <= now + timedelta(hours=hours, minutes=1)
     assert caught.value.status == 422 and caught.value.problem.get("status") == 422
 
 

@@ -242,12 +242,11 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def ttl_text(ttl: str | float | timedelta | None) -> str | None:
-    """A token lifetime as the service reads durations (``"15m"``, ``"3600s"``)."""
-    if ttl is None or isinstance(ttl, str):
-        return ttl
-    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
-    return f"{seconds:g}s"
+def ttl_text(ttl: str | float | timedelta | None) -> str | float | None:
+    """A token lifetime as the service reads it: a duration (``"15m"``) or seconds."""
+    if isinstance(ttl, timedelta):
+        return ttl.total_seconds()
+    return ttl
 
 
 def _encode(value: Any) -> bytes:
