@@ -17,10 +17,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from tidings.config import Settings, builtin_config_text, load_settings
+from tidings.config import Settings, load_settings
 from tidings.durations import parse_duration
 from tidings.errors import ConfigError
 from tidings.keys_cli import keys_app
+from tidings.packs import REGIONS, pack_text
 
 app = typer.Typer(
     help="tidings — notification engine for e-commerce trade events.",
@@ -225,12 +226,18 @@ def worker(config: ConfigOption = None) -> None:
 def init(
     path: Annotated[Path, typer.Option(help="Where to write.")] = Path("tidings.yaml"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    region: Annotated[
+        str, typer.Option(help="`cn`: China's push, SMS and WeChat providers (SPEC §12).")
+    ] = "global",
 ) -> None:
     """Write the built-in e-commerce config to ./tidings.yaml to start editing from."""
+    if region not in REGIONS:
+        console.print(f"[red]unknown region {region!r}[/red] (known: {', '.join(REGIONS)})")
+        raise typer.Exit(2)
     if path.exists() and not force:
         console.print(f"[red]{path} exists[/red] (use --force)")
         raise typer.Exit(1)
-    path.write_text(builtin_config_text(), "utf-8")
+    path.write_text(pack_text(region), "utf-8")
     Console().print(f"wrote {path}")
 
 

@@ -53,13 +53,13 @@ def variant_problems(settings: Settings) -> list[ConfigError]:
     for name, template in settings.templates.items():
         problems += shape_problems(name, template)
     for index, rule in enumerate(settings.rules):
-        template = settings.templates.get(rule.template)
-        if template is None:
+        used = settings.templates.get(rule.template)
+        if used is None:
             continue  # an unknown template is reported by the reference check
         for channel in dict.fromkeys([*rule.channels, *rule.fallback]):
             kinds = NEEDS_VARIANT.get(channel, frozenset())
             strict = [p.kind for p in settings.providers.get(channel) or [] if p.kind in kinds]
-            if strict and channel not in template:
+            if strict and channel not in used:
                 problems.append(
                     ConfigError(
                         f"{channel} goes through {', '.join(strict)}, which sends only approved "
