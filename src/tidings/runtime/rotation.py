@@ -34,9 +34,15 @@ class Rotation:
 
 
 async def rotate_pii(
-    store: Store, settle: float = SETTLE, say: Callable[[str], None] = lambda _: None
+    store: Store,
+    settle: float = SETTLE,
+    say: Callable[[str], None] = lambda _: None,
+    batch: int = 200,
 ) -> Rotation:
-    """Re-encrypt every PII field of ``store`` under a fresh data key; retire the old ones."""
+    """Re-encrypt every PII field of ``store`` under a fresh data key; retire the old ones.
+
+    Rows are re-encrypted ``batch`` at a time, each batch one short write transaction.
+    """
     kid = await store.write(lambda conn: pii_keys.add(conn, store.cipher))
     await store.load_keys()
     say(f"new PII key {kid}: waiting {settle:g}s for every process to learn it")
@@ -47,7 +53,7 @@ async def rotate_pii(
     await asyncio.sleep(settle)
     done = Rotation(kid)
     for _ in range(5):
-        changed = await _sweep(store)
+        changed = await _sweep(store, batch)
         done.fields += changed
         say(f"re-encrypted {changed} fields")
         if not changed:
@@ -57,7 +63,7 @@ async def rotate_pii(
     return done
 
 
-async def _sweep(store: Store) -> int:
+async def _sweep(store: Store, size: int) -> int:
     """One pass over every PII column; the fields re-encrypted."""
     changed = await store.write(lambda conn: pii_keys.reencrypt_secrets(conn, store.cipher))
     for table, columns in pii_keys.encrypted_tables():
@@ -67,7 +73,7 @@ async def _sweep(store: Store) -> int:
             async def batch(
                 conn: AsyncConnection, t: Table = table, c: Any = columns, a: Any = after
             ) -> tuple[tuple[Any, ...] | None, int]:
-                return await pii_keys.reencrypt_batch(conn, store.cipher, t, c, a)
+                return await pii_keys.reencrypt_batch(conn, store.cipher, t, c, a, size)
 
             after, count = await store.write(batch)
             changed += count
