@@ -16,13 +16,14 @@ from tests.harness import Server, wait_for
 from tidings.api.inbox import mint_token
 
 EVENTS_KEY = "events-only-key-0123456789abcdef"
+TOKENS_KEY = "tokens-only-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = {"inbox": {"max_ttl": "1h", "max_streams": 2}}
     running = Server(tmp_path_factory.mktemp("inbox-tokens"), config=config)
-    running.env["TIDINGS_API_KEYS"] += f",{EVENTS_KEY}:events"
+    running.env["TIDINGS_API_KEYS"] += f",{EVENTS_KEY}:events,{TOKENS_KEY}:tokens"
     running.start()
     try:
         yield running
@@ -68,6 +69,15 @@ def test_minting_needs_the_tokens_scope(server: Server, key: str | None, status:
     answer = httpx.post(f"{server.url}/v1/subscribers/b-1/inbox-token", headers=headers, json={})
     assert answer.status_code == status
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_a_tokens_key_mints_and_does_nothing_else(server: Server) -> None:
+    with server.client(TOKENS_KEY) as shop:
+        minted = shop.post("/v1/subscribers/b-2/inbox-token", json={"ttl": 600})
+        assert minted.status_code == 200, minted.text
+        assert claims(server, minted.json()["token"])["sub"] == "b-2"
+        assert shop.get("/v1/subscribers/b-2").status_code == 403
+        assert shop.put("/v1/subscribers/b-2/preferences", json={}).status_code == 403
 
 
 @pytest.mark.parametrize("body", [{"ttl": "soon"}, {"ttl": -5}, {"ttl": 0}, {"lifetime": 60}, []])
