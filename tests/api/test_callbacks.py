@@ -144,3 +144,41 @@ def test_a_dead_callback_endpoint_does_not_hold_deliveries(served: Server) -> No
     assert (done, waiting) == (80, 0)
     assert retried >= 1 and unsent >= 80
     assert len(erp.deliveries) == 40 and all(d.verified for d in erp.deliveries)
+
+
+def test_inbox_items_are_delivered_callbacks_now_and_when_deferred(tmp_path: Path) -> None:
+    plain = {"en-US": {"title": "Order {{ order_id }}", "body": "created"}}
+    rule = {"on": "order.created", "to": "buyer", "channels": ["inapp"], "template": "plain"}
+    config = {
+        "categories": {"order_updates": {"required": True}},
+        "templates": {"plain": plain},
+        "rules": [
+            {**rule, "id": "now", "category": "order_updates"},
+            {**rule, "id": "later", "category": "order_updates", "delay": "1s"},
+        ],
+    }
+    server = Server(tmp_path, config=config).start()
+    try:
+        with WebhookReceiver() as shop, server.client() as http:
+            body = {"url": shop.url, "types": ["notification.delivered"], "secret": shop.secret}
+            refused = http.post("/v1/callbacks", json=body)
+            assert refused.status_code == 422  # a loopback URL, and no private networks allowed
+            config["providers"] = {"webhook": [{"kind": "webhook", "allow_private_networks": True}]}
+            server.stop()
+            server = Server(tmp_path, config=config)
+            server.start()
+            with server.client() as admin:
+                assert admin.post("/v1/callbacks", json=body).status_code == 201
+                event = cloudevent("order.created", "e-1", order_id="o-1", buyer_id="b-1")
+                event["data"] |= {"seller_id": "s-1", "amount": "1.00", "currency": "EUR"}
+                assert admin.post("/v1/events", json=event).status_code == 202
+                wait_for(lambda: len(shop.deliveries) >= 2, timeout=30)
+                notes = admin.get("/v1/notifications", params={"subscriber_id": "b-1"}).json()
+    finally:
+        server.stop()
+    datas = [d.payload["data"] for d in shop.deliveries]
+    assert all(d.verified for d in shop.deliveries)
+    assert {d["channel"] for d in datas} == {"inapp"}
+    assert {d["status"] for d in datas} == {"delivered"}
+    assert {d["notification_id"] for d in datas} == {n["id"] for n in notes["items"]}
+    assert {d["event"]["id"] for d in datas} == {"e-1"}

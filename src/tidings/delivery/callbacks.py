@@ -19,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
@@ -131,6 +131,30 @@ class Watch:
             ]
         if made:
             await rows.enqueue(conn, made)
+
+    async def record_inbox(self, conn: Any, items: Sequence[Mapping[str, Any]], now: float) -> None:
+        """``notification.delivered`` for in-app items just written (inbox rows)."""
+        if not items or not self.routes.get("notification.delivered"):
+            return
+        found = await rows.inbox_deliveries(conn, [item["notification_id"] for item in items])
+        await self.record(
+            conn,
+            (
+                StatusChange(
+                    "delivered",
+                    r.id,
+                    r.notification_id,
+                    r.subscriber_id,
+                    "inapp",
+                    "inbox",
+                    None,
+                    r.attempts,
+                    r.envelope,
+                )  # fmt: skip
+                for r in found
+            ),
+            now,
+        )
 
 
 _WATCHES: WeakKeyDictionary[Store, Watch] = WeakKeyDictionary()

@@ -22,6 +22,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
+from tidings.delivery import callbacks as status_callbacks
 from tidings.metrics import Metrics
 from tidings.queue.base import LANES, Broker, Lane, Ticket
 from tidings.runtime.processor import Processor
@@ -102,7 +103,7 @@ class Scheduler:
         moved = 0
         while True:
             now = self.clock.now()
-            fired = await self.store.write(partial(schedule.fire_due, now=now))
+            fired = await self.store.write(partial(self._fire_due, now=now))
             tickets = [Ticket(d, _lane(lane), subject) for d, lane, subject in fired.tickets]
             if tickets:
                 await self.broker.publish(tickets)
@@ -118,6 +119,13 @@ class Scheduler:
             await self.broker.publish([Ticket(d, _lane(lane), s) for d, lane, s in fallbacks])
         expired = await self.store.write(lambda conn: schedule.expire_due(conn, now))
         return moved + len(fallbacks) + len(expired)
+
+    async def _fire_due(self, conn: AsyncConnection, *, now: float) -> schedule.Fired:
+        fired = await schedule.fire_due(conn, now)
+        callbacks = status_callbacks.watch(self.store)
+        if fired.inbox and await callbacks.active(conn):  # nothing more when none registered
+            await callbacks.record_inbox(conn, fired.inbox, now)
+        return fired
 
     async def run(self) -> None:
         """Tick forever."""

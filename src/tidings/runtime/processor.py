@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.channels.base import Destination
 from tidings.clock import Clock
 from tidings.config import RuleSettings
+from tidings.delivery import callbacks as status_callbacks
 from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker, Ticket
@@ -358,7 +359,11 @@ class Processor:
                         None if refund_id is None else str(refund_id),
                     )
                 )
-        return await out.commit(conn)
+        written = await out.commit(conn)
+        callbacks = status_callbacks.watch(self.store)
+        if written.inbox and await callbacks.active(conn):  # nothing more when none registered
+            await callbacks.record_inbox(conn, written.inbox, now)
+        return written
 
 
 @dataclass(slots=True)

@@ -19,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.crypto import Cipher
 from tidings.ids import new_id
 from tidings.store.db import bulk_insert
-from tidings.store.tables import callback_outbox, status_callbacks
+from tidings.store.tables import (
+    callback_outbox,
+    deliveries,
+    events,
+    notifications,
+    status_callbacks,
+)
 
 StatusType = Literal[
     "notification.sent",
@@ -180,3 +186,24 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
         await conn.execute(
             update(callback_outbox).where(callback_outbox.c.id == outcome["id"]).values(**values)
         )
+
+
+async def inbox_deliveries(conn: AsyncConnection, notification_ids: Sequence[str]) -> list[Any]:
+    """The delivered in-app deliveries of these notifications, with subscriber and event."""
+    rows = await conn.execute(
+        select(
+            deliveries.c.id,
+            deliveries.c.notification_id,
+            deliveries.c.attempts,
+            notifications.c.subscriber_id,
+            events.c.envelope,
+        )
+        .join(notifications, notifications.c.id == deliveries.c.notification_id)
+        .outerjoin(events, events.c.id == notifications.c.event_pk)
+        .where(
+            deliveries.c.notification_id.in_(list(notification_ids)),
+            deliveries.c.channel == "inapp",
+            deliveries.c.status == "delivered",
+        )
+    )
+    return list(rows.all())
