@@ -131,3 +131,27 @@ def test_reads_and_writes_keep_working_while_a_rotation_runs(tmp_path: Path) -> 
                 assert api.get(f"/v1/subscribers/new{n}").json()["phone"] == PROFILE["phone"]
     finally:
         server.stop()
+
+
+async def test_one_rotation_at_a_time_and_an_interrupted_one_is_finished_with_force(
+    tmp_path: Path,
+) -> None:
+    from tidings.errors import Conflict
+    from tidings.store import pii_keys
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}", Cipher(os.urandom(32)))
+    await store.start()
+    try:
+        await store.write(lambda c: rows.upsert(c, store.cipher, "b1", PROFILE, 1.0))
+        # an interrupted rotation: its key stored (and made active), the rows not yet moved
+        interrupted = await store.write(lambda c: pii_keys.begin(c, store.cipher, 1.0))
+        await store.write(lambda c: pii_keys.activate(c, interrupted))
+        with pytest.raises(Conflict, match="unfinished"):
+            await rotate_pii(store, settle=0)
+        done = await rotate_pii(store, settle=0, force=True)
+        assert done.retired == [interrupted]
+        assert (await read(store, "b1"))["email"] == PROFILE["email"]
+        assert all(v.startswith(f"v2:{done.key_id}:") for v in await stored_fields(store))
+        await rotate_pii(store, settle=0)  # finished: the next one needs no force
+    finally:
+        await store.aclose()

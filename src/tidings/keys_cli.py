@@ -15,7 +15,7 @@ from rich.table import Table
 
 from tidings.config import SCOPES, load_settings
 from tidings.durations import parse_duration
-from tidings.errors import ConfigError
+from tidings.errors import ConfigError, Conflict
 
 keys_app = typer.Typer(help="API keys, and the PII encryption key.", no_args_is_help=True)
 _err = Console(stderr=True)
@@ -153,6 +153,9 @@ def rotate_pii(
     settle: Annotated[
         float, typer.Option(help="Seconds for running processes to learn each key change.")
     ] = 3.0,
+    force: Annotated[
+        bool, typer.Option(help="Rotate although an earlier rotation is unfinished.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Re-encrypt every PII field under a new key; reads keep working throughout."""
@@ -161,7 +164,7 @@ def rotate_pii(
     async def work(store: Any) -> Any:
         from tidings.store import audit as audit_rows
 
-        done = await rotate(store, settle, _err.print)
+        done = await rotate(store, settle, _err.print, force=force)
         await store.write(
             lambda conn: audit_rows.record(
                 conn, audit_rows.CLI, "keys rotate-pii", done.key_id, time.time()
@@ -169,7 +172,11 @@ def rotate_pii(
         )
         return done
 
-    done = asyncio.run(_with_store(config, work))
+    try:
+        done = asyncio.run(_with_store(config, work))
+    except Conflict as exc:
+        _err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     retired = ", ".join(done.retired) or "none"
     _err.print(f"PII key {done.key_id}: {done.fields} fields re-encrypted; retired: {retired}")
 

@@ -10,6 +10,7 @@ batch, in passes until one finds nothing left; then the old data keys are delete
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +39,16 @@ async def rotate_pii(
     settle: float = SETTLE,
     say: Callable[[str], None] = lambda _: None,
     batch: int = 200,
+    force: bool = False,
 ) -> Rotation:
     """Re-encrypt every PII field of ``store`` under a fresh data key; retire the old ones.
 
     Rows are re-encrypted ``batch`` at a time, each batch one short write transaction.
+    :class:`~tidings.errors.Conflict` while another rotation is unfinished (``force``: it
+    was interrupted).
     """
-    kid = await store.write(lambda conn: pii_keys.add(conn, store.cipher))
+    now = time.time()
+    kid = await store.write(lambda conn: pii_keys.begin(conn, store.cipher, now, force))
     await store.load_keys()
     say(f"new PII key {kid}: waiting {settle:g}s for every process to learn it")
     await asyncio.sleep(settle)
@@ -58,7 +63,7 @@ async def rotate_pii(
         say(f"re-encrypted {changed} fields")
         if not changed:
             break
-    done.retired = await store.write(lambda conn: pii_keys.retire(conn, kid))
+    done.retired = await store.write(lambda conn: pii_keys.finish(conn, kid))
     await store.load_keys()
     return done
 

@@ -28,11 +28,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.crypto import Cipher, key_id
+from tidings.errors import Conflict
 from tidings.store.keys import INBOX_SECRET, get_meta, set_meta
 from tidings.store.tables import meta, metadata
 
 _KEY = "pii_key:"
 _ACTIVE = "pii_active"
+_ROTATING = "pii_rotating"
 
 
 async def load(conn: AsyncConnection, cipher: Cipher) -> None:
@@ -42,11 +44,22 @@ async def load(conn: AsyncConnection, cipher: Cipher) -> None:
     cipher.use(keys, await get_meta(conn, _ACTIVE))
 
 
-async def add(conn: AsyncConnection, cipher: Cipher) -> str:
-    """Store a fresh data key (not active yet); its id."""
+async def begin(conn: AsyncConnection, cipher: Cipher, now: float, force: bool = False) -> str:
+    """Start a rotation: store a fresh data key (not active yet); its id.
+
+    One rotation at a time (two would each retire the other's key): :class:`Conflict` while
+    another is unfinished, unless ``force`` (that one was interrupted).
+    """
+    running = await get_meta(conn, _ROTATING)
+    if running is not None and not force:
+        raise Conflict(
+            f"a PII key rotation ({running}) is unfinished: if none runs any more"
+            " (interrupted), rotate again with --force"
+        )
     key = os.urandom(32)
     kid = key_id(key)
     await conn.execute(insert(meta).values(key=_KEY + kid, value=cipher.wrap(key)))
+    await set_meta(conn, _ROTATING, f"to key {kid}, started at {now:.0f}")
     return kid
 
 
@@ -55,12 +68,13 @@ async def activate(conn: AsyncConnection, kid: str) -> None:
     await set_meta(conn, _ACTIVE, kid)
 
 
-async def retire(conn: AsyncConnection, keep: str) -> list[str]:
-    """Delete every data key but ``keep``; the ids deleted."""
+async def finish(conn: AsyncConnection, keep: str) -> list[str]:
+    """End a rotation: delete every data key but ``keep`` (the active one); the ids deleted."""
+    if await get_meta(conn, _ACTIVE) != keep:
+        raise Conflict(f"PII key {keep} is no longer the active one: another rotation ran")
     rows = await conn.execute(select(meta.c.key).where(meta.c.key.startswith(_KEY)))
     gone = [row.key for row in rows if row.key != _KEY + keep]
-    if gone:
-        await conn.execute(delete(meta).where(meta.c.key.in_(gone)))
+    await conn.execute(delete(meta).where(meta.c.key.in_([*gone, _ROTATING])))
     return [name[len(_KEY) :] for name in gone]
 
 
