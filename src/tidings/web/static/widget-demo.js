@@ -16,6 +16,7 @@ document.addEventListener("DOMContentLoaded", () => {
   function connect(token) {
     if (inbox) inbox.close();
     user.textContent = `signed in as ${subscriberOf(token)}`;
+    document.dispatchEvent(new CustomEvent("tidings:token", { detail: token })); // notify-me.js
     inbox = window.TidingsInbox.mount(document.getElementById("inbox"), {
       baseUrl: "",
       token,
