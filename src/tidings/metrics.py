@@ -124,6 +124,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
+        self.provider_availability = Gauge(
+            "tidings_provider_availability",
+            "MTBF / (MTBF + MTTR) of the provider over a window (1h, 24h, 7d), from its breaker",
+            ["provider", "window"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
         self.backlog_age = Gauge(
             "tidings_backlog_age_seconds",
             "Age of the oldest accepted event not decided yet (0 when none waits)",

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from tidings import __version__
 from tidings.api import admin, events, inbox, notifications, problems, subscribers
 from tidings.api import audit as audit_trail
+from tidings.api import availability as availability_api
 from tidings.api import broadcasts as broadcast_api
 from tidings.api import callbacks as status_callbacks
 from tidings.api import export as subscriber_export
@@ -53,6 +54,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         app.include_router(module.router)
     for module in (topic_api, broadcast_api):  # audiences and broadcasts (SPEC §10)
         app.include_router(module.router)
+    app.include_router(availability_api.router)  # MTBF, MTTR, availability (SPEC §13)
     try:
         from tidings.web import routes as web_routes  # the dashboard, when present
     except ImportError:

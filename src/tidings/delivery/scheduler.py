@@ -109,6 +109,10 @@ class Scheduler:
                 await self.broker.publish(tickets)
             for row in fired.inbox:
                 self.processor.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
+            if fired.inbox:  # an in-app delivery is delivered as its inbox item is written
+                self.metrics.child(self.metrics.deliveries, "inapp", "inbox", "delivered").inc(
+                    len(fired.inbox)
+                )
             done = len(fired.fired) + len(fired.cancelled) + len(fired.expired)
             moved += done
             if done < 200:

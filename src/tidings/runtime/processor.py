@@ -288,6 +288,9 @@ class Processor:
             await self.broker.publish(written.tickets)
         for row in written.inbox:
             self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
+        if written.inbox:  # an in-app delivery is delivered as its inbox item is written
+            delivered = self.metrics.child(self.metrics.deliveries, "inapp", "inbox", "delivered")
+            delivered.inc(len(written.inbox))
         for event_type, count in Counter(item.event.type for item in batch).items():
             self.metrics.events.labels(event_type, "processed").inc(count)
         latency = self.metrics.latency
@@ -626,10 +629,6 @@ async def _lock_keys(conn: AsyncConnection, batch: Sequence[StoredEvent], policy
             if rule.digest is not None:
                 keys.update(f"digest:{rule.id}:{r}" for r in recipient_ids(rule, item.event.data))
     await advisory_lock(conn, *keys)
-
-
-def _dedup_key(event_pk: str, plan: Plan) -> str:
-    return f"{event_pk}:{plan.rule_id}:{plan.subscriber_id}"
 
 
 def _notification_row(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
+from tidings.delivery.breaker import Breaker
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.scheduler import Scheduler
 from tidings.durations import parse_duration
@@ -29,6 +30,7 @@ from tidings.runtime.intake import Intake
 from tidings.runtime.keyring import REFRESH, KeyRing
 from tidings.runtime.processor import Processor
 from tidings.runtime.supervisor import RUN_DIR, Share
+from tidings.runtime.uptime import UptimeRecorder
 from tidings.store import Store
 from tidings.store import deliveries as delivery_leases
 from tidings.store import keys as key_rows
@@ -199,6 +201,16 @@ class Service:
         self.generated_admin_key: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = self.clock.now()
+        self.uptime = UptimeRecorder(self.store, self.clock, self.metrics, self.breakers)
+        """This run and its breakers' transitions, for availability (SPEC §13)."""
+
+    def breakers(self) -> list[tuple[str, str, Breaker]]:
+        """(channel, provider, breaker) of every provider, in each channel's failover order."""
+        return [
+            (channel, slot.provider.name, slot.breaker)
+            for channel, slots in self.dispatcher.slots.items()
+            for slot in slots
+        ]
 
     def _local_hub(self) -> InboxHub:
         """The live-update hub: shared with the sibling processes of this run, if any."""
@@ -211,6 +223,8 @@ class Service:
         """Open the store, load keys and secrets, start the workers (per role)."""
         await self.store.start(migrate=not self.share.child)
         await self._keys_and_secrets()
+        await self.uptime.start()
+        self._tasks.append(asyncio.create_task(self.uptime.run(), name="uptime"))
         if isinstance(self.hub, PeerHub):
             await self.hub.start()
         await self.broker.start()

@@ -349,3 +349,26 @@ broadcast_recipients = Table(
     Column("notification_id", String(36)),
     Column("created_at", Float, nullable=False),
 )
+
+# availability (SPEC §13): each process's run of the service (its heartbeat says until when
+# it was up) and its providers' circuit breaker transitions
+service_runs = Table(
+    "service_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
+Index("ix_service_runs_seen", service_runs.c.seen_at)
+
+breaker_transitions = Table(
+    "breaker_transitions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("run_id", String(36), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_breaker_transitions_run", breaker_transitions.c.run_id, breaker_transitions.c.at)

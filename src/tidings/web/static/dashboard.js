@@ -126,6 +126,7 @@
     state.view = name;
     // the overview polls even off-screen so the DLQ badge and the live dot stay current
     every(1000, pollOverview);
+    if (name === "overview") every(10000, pollAvailability);
     if (name === "overview" || name === "events") every(1000, pollEvents);
     if (name === "dlq") every(2000, pollDeadLetters);
     if (name === "send") renderSendPreview();
@@ -247,6 +248,35 @@
         h("span", {}, h("span", { class: "name" }, p.name), " ", h("span", { class: "muted" }, `${p.kind} · ${p.channels.join(", ")}`)),
         h("span", {}, p.failures ? h("span", { class: "muted small" }, `${p.failures} failures `) : null,
           tag(p.state === "closed" ? "up" : p.state.replace("_", "-"), p.state))))));
+  }
+  /* availability (SPEC §13): the service, each channel and each provider over 1 h / 24 h / 7 d */
+  async function pollAvailability() {
+    let data;
+    try { data = await api("/v1/availability"); } catch (error) { failed(error); return; }
+    if (state.view === "overview") renderAvailability(data);
+  }
+  function percent(value) {
+    return value === null ? "–" : `${(100 * value).toFixed(value === 1 ? 0 : 3)}%`;
+  }
+  function availabilityCell(w) {
+    const title = w.failures
+      ? `${w.failures} failures · MTBF ${duration(w.mtbf_seconds)} · MTTR ${duration(w.mttr_seconds)}`
+      : "no failure in this window";
+    return h("td", { class: "num", title },
+      h("span", { class: w.failures ? "bad-text" : "" }, percent(w.availability)),
+      w.failures ? h("div", { class: "muted small" }, `MTBF ${duration(w.mtbf_seconds)} · MTTR ${duration(w.mttr_seconds)}`) : null);
+  }
+  function renderAvailability(data) {
+    const rows = [
+      ["service", "", data.service],
+      ...data.channels.map((c) => ["channel", c.channel, c]),
+      ...data.providers.map((p) => ["provider", `${p.provider} (${p.channel})`, p]),
+    ];
+    $("#availability").replaceChildren(h("table", { class: "table" },
+      h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, ""), data.windows.map((w) => h("th", { class: "num" }, w)))),
+      h("tbody", {}, rows.map(([kind, name, entry]) => h("tr", { "data-availability": `${kind}:${name}` },
+        h("td", { class: "muted" }, kind), h("td", {}, h("b", {}, name)),
+        data.windows.map((w) => availabilityCell(entry.windows[w])))))));
   }
   function renderConsole(items) {
     const box = $("#console-list");
