@@ -1,7 +1,9 @@
-/* The tidings inbox widget: a bell with a live unread badge and a dropdown list.
+/* The tidings inbox widget: a bell with a live unread badge, a dropdown list, and a
+ * preference centre (which categories and channels the subscriber hears on).
  *
  *   const inbox = TidingsInbox.mount(element, { baseUrl: "", token: "<subscriber JWT>" });
  *
+ * From another origin, list that origin in the service's `api.cors_origins`.
  * Everything from the server is shown as text (never HTML). No dependencies.
  */
 "use strict";
@@ -56,13 +58,26 @@ window.TidingsInbox = (function () {
     const list = h("ul", { class: "ti-list" });
     const empty = h("p", { class: "ti-empty" }, "You're all caught up.");
     const readAll = h("button", { class: "ti-link", type: "button", onclick: () => post("/v1/inbox/read-all") }, "Mark all read");
+    const prefs = preferences(call, (text, ok) => status(text, ok));
+    const gear = h("button", { class: "ti-gear", type: "button", "aria-expanded": "false",
+      title: "Notification preferences", onclick: () => showPreferences(prefs.view.hidden) }, "Preferences");
+    const inbox = h("div", { class: "ti-inbox" }, list, empty);
     const panel = h("div", { class: "ti-panel", hidden: true, role: "menu",
       onclick: (e) => e.stopPropagation() },
-      h("div", { class: "ti-head" }, h("b", {}, "Notifications"), readAll), list, empty);
+      h("div", { class: "ti-head" }, h("b", {}, "Notifications"), h("span", { class: "ti-actions" }, readAll, gear)),
+      inbox, prefs.view);
     root.classList.add("ti-root");
     root.replaceChildren(bell, panel);
 
     function status(text, ok) { if (opts.onStatus) opts.onStatus(text, ok); }
+    function showPreferences(show) {
+      prefs.view.hidden = !show;
+      inbox.hidden = show;
+      readAll.hidden = show;
+      gear.textContent = show ? "Back" : "Preferences";
+      gear.setAttribute("aria-expanded", String(show));
+      if (show) prefs.load();
+    }
     function toggle(open) {
       const show = open ?? panel.hidden;
       panel.hidden = !show;
@@ -97,11 +112,17 @@ window.TidingsInbox = (function () {
           onclick: (e) => { e.stopPropagation(); post(`/v1/inbox/${encodeURIComponent(item.id)}/archive`, item, "archived"); } }, "×"))));
     }
 
-    async function call(path, method) {
-      const response = await fetch(opts.baseUrl + path, { method: method || "GET",
-        headers: { Authorization: `Bearer ${token}` } });
+    async function call(path, method, body) {
+      const headers = { Authorization: `Bearer ${token}` };
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      const response = await fetch(opts.baseUrl + path, { method: method || "GET", headers,
+        body: body === undefined ? undefined : JSON.stringify(body) });
       if (response.status === 401) { status("The inbox token was refused (expired?).", false); throw new Error("401"); }
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (!response.ok) {
+        let detail = `HTTP ${response.status}`;
+        try { detail = (await response.json()).detail || detail; } catch { /* not a problem body */ }
+        throw new Error(detail);
+      }
       return response.json();
     }
 
@@ -129,6 +150,11 @@ window.TidingsInbox = (function () {
       source = new EventSource(`${opts.baseUrl}/v1/inbox/stream?token=${encodeURIComponent(token)}`);
       source.addEventListener("open", () => status("Live: connected to the inbox stream.", true));
       source.addEventListener("count", (e) => setCount(JSON.parse(e.data)));
+      source.addEventListener("expired", () => {
+        // the token ran out: the server ended the stream; a fresh token (setToken) resumes it
+        source.close();
+        if (!closed) status("The inbox token expired; waiting for a fresh one.", false);
+      });
       source.addEventListener("item", (e) => {
         const item = JSON.parse(e.data);
         if (items.some((i) => i.id === item.id)) return;
@@ -165,6 +191,57 @@ window.TidingsInbox = (function () {
         root.replaceChildren();
       },
     };
+  }
+
+  /* The preference centre: GET /v1/inbox/categories and /v1/inbox/preferences, and each
+   * change PUT back at once (a required category is shown on and cannot be switched off). */
+  function preferences(call, status) {
+    const view = h("div", { class: "ti-prefs", hidden: true });
+    let doc = {};
+    let offer = { items: [], channels: [] };
+
+    function categoryOn(key) { return ((doc.categories || {})[key] || {}).enabled !== false; }
+    function channelOn(name) { return (doc.channels || {})[name] !== false; }
+
+    async function save(next, what) {
+      try {
+        doc = await call("/v1/inbox/preferences", "PUT", next);
+        status(`Saved: ${what}.`, true);
+      } catch (error) {
+        status(`Could not save: ${error.message}`, false);
+      }
+      render();
+    }
+
+    function toggle(label, on, locked, note, change, data) {
+      const box = h("input", { type: "checkbox", checked: on, disabled: locked, ...data,
+        onchange: (e) => change(e.target.checked) });
+      return h("li", { class: "ti-pref" }, h("label", {}, box, " ", label), note ? h("small", {}, note) : null);
+    }
+
+    function render() {
+      const categories = offer.items.map((item) => toggle(item.description || item.key.replace(/_/g, " "),
+        item.required || categoryOn(item.key), item.required, item.required ? "always on" : null,
+        (on) => {
+          const cats = Object.assign({}, doc.categories || {});
+          cats[item.key] = Object.assign({}, cats[item.key] || {}, { enabled: on });
+          save(Object.assign({}, doc, { categories: cats }), `${item.key} ${on ? "on" : "off"}`);
+        }, { "data-category": item.key }));
+      const channels = offer.channels.map((name) => toggle(name, channelOn(name), false, null, (on) => {
+        const next = Object.assign({}, doc.channels || {}, { [name]: on });
+        save(Object.assign({}, doc, { channels: next }), `${name} ${on ? "on" : "off"}`);
+      }, { "data-channel": name }));
+      view.replaceChildren(h("h4", {}, "Topics"), h("ul", { class: "ti-pref-list" }, categories),
+        h("h4", {}, "Channels"), h("ul", { class: "ti-pref-list" }, channels));
+    }
+
+    async function load() {
+      try {
+        [offer, doc] = await Promise.all([call("/v1/inbox/categories"), call("/v1/inbox/preferences")]);
+        render();
+      } catch (error) { status(`Could not load the preferences: ${error.message}`, false); }
+    }
+    return { view, load };
   }
 
   return { mount };
