@@ -11,6 +11,8 @@ stop the rest):
 - ``baselines`` the seed pattern (pika + one HTTP call per message), Celery + RabbitMQ, raw
                 RabbitMQ publish/consume, raw SQLite commits, bare uvicorn
 - ``scaleout``  1 api + 2 workers on PostgreSQL + RabbitMQ, next to a raw aio-pika loop; MTTR
+- ``broadcast`` an in-app broadcast to 100,000 subscribers: recipients/s next to raw SQLite
+                batched inserts, RSS while it runs, POST → first inbox item
 
 The broker suites need RabbitMQ (and PostgreSQL): with ``TIDINGS_TEST_AMQP_URL`` unset, the
 throwaway nodes of ``scripts/services.sh`` are started for the run and stopped afterwards.
@@ -37,6 +39,7 @@ SUITES: dict[str, list[list[str]]] = {
     "providers": [["bench/providers_push.py"], ["bench/providers_mail_webhook.py"]],
     "baselines": [["-m", "bench.baselines"]],
     "scaleout": [["-m", "bench.scaleout"]],
+    "broadcast": [["-m", "bench.broadcast"]],
 }
 NEEDS_SERVICES = {"e2e", "baselines", "scaleout"}
 
