@@ -220,14 +220,15 @@ window.TidingsInbox = (function () {
     }
 
     function render() {
-      const categories = offer.items.map((item) => toggle(item.description || item.key.replace(/_/g, " "),
+      const label = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+      const categories = offer.items.map((item) => toggle(label(item.description || item.key.replace(/_/g, " ")),
         item.required || categoryOn(item.key), item.required, item.required ? "always on" : null,
         (on) => {
           const cats = Object.assign({}, doc.categories || {});
           cats[item.key] = Object.assign({}, cats[item.key] || {}, { enabled: on });
           save(Object.assign({}, doc, { categories: cats }), `${item.key} ${on ? "on" : "off"}`);
         }, { "data-category": item.key }));
-      const channels = offer.channels.map((name) => toggle(name, channelOn(name), false, null, (on) => {
+      const channels = offer.channels.map((name) => toggle(label(name), channelOn(name), false, null, (on) => {
         const next = Object.assign({}, doc.channels || {}, { [name]: on });
         save(Object.assign({}, doc, { channels: next }), `${name} ${on ? "on" : "off"}`);
       }, { "data-channel": name }));
