@@ -343,7 +343,7 @@
       h("h3", {}, `Decisions (${data.decisions.length})`),
       h("div", { class: "tree", id: "decisions" }, data.decisions.length ? data.decisions.map((d) =>
         h("div", { class: `decision o-${d.outcome}`, "data-rule": d.rule, "data-outcome": d.outcome },
-          h("div", { class: "head" }, h("b", {}, d.rule), "→", h("span", { class: "mono" }, d.recipient || "–"), tag(d.outcome)),
+          h("div", { class: "head" }, h("b", {}, d.rule || "no rule"), "→", h("span", { class: "mono" }, d.recipient || "–"), tag(d.outcome)),
           h("p", { class: "reason" }, d.reason, d.until ? h("span", { class: "muted" }, ` (until ${d.until})`) : null),
           d.notification_ids.map((nid) => notes[nid] ? renderNote(notes[nid]) : h("p", { class: "muted note" }, `notification ${nid}`)))) :
         h("p", { class: "muted" }, data.processed_at ? "No rule matched this event." : "Not processed yet.")),
