@@ -88,7 +88,7 @@ def serve(
         given = [] if config is None else ["--config", config]
         command = ["serve", "--host", host, "--port", str(port), "--role", role, *given]
         prepared = subprocess.run(
-            [sys.executable, "-m", "tidings.runtime.prepare", *given],
+            [sys.executable, "-m", "tidings.runtime.prepare", "--role", role, *given],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -110,6 +110,7 @@ ROUTES: dict[str, Route] = {
         "read", _ok(404), why=ABSENT
     ),
     "GET /v1/audit": Route("admin"),
+    "GET /v1/availability": Route("read"),
     "GET /v1/admin/overview": Route("read"),
     "GET /v1/admin/events/recent": Route("read"),
     "GET /v1/admin/events/{event_pk}/explain": Route("read"),

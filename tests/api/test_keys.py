@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -215,3 +216,45 @@ def test_pii_is_masked_without_the_pii_scope(server: Server) -> None:
         assert client.get(f"/v1/subscribers/{buyer}").json()["phone"] == "+8613800138000"
         card = client.get(f"/v1/admin/subscribers/{buyer}").json()["profile"]
         assert card["email"] == "li.wei@shop.test" and card["name"] == "Li Wei"
+
+
+async def test_a_worker_without_keys_changes_no_stored_key(tmp_path: Path) -> None:
+    from tidings.config import load_settings
+    from tidings.crypto import hash_api_key
+    from tidings.runtime.service import Service
+    from tidings.store import keys as key_rows
+
+    def settings(api_keys: str) -> Any:
+        env = {"TIDINGS_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+        return load_settings(env={**env, "TIDINGS_API_KEYS": api_keys})
+
+    async def run(api_keys: str, role: str) -> tuple[str | None, dict[str, Any]]:
+        service = Service(settings(api_keys), role=role)
+        await service.start()
+        try:
+            async with service.store.read() as conn:
+                return service.generated_admin_key, await key_rows.all_keys(conn)
+        finally:
+            await service.aclose()
+
+    generated, stored = await run(f"{EXTRA}:read", "api")
+    assert generated is None and hash_api_key(EXTRA) in stored
+    generated, stored = await run("", "worker")  # workers are often given no API keys
+    assert generated is None and set(stored) == {hash_api_key(EXTRA)}
+    generated, stored = await run("", "api")
+    assert generated and set(stored) == {hash_api_key(generated)}
+
+
+def test_the_key_ring_holds_this_process_configured_keys_and_the_made_ones() -> None:
+    from tidings.runtime.keyring import KeyRing
+    from tidings.store.keys import ApiKey
+
+    made = ApiKey("made", frozenset({"read"}), "created", 1.0)
+    theirs = ApiKey("theirs", frozenset({"admin"}), "config", 1.0)  # another config's key
+    mine_revoked = ApiKey("mine", frozenset({"read"}), "config", 1.0, revoked_at=2.0)
+    gone = ApiKey("gone", frozenset({"read"}), "created", 1.0, revoked_at=2.0)
+    ring = KeyRing()
+    stored = {k.digest: k for k in (made, theirs, mine_revoked, gone)}
+    ring.replace(stored, {"mine": frozenset({"read"}), "new": frozenset({"events"})})
+    assert set(ring) == {"made", "new"}
+    assert ring["new"].allows("events") and not ring["new"].allows("read")

@@ -9,6 +9,7 @@ key per :data:`STAMP_EVERY` seconds.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 from tidings.store.keys import ApiKey
 
@@ -27,8 +28,23 @@ class KeyRing(Mapping[str, ApiKey]):
         self._stamped: dict[str, float] = {}
         self._used: dict[str, float] = {}
 
-    def replace(self, keys: Mapping[str, ApiKey]) -> None:
-        """Hold ``keys`` (as stored) but the revoked ones."""
+    def replace(
+        self, stored: Mapping[str, ApiKey], configured: Mapping[str, frozenset[str]]
+    ) -> None:
+        """Hold this process's ``configured`` keys (hash → scopes) and the ``stored`` keys
+        made by ``tidings keys create`` or generated, but the revoked ones.
+
+        Configured rows stored by other processes (another config) do not count here; a
+        configured key revoked with ``tidings keys revoke`` does not either.
+        """
+        keys = {d: key for d, key in stored.items() if key.label != "config"}
+        for digest, scopes in configured.items():
+            row = stored.get(digest)
+            keys[digest] = (
+                ApiKey(digest, scopes, "config", 0.0)
+                if row is None
+                else replace(row, scopes=scopes)
+            )
         self._keys = {digest: key for digest, key in keys.items() if key.revoked_at is None}
         for digest, key in self._keys.items():
             if key.last_used_at is not None:

@@ -21,9 +21,10 @@ def main() -> None:
     """Run :func:`prepare` for the config the supervisor was given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
+    parser.add_argument("--role", default="all", choices=("all", "api", "worker"))
     args = parser.parse_args()
     try:
-        generated = asyncio.run(prepare(load_settings(args.config)))
+        generated = asyncio.run(prepare(load_settings(args.config), role=args.role))
     except ConfigError as exc:  # a short API key …: one line, never the value
         print(f"config error {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

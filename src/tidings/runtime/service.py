@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock, OffsetClock, SystemClock
 from tidings.config import Settings
+from tidings.crypto import hash_api_key
 from tidings.delivery.breaker import Breaker
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.scheduler import Scheduler
@@ -72,7 +73,7 @@ def make_ingest(settings: Settings) -> EventIngest | None:
     return EventIngest(settings.broker)
 
 
-async def prepare(settings: Settings, clock: Clock | None = None) -> str | None:
+async def prepare(settings: Settings, clock: Clock | None = None, role: str = "all") -> str | None:
     """What a run of several processes does once, before they start; a generated admin key.
 
     Migrates the database, creates the PII key file, the API keys and the inbox secret (so
@@ -84,7 +85,7 @@ async def prepare(settings: Settings, clock: Clock | None = None) -> str | None:
     store = Store.open(settings.database, settings.encryption_key)
     await store.start()
     try:
-        generated, _ = await _setup_keys(store, settings, now)
+        generated, _ = await _setup_keys(store, settings, now, role)
         if store.is_sqlite:
             await store.write(lambda conn: delivery_leases.release_expired_leases(conn, now + 1e9))
     finally:
@@ -118,19 +119,30 @@ def check_secrets(settings: Settings) -> None:
         )
 
 
-async def _setup_keys(store: Store, settings: Settings, now: float) -> tuple[str | None, str]:
+async def _setup_keys(
+    store: Store, settings: Settings, now: float, role: str = "all"
+) -> tuple[str | None, str]:
     """The configured keys made the stored ``config`` set, an admin key generated if no key
-    works, and the inbox secret (generated and stored encrypted when none is configured)."""
+    works, and the inbox secret (generated and stored encrypted when none is configured).
+
+    A worker serves no HTTP: its config's keys (often none) change nothing stored.
+    """
     check_secrets(settings)
     configured = {entry.key: frozenset(entry.scopes) for entry in settings.api_keys}
+    serves_http = role != "worker"
 
     async def setup(conn: AsyncConnection) -> tuple[str | None, str]:
         # an API process and its workers start side by side: one sets up, the rest wait
         # for its commit and then find every key and secret in place
         await advisory_lock(conn, "tidings:setup")
-        await key_rows.sync_configured(conn, configured, now)
         generated = None
-        if not configured and not key_rows.usable(await key_rows.all_keys(conn), now):
+        if serves_http:
+            await key_rows.sync_configured(conn, configured, now)
+        if (
+            serves_http
+            and not configured
+            and not key_rows.usable(await key_rows.all_keys(conn), now)
+        ):
             generated = "tid_" + secrets.token_urlsafe(24)
             await key_rows.add_key(conn, generated, ["admin"], "generated", now)
         secret = settings.inbox.secret or await key_rows.inbox_secret(conn, store.cipher)
@@ -195,6 +207,7 @@ class Service:
         )
         self.api_keys = KeyRing()
         """The API keys that authenticate, reloaded every :data:`REFRESH` seconds."""
+        self._configured = {hash_api_key(k.key): frozenset(k.scopes) for k in settings.api_keys}
         self.rate_buckets: dict[str, Any] = {}
         """Per-API-key token buckets of the HTTP rate limit (``api.rate_limit``)."""
         self.inbox_secret = ""
@@ -267,7 +280,7 @@ class Service:
 
     async def _keys_and_secrets(self) -> None:
         self.generated_admin_key, self.inbox_secret = await _setup_keys(
-            self.store, self.settings, self.clock.now()
+            self.store, self.settings, self.clock.now(), self.role
         )
         await self.refresh_keys()
         self._tasks.append(asyncio.create_task(self._keep_keys_fresh(), name="keys"))
@@ -278,7 +291,7 @@ class Service:
         if used:
             await self.store.write(lambda conn: key_rows.stamp_used(conn, used))
         async with self.store.read() as conn:
-            self.api_keys.replace(await key_rows.all_keys(conn))
+            self.api_keys.replace(await key_rows.all_keys(conn), self._configured)
         await self.store.load_keys()
 
     async def _keep_keys_fresh(self) -> None:
