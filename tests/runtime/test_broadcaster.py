@@ -74,6 +74,7 @@ async def start(
     *,
     category: str = "marketing",
     local_time: str | None = None,
+    content: dict[str, Any] | None = None,
 ) -> str:
     """A broadcast as POST /v1/broadcasts stores it; its id."""
     broadcast_id = "b-" + new_id()
@@ -88,7 +89,11 @@ async def start(
         }
     )
     row = rows.new_row(
-        broadcast_id, new_id(), audience, jobs.message(rule, CONTENT, local_time), clock.now()
+        broadcast_id,
+        new_id(),
+        audience,
+        jobs.message(rule, content or CONTENT, local_time),
+        clock.now(),
     )
     event = Event(broadcast_id, jobs.SOURCE, jobs.EVENT_TYPE, {"name": "Double 11"})
     assert await store.write(lambda conn: rows.create(conn, row, event)) is None
@@ -257,3 +262,28 @@ async def test_pause_resume_and_cancel(store: Store) -> None:
             )
         ).scalar_one()
     assert left == 0
+
+
+async def test_content_is_shared_unless_it_names_the_recipient(store: Store) -> None:
+    await add_subscribers(
+        store,
+        [{"id": "x", "locale": "zh-CN"}, {"id": "y", "locale": "zh-CN"}, {"id": "z"}],
+    )
+    clock = clock_at(at("2026-03-10 12:00"))
+    broadcaster = rig(store, clock)
+    await start(store, clock, {"all": True})
+    personal = {"en-US": {"title": "Hi", "body": "{{ name }} for {{ recipient.id }}"}}
+    await start(store, clock, {"all": True}, content=personal)
+    await run(broadcaster)
+    async with store.read() as conn:
+        bodies = sorted(
+            (await conn.execute(select(inbox_items.c.subscriber_id, inbox_items.c.body))).all()
+        )
+    assert bodies == [
+        ("x", "Double 11"),
+        ("x", "Double 11 for x"),
+        ("y", "Double 11"),
+        ("y", "Double 11 for y"),
+        ("z", "Double 11 for z"),
+        ("z", "Double 11 is on"),
+    ]

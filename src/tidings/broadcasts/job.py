@@ -7,6 +7,7 @@ content); a topic rule's broadcast names the configured rule that made it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -36,6 +37,39 @@ class Job:
     policy: Policy
     local_time: str | None = None
     rate: float | None = None
+
+
+class SharedRender(Templates):
+    """A broadcast's templates: rendered once per locale and time zone, not per recipient.
+
+    Every recipient of a broadcast gets the same event data; only the locale, the time zone
+    (dates) and the recipient's id could differ. A template that names ``recipient`` is
+    rendered for each one; any other is rendered once per (locale, zone) and shared.
+    """
+
+    def __init__(
+        self, templates: Mapping[str, Mapping[str, Mapping[str, Any]]], default_locale: str
+    ) -> None:
+        super().__init__(templates, default_locale)
+        self._personal = {
+            name: "recipient" in json.dumps(variants, ensure_ascii=False)
+            for name, variants in templates.items()
+        }
+        self._memo: dict[tuple[str, str | None, Any], tuple[str, dict[str, Any]]] = {}
+
+    def render(
+        self, name: str, locale: str | None, context: Mapping[str, Any], *, strict: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        """As :meth:`Templates.render`, shared between recipients who would get the same."""
+        if strict or self._personal.get(name, True):
+            return super().render(name, locale, context, strict=strict)
+        key = (name, locale, context.get("timezone"))
+        found = self._memo.get(key)
+        if found is None:
+            found = super().render(name, locale, context)
+            if len(self._memo) < 4096:
+                self._memo[key] = found
+        return found
 
 
 def message(
@@ -75,10 +109,12 @@ def job_of(row: Any, event: Event, accepted_at: float, policy: Policy) -> Job | 
         return f"category {rule.category} is no longer configured"
     content = stored.get("content")
     if content:
-        templates = Templates({INLINE: content}, policy.settings.default_locale)
-        policy = Policy(policy.settings, templates)
+        sources: Mapping[str, Any] = {INLINE: content}
     elif rule.template not in policy.settings.templates:
         return f"template {rule.template} is no longer configured"
+    else:
+        sources = {rule.template: policy.settings.templates[rule.template]}
+    policy = Policy(policy.settings, SharedRender(sources, policy.settings.default_locale))
     return Job(
         row.id,
         row.event_pk,
