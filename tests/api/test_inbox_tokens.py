@@ -128,7 +128,8 @@ def test_a_stream_ends_when_its_token_expires(server: Server) -> None:
     assert again.status_code == 401
 
 
-def _open(stack: ExitStack, server: Server, token: str) -> httpx.Response:
+def open_stream(stack: ExitStack, server: Server, token: str) -> httpx.Response:
+    """Open a stream (held by ``stack``); a 200 one is read up to its first event."""
     response = stack.enter_context(
         httpx.stream("GET", f"{server.url}/v1/inbox/stream", params={"token": token}, timeout=10)
     )
@@ -148,18 +149,18 @@ def test_streams_per_subscriber_are_capped_and_closed_ones_are_released(server: 
     other = server.token(subscriber())
     for _ in range(3):  # open and close more than the cap, several times
         with ExitStack() as stack:
-            first, second = _open(stack, server, token), _open(stack, server, token)
+            first, second = open_stream(stack, server, token), open_stream(stack, server, token)
             assert first.status_code == second.status_code == 200
-            refused = _open(stack, server, token)
+            refused = open_stream(stack, server, token)
             assert refused.status_code == 429
             assert refused.headers["content-type"] == "application/problem+json"
             assert "Retry-After" in refused.headers
-            assert _open(stack, server, other).status_code == 200  # another subscriber's own
+            assert open_stream(stack, server, other).status_code == 200  # another subscriber's own
         # closed by the client: the server lets go of them, and the places come back
 
         def reopened() -> bool:
             with ExitStack() as stack:
-                opened = [_open(stack, server, token).status_code for _ in range(2)]
+                opened = [open_stream(stack, server, token).status_code for _ in range(2)]
             return opened == [200, 200]
 
         wait_for(reopened, timeout=20, interval=0.2)
