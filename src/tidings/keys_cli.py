@@ -55,15 +55,21 @@ def create(
     scope: Annotated[
         list[str], typer.Option("--scope", help="A scope (repeat): " + ", ".join(SCOPES) + ".")
     ],
+    more: Annotated[
+        list[str] | None, typer.Argument(help="More scopes (--scope read pii).", hidden=True)
+    ] = None,
     name: Annotated[str | None, typer.Option(help="What the key is for.")] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Make an API key: printed once (standard output), stored hashed."""
+    """Make an API key: printed once (standard output), stored hashed.
+
+    ``--scope read --scope pii``, ``--scope read pii`` and ``--scope read+pii`` alike.
+    """
     from tidings.store import audit as audit_rows
     from tidings.store import keys as key_rows
 
-    scopes = _scopes(scope)
+    scopes = _scopes([*scope, *(more or [])])
     try:
         lifetime = None if expires is None else parse_duration(expires)
     except ValueError as exc:
