@@ -66,6 +66,10 @@ def test_export_then_erase_cancels_what_is_pending(tmp_path: Path) -> None:
                     "/v1/subscribers/buyer-1/devices", json={"kind": "fcm", "token": "t" * 40}
                 )
                 http.put("/v1/subscribers/seller-1", json={"name": "Seller One"})
+                http.put("/v1/topics/product.sku-1.restock", json={"name": "SKU 1 is back"})
+                follow = {"add": ["buyer-1"]}
+                added = http.post("/v1/topics/product.sku-1.restock/subscribers", json=follow)
+                assert added.is_success, added.text
                 hook = {"url": erp.url, "secret": erp.secret}
                 assert http.post("/v1/subscribers/seller-1/webhooks", json=hook).status_code == 201
                 assert http.post("/v1/events", json=_order()).status_code == 202
@@ -80,6 +84,7 @@ def test_export_then_erase_cancels_what_is_pending(tmp_path: Path) -> None:
                 assert http.delete("/v1/subscribers/seller-1").status_code == 204
                 explained = http.get("/v1/events/e-1").json()
                 gone = http.get("/v1/subscribers/buyer-1/export").json()
+                members = http.get("/v1/topics/product.sku-1.restock/subscribers").json()
             server.stop()
             later.start()
             with later.client() as http:
@@ -92,6 +97,8 @@ def test_export_then_erase_cancels_what_is_pending(tmp_path: Path) -> None:
     assert reader.status_code == 401
     assert exported["subscriber"]["email"] == "ann@example.com"
     assert exported["devices"][0]["token"] == "t" * 40
+    assert exported["topics"] == ["product.sku-1.restock"]
+    assert gone["topics"] == [] and members["items"] == []
     assert {n["rule"] for n in exported["notifications"]} == {"reminder", "now"}
     assert {n["title"] for n in exported["notifications"]} == {"Order o-1"}
     assert [i["title"] for i in exported["inbox"]] == ["Order o-1"]

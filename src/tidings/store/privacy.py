@@ -5,7 +5,8 @@ of their notifications is blanked (the ids stay, for the audit trail and explain
 whatever is still pending for them is cancelled with the reason :data:`DELETED` — deferred
 notifications (delay, quiet hours, digests) through :func:`tidings.store.schedule.cancel`,
 so their decisions say so too, and deliveries waiting for a retry or a fallback. A delivery
-already in a provider's hands finishes.
+already in a provider's hands finishes. They stop following topics (no broadcast reaches
+them); broadcast and audit records keep their id.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.crypto import Cipher
 from tidings.store import schedule
 from tidings.store import subscribers as subscriber_rows
-from tidings.store.tables import decisions, devices, inbox_items, notifications
+from tidings.store import topics as topic_rows
+from tidings.store.tables import (
+    decisions,
+    devices,
+    inbox_items,
+    notifications,
+    topic_subscribers,
+)
 from tidings.store.tables import deliveries as delivery_table
 from tidings.strategy.model import Cancellation
 
@@ -60,8 +68,11 @@ async def erase(conn: AsyncConnection, subscriber_id: str, now: float) -> bool:
         await conn.execute(
             update(notifications).where(notifications.c.id.in_(ids)).values(content={})
         )
+    followed = await conn.execute(  # no broadcast reaches them any more
+        delete(topic_subscribers).where(topic_subscribers.c.subscriber_id == subscriber_id)
+    )
     erased = await subscriber_rows.erase(conn, subscriber_id)
-    return erased or bool(notes)
+    return erased or bool(notes) or bool(followed.rowcount)
 
 
 async def export(conn: AsyncConnection, cipher: Cipher, subscriber_id: str) -> dict[str, Any]:
@@ -94,6 +105,7 @@ async def export(conn: AsyncConnection, cipher: Cipher, subscriber_id: str) -> d
         "preferences": preferences or {},
         "devices": [_device(cipher, row) for row in found_devices],
         "webhooks": endpoints,
+        "topics": await topic_rows.of_subscriber(conn, subscriber_id, None, 100_000),
         "inbox": [
             {
                 "id": row.id,
