@@ -80,10 +80,24 @@ def test_a_tokens_key_mints_and_does_nothing_else(server: Server) -> None:
         assert shop.put("/v1/subscribers/b-2/preferences", json={}).status_code == 403
 
 
-@pytest.mark.parametrize("body", [{"ttl": "soon"}, {"ttl": -5}, {"ttl": 0}, {"lifetime": 60}, []])
+@pytest.mark.parametrize(
+    "body", [{"ttl": "soon"}, {"ttl": -5}, {"ttl": 0}, {"ttl": True}, {"lifetime": 60}, []]
+)
 def test_a_bad_ttl_is_a_problem_naming_it(server: Server, body: object) -> None:
     with server.client() as api:
         answer = api.post("/v1/subscribers/b-1/inbox-token", json=body)
+    assert answer.status_code in (400, 422), answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("raw", [b'{"ttl": NaN}', b'{"ttl": Infinity}', b'{"ttl": 1e999}'])
+def test_a_ttl_that_is_no_number_is_a_problem(server: Server, raw: bytes) -> None:
+    with server.client() as api:
+        answer = api.post(
+            "/v1/subscribers/b-1/inbox-token",
+            content=raw,
+            headers={"content-type": "application/json"},
+        )
     assert answer.status_code in (400, 422), answer.text
     assert answer.headers["content-type"] == "application/problem+json"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,50 @@ DEFAULT_TTL = 3600.0
 LEEWAY = 5.0
 """Seconds a token's ``iat`` may lie ahead of this service's clock (the shop's signer)."""
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,256}$")
+_TOKEN_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "ttl": {
+                            "description": "seconds, or a duration such as 15m or 1h",
+                            "oneOf": [
+                                {"type": "number", "exclusiveMinimum": 0},
+                                {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$"},
+                            ],
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_PREFERENCES_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "channels": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                        "categories": {"type": "object"},
+                        "quiet_hours": {
+                            "type": "object",
+                            "properties": {"start": {"type": "string"}, "end": {"type": "string"}},
+                        },
+                        "muted_until": {"type": "string", "format": "date-time"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def mint_token(secret: str, subscriber_id: str, ttl: float, now: float) -> str:
@@ -91,6 +136,7 @@ async def subscriber(request: Request) -> str:
     "/v1/subscribers/{subscriber_id}/inbox-token",
     summary="Mint an inbox token",
     tags=["subscribers"],
+    openapi_extra=_TOKEN_BODY,
 )
 async def inbox_token(
     subscriber_id: str, request: Request, _: str = Depends(require("tokens"))
@@ -112,8 +158,8 @@ async def inbox_token(
             ttl = parse_duration(body["ttl"])
         except ValueError as exc:
             raise InvalidInput(str(exc), "/ttl") from exc
-        if ttl <= 0:
-            raise InvalidInput("`ttl` must be positive", "/ttl")
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise InvalidInput("`ttl` must be a positive number of seconds", "/ttl")
     now = time.time()
     ttl = min(ttl, svc.settings.inbox.max_ttl)
     token = mint_token(svc.inbox_secret, subscriber_id, ttl, now)
@@ -192,7 +238,11 @@ async def my_preferences(request: Request, me: str = Depends(subscriber)) -> dic
     return found or {}
 
 
-@router.put("/v1/inbox/preferences", summary="Replace the subscriber's own preferences")
+@router.put(
+    "/v1/inbox/preferences",
+    summary="Replace the subscriber's own preferences",
+    openapi_extra=_PREFERENCES_BODY,
+)
 async def put_my_preferences(request: Request, me: str = Depends(subscriber)) -> dict[str, Any]:
     """Replace them (the body of SPEC §3); switching off a ``required`` category is ``409``."""
     svc = service(request)
