@@ -100,7 +100,7 @@ def test_kill_9_mid_broadcast_with_two_processes_then_restart(tmp_path: Path) ->
         finished = wait_for(
             lambda: (b := progress(client, "big-sale"))["status"] == "done" and b, timeout=120
         )
-        assert finished["counts"] == {"sent": size, "deferred": 0, "suppressed": 0}
+        assert finished["counts"] == {"sent": size, "deferred": 0, "suppressed": 0, "failed": 0}
         assert finished["audience_size"] == size
         counts = sqlite_counts(tmp_path / "tidings.db", "big-sale")
         assert counts == {name: (size, size) for name in CHECKS}

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tidings.broadcasts import job as jobs
 from tidings.clock import OffsetClock
@@ -23,7 +23,13 @@ from tidings.store import Store, schedule
 from tidings.store import broadcasts as rows
 from tidings.store import topics as topic_rows
 from tidings.store.db import bulk_insert
-from tidings.store.tables import broadcast_recipients, inbox_items, notifications, subscribers
+from tidings.store.tables import (
+    broadcast_recipients,
+    deliveries,
+    inbox_items,
+    notifications,
+    subscribers,
+)
 from tidings.strategy.decide import Policy
 from tidings.templates import Templates
 
@@ -75,6 +81,8 @@ async def start(
     category: str = "marketing",
     local_time: str | None = None,
     content: dict[str, Any] | None = None,
+    send_at: float | None = None,
+    rate: float | None = None,
 ) -> str:
     """A broadcast as POST /v1/broadcasts stores it; its id."""
     broadcast_id = "b-" + new_id()
@@ -94,6 +102,8 @@ async def start(
         audience,
         jobs.message(rule, content or CONTENT, local_time),
         clock.now(),
+        send_at=send_at,
+        rate=rate,
     )
     event = Event(broadcast_id, jobs.SOURCE, jobs.EVENT_TYPE, {"name": "Double 11"})
     assert await store.write(lambda conn: rows.create(conn, row, event)) is None
@@ -148,6 +158,20 @@ async def test_every_member_of_the_audience_once_across_chunks(store: Store) -> 
         total = (await conn.execute(select(func.count()).select_from(inbox_items))).scalar_one()
     assert per_person == []
     assert total == 1203
+    # a delivery that fails for good is counted (the dispatcher's outcome, written here)
+    async with store.read() as conn:
+        row = await rows.get(conn, broadcast_id)
+        assert row is not None
+        assert await rows.failed(conn, row.event_pk, rows.rule_of(row)) == 0
+    await store.write(
+        lambda conn: conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == select(deliveries.c.id).limit(1).scalar_subquery())
+            .values(status="dead")
+        )
+    )
+    async with store.read() as conn:
+        assert await rows.failed(conn, row.event_pk, rows.rule_of(row)) == 1
 
 
 async def test_opt_outs_quiet_hours_and_caps_with_reasons(store: Store) -> None:
@@ -287,3 +311,22 @@ async def test_content_is_shared_unless_it_names_the_recipient(store: Store) -> 
         ("z", "Double 11 for z"),
         ("z", "Double 11 is on"),
     ]
+
+
+async def test_send_at_waits_and_rate_paces_the_chunks(store: Store) -> None:
+    await add_subscribers(store, [{"id": f"r-{i:03d}"} for i in range(250)])
+    clock = clock_at(at("2026-03-10 12:00"))
+    broadcaster = rig(store, clock)
+    broadcast_id = await start(
+        store, clock, {"all": True}, send_at=at("2026-03-10 12:30"), rate=100.0
+    )
+    assert await run(broadcaster) == 0
+    assert (await status(store, broadcast_id))[0] == "scheduled"
+    clock.advance(30 * 60)
+    assert await run(broadcaster) == 1  # 100 a second: one chunk of 100, then it waits
+    assert await status(store, broadcast_id) == ("running", {"sent": 100}, 250)
+    clock.advance(1.0)
+    assert await run(broadcaster) == 1
+    clock.advance(1.0)
+    assert await run(broadcaster) == 1
+    assert await status(store, broadcast_id) == ("done", {"sent": 250}, 250)

@@ -139,6 +139,14 @@ async def _check_audience(svc: Any, audience: Audience) -> dict[str, Any]:
     return stored
 
 
+async def _progress(conn: Any, found: list[Any]) -> dict[str, dict[str, int]]:
+    """Recipients by decision outcome, and deliveries that failed for good, per broadcast."""
+    counts = await rows.counts(conn, [r.id for r in found])
+    for row in found:
+        counts[row.id]["failed"] = await rows.failed(conn, row.event_pk, rows.rule_of(row))
+    return counts
+
+
 def broadcast_json(row: Any, counts: dict[str, int]) -> dict[str, Any]:
     """A broadcast as the API and the dashboard show it."""
     message = row.message if isinstance(row.message, dict) else {}
@@ -153,7 +161,7 @@ def broadcast_json(row: Any, counts: dict[str, int]) -> dict[str, Any]:
         "local_time": message.get("local_time"),
         "rate": row.rate,
         "audience_size": row.audience_size,
-        "counts": {"sent": 0, "deferred": 0, "suppressed": 0, **counts},
+        "counts": {"sent": 0, "deferred": 0, "suppressed": 0, "failed": 0, **counts},
         "send_at": iso(row.send_at),
         "created_at": iso(row.created_at),
         "started_at": iso(row.started_at),
@@ -215,7 +223,7 @@ async def list_broadcasts(
     size = page_limit(limit, 20, 100)
     async with service(request).store.read() as conn:
         found, next_cursor = page(await rows.list_rows(conn, cursor, size + 1), size)
-        counts = await rows.counts(conn, [r.id for r in found])
+        counts = await _progress(conn, found)
     return {"items": [broadcast_json(r, counts[r.id]) for r in found], "next_cursor": next_cursor}
 
 
@@ -228,7 +236,7 @@ async def get_broadcast(
         row = await rows.get(conn, broadcast_id)
         if row is None:
             raise NotFound(f"no broadcast {broadcast_id!r}")
-        counts = await rows.counts(conn, [broadcast_id])
+        counts = await _progress(conn, [row])
     return broadcast_json(row, counts[broadcast_id])
 
 
@@ -255,7 +263,7 @@ async def change_broadcast(
     if action == "resume":
         _wake(svc)
     async with svc.store.read() as conn:
-        counts = await rows.counts(conn, [broadcast_id])
+        counts = await _progress(conn, [row])
     return broadcast_json(row, counts[broadcast_id])
 
 

@@ -174,7 +174,7 @@ class Broadcaster:
 
 async def cancel_pending(conn: AsyncConnection, row: Any, now: float, limit: int = 500) -> int:
     """Cancel a cancelled broadcast's deferred notifications not fired yet; how many."""
-    rule_id = row.rule_id or f"broadcast:{row.id}"
+    rule_id = rows.rule_of(row)
     found = await rows.scheduled_notifications(conn, row.event_pk, rule_id, limit)
     reason = f"broadcast {row.id} cancelled"
     won = await schedule.cancel(

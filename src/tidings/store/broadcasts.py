@@ -84,6 +84,11 @@ async def create(conn: AsyncConnection, row: dict[str, Any], event: Event) -> An
     return None
 
 
+def rule_of(row: Any) -> str:
+    """The rule id a broadcast's notifications carry."""
+    return str(row.rule_id or f"broadcast:{row.id}")
+
+
 def new_row(
     broadcast_id: str,
     event_pk: str,
@@ -177,6 +182,24 @@ async def counts(conn: AsyncConnection, broadcast_ids: Sequence[str]) -> dict[st
     for broadcast_id, value in rows:
         found[broadcast_id].update(_json(value) or {})
     return {b: dict(c) for b, c in found.items()}
+
+
+async def failed(conn: AsyncConnection, event_pk: str, rule_id: str) -> int:
+    """The broadcast's deliveries that failed for good (``failed`` or ``dead``).
+
+    Driven from the deliveries' status index (few rows fail), each checked against its
+    notification: cheap enough for a live progress view whatever the audience.
+    """
+    # CROSS JOIN: SQLite joins in the written order (PostgreSQL plans it as any inner join)
+    rows = await rows_of(
+        conn,
+        "SELECT count(*) FROM deliveries d CROSS JOIN notifications n"
+        " WHERE d.status IN ('failed', 'dead') AND n.id = d.notification_id"
+        " AND n.event_pk = {} AND n.rule_id = {}",
+        event_pk,
+        rule_id,
+    )
+    return int(rows[0][0])
 
 
 async def change_status(
