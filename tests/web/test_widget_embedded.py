@@ -32,13 +32,12 @@ PAGE = """<!doctype html>
 <header><b>Tea shop</b> <div id="inbox"></div></header>
 <p id="status" role="status"></p>
 <script>
-  // the shop's backend mints the buyer's token; the widget talks to tidings directly
-  fetch("/my/inbox-token").then((r) => r.text()).then((token) => {{
-    window.inbox = TidingsInbox.mount(document.getElementById("inbox"), {{
-      baseUrl: "{tidings}",
-      token,
-      onStatus: (text) => {{ document.getElementById("status").textContent = text; }},
-    }});
+  // the shop's backend mints the buyer's token (again when one expires); the widget talks
+  // to tidings directly
+  window.inbox = TidingsInbox.mount(document.getElementById("inbox"), {{
+    baseUrl: "{tidings}",
+    fetchToken: () => fetch("/my/inbox-token").then((r) => r.text()),
+    onStatus: (text) => {{ document.getElementById("status").textContent = text; }},
   }});
 </script>
 </body></html>
@@ -52,6 +51,8 @@ class Shop:
         self.port = port
         self.tidings = tidings
         self.buyer = ""
+        self.ttl = "10m"
+        self.minted = 0
         shop = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,10 +61,11 @@ class Shop:
                     with httpx.Client(base_url=shop.tidings.url, timeout=10) as api:
                         minted = api.post(
                             f"/v1/subscribers/{shop.buyer}/inbox-token",
-                            json={"ttl": "10m"},
+                            json={"ttl": shop.ttl},
                             headers={"Authorization": f"Bearer {TOKENS_KEY}"},
                         )
                     minted.raise_for_status()
+                    shop.minted += 1
                     self._answer(minted.json()["token"].encode(), "text/plain")
                 elif self.path == "/":
                     page = PAGE.format(tidings=shop.tidings.url)
@@ -162,6 +164,31 @@ def test_the_embedded_widget_changes_a_preference_the_api_then_reports(
     page.click("#inbox .ti-gear")
     expect(page.locator('#inbox input[data-category="marketing"]')).not_to_be_checked()
     expect(page.locator('#inbox input[data-channel="sms"]')).not_to_be_checked()
+
+
+def test_the_widget_renews_an_expired_token_through_the_shop(page: Page, shop: Shop) -> None:
+    shop.buyer = f"buyer-{uuid.uuid4().hex[:6]}"
+    shop.ttl, shop.minted = "2s", 0
+    try:
+        page.goto(shop.url())
+        expect(page.locator("#status")).to_contain_text("Live")
+        # the service ends the stream at the token's expiry; the widget asks the shop again
+        wait_for(lambda: shop.minted >= 2, timeout=20)
+        expect(page.locator("#status")).to_contain_text("Live")
+        event = cloudevent(
+            "order.paid",
+            f"evt-{uuid.uuid4().hex[:10]}",
+            order_id="o-emb-2",
+            buyer_id=shop.buyer,
+            seller_id="seller-e",
+            amount="4.50",
+            currency="USD",
+        )
+        with shop.tidings.client() as api:
+            assert api.post("/v1/events", json=event).status_code == 202
+        expect(page.locator("#inbox .ti-badge")).to_have_text("1")
+    finally:
+        shop.ttl = "10m"
 
 
 def test_the_same_page_from_an_origin_not_listed_is_refused(page: Page, shop: Shop) -> None:

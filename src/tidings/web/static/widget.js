@@ -2,6 +2,7 @@
  * preference centre (which categories and channels the subscriber hears on).
  *
  *   const inbox = TidingsInbox.mount(element, { baseUrl: "", token: "<subscriber JWT>" });
+ *   // or { baseUrl, fetchToken: async () => "<a fresh JWT from the shop's backend>" }
  *
  * From another origin, list that origin in the service's `api.cors_origins`.
  * Everything from the server is shown as text (never HTML). No dependencies.
@@ -45,7 +46,10 @@ window.TidingsInbox = (function () {
   }
 
   function mount(root, options) {
-    const opts = Object.assign({ baseUrl: "", token: "", limit: 20, onCount: null, onStatus: null }, options || {});
+    // fetchToken: an async function that asks the shop's backend for a fresh token; with it the
+    // widget renews its token itself when the service ends the stream at the token's expiry
+    const opts = Object.assign({ baseUrl: "", token: "", limit: 20, onCount: null, onStatus: null,
+      fetchToken: null }, options || {});
     let token = opts.token;
     let source = null;
     let items = [];
@@ -151,9 +155,11 @@ window.TidingsInbox = (function () {
       source.addEventListener("open", () => status("Live: connected to the inbox stream.", true));
       source.addEventListener("count", (e) => setCount(JSON.parse(e.data)));
       source.addEventListener("expired", () => {
-        // the token ran out: the server ended the stream; a fresh token (setToken) resumes it
+        // the token ran out and the server ends the stream: a fresh token resumes it
         source.close();
-        if (!closed) status("The inbox token expired; waiting for a fresh one.", false);
+        if (closed) return;
+        if (opts.fetchToken) { token = ""; connect(); return; }
+        status("The inbox token expired; waiting for a fresh one.", false);
       });
       source.addEventListener("item", (e) => {
         const item = JSON.parse(e.data);
@@ -173,6 +179,9 @@ window.TidingsInbox = (function () {
     }
 
     async function connect() {
+      if (!token && opts.fetchToken) {
+        try { token = await opts.fetchToken(); } catch (error) { status(`Could not get a token: ${error.message}`, false); return; }
+      }
       if (!token) { status("No token yet.", false); return; }
       try { await load(); } catch (error) { status(`Could not load the inbox: ${error.message}`, false); return; }
       listen();
