@@ -17,7 +17,7 @@ setup: $(BIN)/tidings
 
 ## make run: set up, start the service with its embedded defaults, and drive demo traffic.
 run: setup
-	@TIDINGS_ADMIN_KEY=$${TIDINGS_ADMIN_KEY:-$$(cat .tidings-admin-key 2>/dev/null || (head -c 18 /dev/urandom | base64 | tr '+/' '-_' | sed 's/^/tid_/' | tee .tidings-admin-key))}; \
+	@TIDINGS_ADMIN_KEY=$${TIDINGS_ADMIN_KEY:-$$(cat .tidings-admin-key 2>/dev/null || (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' '-_' | sed 's/^/tid_/' | tee .tidings-admin-key))}; \
 	export TIDINGS_ADMIN_KEY; \
 	echo "admin API key: $$TIDINGS_ADMIN_KEY  (also in .tidings-admin-key)"; \
 	echo "dashboard:     http://127.0.0.1:$(PORT)/   inbox widget: http://127.0.0.1:$(PORT)/widget"; \
