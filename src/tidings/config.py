@@ -168,7 +168,7 @@ class ApiSettings(_Model):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if not _ORIGIN.fullmatch(origin):
+            if not _ORIGIN.fullmatch(origin.lower()):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
         return [origin.lower() for origin in value]
 

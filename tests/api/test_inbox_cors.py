@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from tests.harness import Server
+from tidings.config import build_settings
+from tidings.errors import ConfigError
 
 SHOP = "https://shop.example"
 OTHER = "https://evil.example"
@@ -119,3 +121,18 @@ def test_without_cors_origins_nothing_answers_cross_origin(
         assert "access-control-allow-origin" not in got.headers
     finally:
         plain.stop()
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["shop.example", "https://shop.example/", "https://shop.example/path", "*", "ftp://x.y"],
+)
+def test_cors_origins_must_be_origins(origin: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_settings({"api": {"cors_origins": [origin]}}, {}, "test")
+    assert caught.value.path == "api.cors_origins[0]" or "cors_origins" in str(caught.value)
+
+
+def test_cors_origins_are_compared_case_insensitively() -> None:
+    settings = build_settings({"api": {"cors_origins": ["HTTPS://Shop.Example:8443"]}}, {}, "t")
+    assert settings.api.cors_origins == ["https://shop.example:8443"]
