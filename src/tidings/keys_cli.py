@@ -102,12 +102,12 @@ def list_keys(config: ConfigOption = None) -> None:
     """Every stored key: id, name, scopes, origin and times; never the key."""
     from tidings.store import keys as key_rows
 
-    async def read(store: Any) -> dict[str, key_rows.ApiKey]:
+    async def read(store: Any) -> tuple[dict[str, key_rows.ApiKey], str]:
         async with store.read() as conn:
             found: dict[str, key_rows.ApiKey] = await key_rows.all_keys(conn)
-        return found
+        return found, store.cipher.active_id
 
-    keys = asyncio.run(_with_store(config, read))
+    keys, pii_key = asyncio.run(_with_store(config, read))
     table = Table(title="API keys")
     for column in ("id", "name", "scopes", "origin", "created", "expires", "last used", "revoked"):
         table.add_column(column)
@@ -123,6 +123,7 @@ def list_keys(config: ConfigOption = None) -> None:
             _when(key.revoked_at),
         )
     Console(width=200).print(table)
+    _err.print(f"PII is encrypted with key {pii_key} (tidings keys rotate-pii makes a new one)")
 
 
 @keys_app.command("revoke")
