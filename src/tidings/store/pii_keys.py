@@ -35,6 +35,7 @@ from tidings.store.tables import meta, metadata
 _KEY = "pii_key:"
 _ACTIVE = "pii_active"
 _ROTATING = "pii_rotating"
+_SEALED = ("v1:", "v2:")
 
 
 async def load(conn: AsyncConnection, cipher: Cipher) -> None:
@@ -115,7 +116,8 @@ async def reencrypt_batch(
         updates = []
         for row in rows:
             old = row._mapping[column]
-            if old is not None and cipher.sealed_by(old) != cipher.active_id:
+            # a value that is no ciphertext (an empty string …) is not ours to change
+            if old and old.startswith(_SEALED) and cipher.sealed_by(old) != cipher.active_id:
                 match = {f"k_{k.name}": row._mapping[k] for k in keys}
                 updates.append({**match, "old": old, "new": cipher.encrypt(cipher.decrypt(old))})
         if updates:
@@ -137,7 +139,7 @@ def _swap(table: Table, keys: list[Column[Any]], column: Column[Any]) -> Any:
 async def reencrypt_secrets(conn: AsyncConnection, cipher: Cipher) -> int:
     """Re-encrypt the generated inbox secret under the active key (0 or 1 changed)."""
     stored = await get_meta(conn, INBOX_SECRET)
-    if stored is None or not stored.startswith(("v1:", "v2:")):
+    if stored is None or not stored.startswith(_SEALED):
         return 0
     if cipher.sealed_by(stored) == cipher.active_id:
         return 0
