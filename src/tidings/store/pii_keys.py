@@ -40,7 +40,9 @@ _SEALED = ("v1:", "v2:")
 
 async def load(conn: AsyncConnection, cipher: Cipher) -> None:
     """Give ``cipher`` the stored data keys and the active one."""
-    rows = await conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.startswith(_KEY)))
+    rows = await conn.execute(
+        select(meta.c.key, meta.c.value).where(meta.c.key.startswith(_KEY, autoescape=True))
+    )
     keys = {row.key[len(_KEY) :]: cipher.unwrap(row.value) for row in rows}
     cipher.use(keys, await get_meta(conn, _ACTIVE))
 
@@ -73,7 +75,9 @@ async def finish(conn: AsyncConnection, keep: str) -> list[str]:
     """End a rotation: delete every data key but ``keep`` (the active one); the ids deleted."""
     if await get_meta(conn, _ACTIVE) != keep:
         raise Conflict(f"PII key {keep} is no longer the active one: another rotation ran")
-    rows = await conn.execute(select(meta.c.key).where(meta.c.key.startswith(_KEY)))
+    rows = await conn.execute(
+        select(meta.c.key).where(meta.c.key.startswith(_KEY, autoescape=True))
+    )
     gone = [row.key for row in rows if row.key != _KEY + keep]
     await conn.execute(delete(meta).where(meta.c.key.in_([*gone, _ROTATING])))
     return [name[len(_KEY) :] for name in gone]
