@@ -16,6 +16,7 @@ their notifications:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.channels.http import retry_after_seconds
 from tidings.channels.ssrf import ForbiddenDestination, guard
@@ -86,7 +88,7 @@ class Watch:
         self._read_at = -math.inf
         self._refreshing: asyncio.Task[None] | None = None
 
-    async def active(self, conn: Any) -> bool:
+    async def active(self, conn: AsyncConnection) -> bool:
         """Whether any callback is registered (read in ``conn`` the first time)."""
         if self._read_at == -math.inf:
             self.routes = await rows.routes(conn)
@@ -115,7 +117,9 @@ class Watch:
         finally:
             self._refreshing = None
 
-    async def record(self, conn: Any, changes: Iterable[StatusChange], now: float) -> None:
+    async def record(
+        self, conn: AsyncConnection, changes: Iterable[StatusChange], now: float
+    ) -> None:
         """Add the outbox rows for ``changes`` in ``conn``'s transaction."""
         routes = self.routes
         made = []
@@ -180,7 +184,7 @@ class CallbackSender:
         timeout: float = 10.0,
         allow_private: bool = False,
         in_flight: int = 64,
-        poll: float = 0.1,
+        poll: float = 0.2,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -230,6 +234,9 @@ class CallbackSender:
         if room <= 0:
             return 0
         now = self.clock.now()
+        async with self.store.read() as conn:  # a read: no write transaction while idle
+            if not await rows.any_due(conn, now):
+                return 0
         cipher = self.store.cipher
         due = await self.store.write(lambda conn: rows.claim(conn, cipher, now, self.lease, room))
         for item in due:
@@ -269,7 +276,7 @@ class CallbackSender:
             return "dead", str(exc), None
         except OSError as exc:  # the name did not resolve: maybe later
             return "pending", f"{type(exc).__name__}: {exc}", None
-        body = httpx.Request("POST", item.url, json=item.payload).content
+        body = json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")).encode()
         stamp = int(time.time())
         headers = {
             "content-type": "application/json",

@@ -138,6 +138,16 @@ async def enqueue(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None
     )
 
 
+async def any_due(conn: AsyncConnection, now: float) -> bool:
+    """Whether an outbox row is due to be sent."""
+    found = await conn.execute(
+        select(callback_outbox.c.id)
+        .where(callback_outbox.c.status == "pending", callback_outbox.c.due_at <= now)
+        .limit(1)
+    )
+    return found.first() is not None
+
+
 async def claim(
     conn: AsyncConnection, cipher: Cipher, now: float, lease: float, limit: int
 ) -> list[Due]:
