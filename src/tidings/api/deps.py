@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +9,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
+from tidings import json_input
 from tidings.api.problems import ApiError
 from tidings.crypto import hash_api_key
 from tidings.errors import InvalidInput, PayloadTooLarge
@@ -112,12 +112,8 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 
 async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
-    """The body decoded as JSON (``400`` when it is not)."""
-    body = await read_body(request, limit)
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}", "/", status=400) from exc
+    """The body decoded strictly (:func:`tidings.json_input.decode`): ``400`` naming where."""
+    return json_input.decode(await read_body(request, limit))
 
 
 T = TypeVar("T")

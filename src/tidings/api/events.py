@@ -13,13 +13,20 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
+from tidings import json_input
 from tidings.api.deps import page, page_limit, read_body, require, service
 from tidings.api.problems import ApiError, problem_body
 from tidings.api.views import notifications_json
 from tidings.clock import iso
 from tidings.errors import InvalidInput, NotFound
-from tidings.events import catalog
-from tidings.events.cloudevents import Event, parse_batch, parse_binary, parse_structured
+from tidings.events.cloudevents import (
+    Event,
+    checked,
+    parse_batch,
+    parse_binary,
+    parse_structured,
+)
+from tidings.events.poison import apart
 from tidings.runtime.backlog import Backlog
 from tidings.runtime.service import Service
 from tidings.store import deliveries as delivery_rows
@@ -57,30 +64,8 @@ def _json(body: Any, status: int) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status, media_type="application/json")
 
 
-def _checked(event: Event, prefix: str = "") -> Event:
-    catalog.validate(event.type, event.data, prefix)
-    if event.subject is None:
-        subject = catalog.default_subject(event.data)
-        if subject is not None:
-            # built directly: dataclasses.replace costs several times more, per event
-            event = Event(
-                event.id,
-                event.source,
-                event.type,
-                event.data,
-                subject,
-                event.time,
-                event.time_text,
-                event.extensions,
-            )
-    return event
-
-
 def _decode(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc.args[0]}", "/", status=400) from exc
+    return json_input.decode(body)
 
 
 async def ingest(svc: Service, headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
@@ -90,7 +75,7 @@ async def ingest(svc: Service, headers: Mapping[str, str], body: bytes) -> tuple
     Raises :class:`ApiError` / :class:`InvalidInput` for the problem responses.
     """
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = _decode(body) if content_type == _BATCH else None
+    raw, refused = json_input.decode_batch(body) if content_type == _BATCH else (None, {})
     count = len(raw) if isinstance(raw, list) else 1
     backlog = _BACKLOGS.get(svc)
     if backlog is not None and not await backlog.admit(count):
@@ -102,7 +87,7 @@ async def ingest(svc: Service, headers: Mapping[str, str], body: bytes) -> tuple
         )
     try:
         if content_type == _BATCH:
-            return await _batch(svc, raw)
+            return await _batch(svc, raw, refused)
         return await _single(svc, headers, body, content_type)
     finally:
         if backlog is not None:
@@ -115,9 +100,9 @@ async def _single(
     if "ce-specversion" in headers:
         if content_type and "json" not in content_type:
             raise ApiError(415, "binary mode accepts only JSON data")
-        event = _checked(parse_binary(headers, _decode(body) if body else {}))
+        event = checked(parse_binary(headers, _decode(body) if body else {}))
     elif content_type in _STRUCTURED or not content_type:
-        event = _checked(parse_structured(_decode(body)))
+        event = checked(parse_structured(_decode(body)))
     else:
         raise ApiError(
             415,
@@ -145,33 +130,25 @@ async def post_events(request: Request, _: str = Depends(require("events"))) -> 
     return _json(body, status)
 
 
-async def _batch(svc: Service, raw: Any) -> tuple[int, Any]:
-    parsed = parse_batch(raw)
+async def _batch(svc: Service, raw: Any, refused: dict[int, InvalidInput]) -> tuple[int, Any]:
+    parsed = parse_batch(raw, refused)
     valid: list[tuple[int, Event]] = []
     results: list[dict[str, Any] | None] = [None] * len(parsed)
     for index, item in enumerate(parsed):
         if isinstance(item, InvalidInput):
-            results[index] = {
-                "index": index,
-                "id": _item_id(raw[index]),
-                "status": item.status,
-                "duplicate": False,
-                "problem": problem_body(item),
-            }
+            results[index] = _refused(index, _item_id(raw[index]), item)
             continue
         try:
-            valid.append((index, _checked(item, f"/{index}")))
+            valid.append((index, checked(item, f"/{index}")))
         except InvalidInput as exc:
-            results[index] = {
-                "index": index,
-                "id": item.id,
-                "status": exc.status,
-                "duplicate": False,
-                "problem": problem_body(exc),
-            }
+            results[index] = _refused(index, item.id, exc)
     if valid:
-        accepted = await svc.accept([event for _, event in valid])
+        # a store that refuses one event fails that item alone (SPEC §2: per-item results)
+        accepted = await apart([event for _, event in valid], svc.accept)
         for (index, event), result in zip(valid, accepted, strict=True):
+            if isinstance(result, InvalidInput):
+                results[index] = _refused(index, event.id, result)
+                continue
             results[index] = {
                 "index": index,
                 "id": event.id,
@@ -182,8 +159,22 @@ async def _batch(svc: Service, raw: Any) -> tuple[int, Any]:
     return status, {"results": results}
 
 
+def _refused(index: int, event_id: Any, exc: InvalidInput) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": event_id,
+        "status": exc.status,
+        "duplicate": False,
+        "problem": problem_body(exc),
+    }
+
+
 def _item_id(item: Any) -> Any:
-    return item.get("id") if isinstance(item, dict) else None
+    """The id of a refused item, if it is one to echo (text that encodes, or a number)."""
+    found = item.get("id") if isinstance(item, dict) else None
+    if isinstance(found, str):
+        return found if json_input.is_text(found) else None
+    return found if isinstance(found, (int, float)) and not isinstance(found, bool) else None
 
 
 async def find_event(conn: AsyncConnection, event_id: str, source: str | None) -> Any:

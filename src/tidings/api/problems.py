@@ -42,8 +42,13 @@ def _document(status: int, detail: str, field: str | None = None) -> dict[str, A
 
 
 def problem_document(status: int, detail: str, *, field: str | None = None) -> bytes:
-    """The JSON bytes of a problem (for handlers that answer in plain ASGI)."""
-    return json.dumps(_document(status, detail, field), ensure_ascii=False).encode()
+    """The JSON bytes of a problem (for handlers that answer in plain ASGI).
+
+    A detail that quotes bad input (a lone surrogate) cannot fail the answer: what does not
+    encode as UTF-8 becomes ``?``.
+    """
+    text = json.dumps(_document(status, detail, field), ensure_ascii=False)
+    return text.encode("utf-8", "replace")
 
 
 def problem(

@@ -12,6 +12,9 @@ A message may also carry a CloudEvents batch (a JSON array of structured events,
 redelivered or replayed message is a duplicate), processes them and acks only after that
 commit. A message that is not a valid CloudEvent (or a batch with one invalid event) is
 rejected to the dead-letter exchange (queue ``tidings.dead``): kept, never requeued forever.
+Messages are decoded as strictly as HTTP bodies (:mod:`tidings.json_input`), and a message the
+store refuses while the others of its batch go in is dead-lettered alone
+(:func:`tidings.events.poison.apart`): one poison message never stops the consumer.
 
 The HTTP API of a ``--role api`` process hands its accepted events to the workers the same
 way: after the database commit it publishes them as batches of up to ``HANDOFF_BATCH`` with
@@ -22,7 +25,6 @@ committed, and the workers' recovery loop processes them a few seconds later.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -31,9 +33,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from tidings import json_input
 from tidings.errors import BrokerError, InvalidInput
-from tidings.events import catalog
-from tidings.events.cloudevents import Event, parse_structured
+from tidings.events.cloudevents import Event, checked, parse_structured
+from tidings.events.poison import apart
 from tidings.queue.rabbitmq import (
     COUNT_HEADER,
     BatchConsumer,
@@ -56,16 +59,6 @@ HANDOFF_BATCH = 128
 
 Commit = Callable[[Sequence[Event]], Awaitable[list[Accepted]]]
 Process = Callable[[Sequence[StoredEvent]], Awaitable[None]]
-
-
-def checked(event: Event) -> Event:
-    """Validate ``event`` against the catalog and default its subject (as the HTTP API does)."""
-    catalog.validate(event.type, event.data)
-    if event.subject is None:
-        subject = catalog.default_subject(event.data)
-        if subject is not None:
-            event = dataclasses.replace(event, subject=subject)
-    return event
 
 
 class EventIngest:
@@ -155,8 +148,10 @@ class EventIngest:
         self, messages: list[AbstractIncomingMessage], commit: Commit, process: Process
     ) -> None:
         known: list[StoredEvent] = []
-        offered: list[Event] = []
+        offered: list[tuple[AbstractIncomingMessage, list[Event]]] = []
         for message in messages:
+            if message.processed:  # rejected by an earlier attempt at this batch
+                continue
             try:
                 events = _events_of(message.body)
             except (ValueError, InvalidInput) as exc:
@@ -180,21 +175,43 @@ class EventIngest:
                     for pk, event, at in zip(pks, events, received, strict=True)
                 ]
             else:
-                offered += events
-        # a producer's batch messages carry no count: one transaction per ``batch`` events
-        # at most, however many the messages held
-        for start in range(0, len(offered), self.batch):
-            chunk = offered[start : start + self.batch]
-            # ``now`` is close enough for the received time of a redelivered duplicate
-            results = await commit(chunk)
-            now = self._now()
-            known += [
-                StoredEvent(result.pk, event, now)
-                for event, result in zip(chunk, results, strict=True)
-            ]
+                offered.append((message, events))
+        if offered:
+            # a message the store refuses while the others go in is dead-lettered alone;
+            # when nothing goes in, the error is raised (the batch is retried, then requeued)
+            stored = await apart(offered, lambda group: self._commit(group, commit))
+            for (message, _), outcome in zip(offered, stored, strict=True):
+                if isinstance(outcome, InvalidInput):
+                    log.warning("dead-lettered an event message the store refused")
+                    await message.reject(requeue=False)
+                else:
+                    known += outcome
         for start in range(0, len(known), self.batch):
             # a duplicate already processed claims nothing (see Processor._write)
             await process(known[start : start + self.batch])
+
+    async def _commit(
+        self, offered: Sequence[tuple[AbstractIncomingMessage, list[Event]]], commit: Commit
+    ) -> list[list[StoredEvent]]:
+        """Commit the events of ``offered``; the stored events of each message."""
+        events = [event for _, listed in offered for event in listed]
+        # a producer's batch messages carry no count: one transaction per ``batch`` events
+        # at most, however many the messages held
+        results: list[Accepted] = []
+        for start in range(0, len(events), self.batch):
+            results += await commit(events[start : start + self.batch])
+        # ``now`` is close enough for the received time of a redelivered duplicate
+        now = self._now()
+        stored = [
+            StoredEvent(result.pk, event, now)
+            for event, result in zip(events, results, strict=True)
+        ]
+        per_message = []
+        start = 0
+        for _, listed in offered:
+            per_message.append(stored[start : start + len(listed)])
+            start += len(listed)
+        return per_message
 
     async def aclose(self) -> None:
         """Stop consuming (batches in flight finish) and disconnect."""
@@ -206,7 +223,7 @@ class EventIngest:
 
 def _events_of(body: bytes) -> list[Event]:
     """The checked events of a message: one structured CloudEvent or a batch of them."""
-    decoded = json.loads(body)
+    decoded = json_input.decode(body)
     if isinstance(decoded, list):
         return [checked(parse_structured(item, f"/{i}")) for i, item in enumerate(decoded)]
     return [checked(parse_structured(decoded))]

@@ -12,9 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from tidings.errors import InvalidInput
+from tidings.events import catalog
 
 SPECVERSION = "1.0"
-_REQUIRED = ("id", "source", "specversion", "type")
+_REQUIRED = (("id", 512), ("source", 512), ("specversion", 512), ("type", 256))
+"""The required attributes and their longest length (the columns that keep them)."""
+MAX_SUBJECT = 512
 _KNOWN = {
     "id",
     "source",
@@ -74,14 +77,16 @@ def parse_time(text: str, field_name: str = "time") -> float:
     return moment.timestamp()
 
 
-def _string(envelope: Mapping[str, Any], name: str, prefix: str) -> str:
+def _string(envelope: Mapping[str, Any], name: str, prefix: str, longest: int = 512) -> str:
     value = envelope.get(name)
     if value is None:
         raise InvalidInput(f"`{name}` is required", f"{prefix}/{name}")
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"`{name}` must be a non-empty string", f"{prefix}/{name}")
-    if len(value) > 512:
-        raise InvalidInput(f"`{name}` is longer than 512 characters", f"{prefix}/{name}")
+    if len(value) > longest:
+        raise InvalidInput(f"`{name}` is longer than {longest} characters", f"{prefix}/{name}")
+    if "\x00" in value:
+        raise InvalidInput(f"`{name}` may not contain NUL (U+0000)", f"{prefix}/{name}")
     return value
 
 
@@ -90,10 +95,10 @@ def parse_structured(envelope: Any, prefix: str = "") -> Event:
     if not isinstance(envelope, dict):
         raise InvalidInput("a CloudEvent must be a JSON object", prefix or "/")
     get = envelope.get
-    for name in _REQUIRED:
+    for name, longest in _REQUIRED:
         value = get(name)
-        if value.__class__ is not str or not 0 < len(value) <= 512:
-            _string(envelope, name, prefix)  # raises, naming what is wrong
+        if value.__class__ is not str or not 0 < len(value) <= longest or "\x00" in value:
+            _string(envelope, name, prefix, longest)  # raises, naming what is wrong
     if envelope["specversion"] != SPECVERSION:
         raise InvalidInput(
             f"`specversion` must be {SPECVERSION!r}, not {envelope['specversion']!r}",
@@ -114,8 +119,8 @@ def parse_structured(envelope: Any, prefix: str = "") -> Event:
     if not isinstance(data, dict):
         raise InvalidInput("`data` must be a JSON object", f"{prefix}/data")
     subject = envelope.get("subject")
-    if subject is not None and (not isinstance(subject, str) or not subject):
-        raise InvalidInput("`subject` must be a non-empty string", f"{prefix}/subject")
+    if subject is not None:
+        _string(envelope, "subject", prefix, MAX_SUBJECT)
     time_text = envelope.get("time")
     moment = None
     if time_text is not None:
@@ -155,16 +160,54 @@ def parse_binary(headers: Mapping[str, str], body: Any) -> Event:
     return parse_structured(envelope)
 
 
-def parse_batch(body: Any) -> list[Event | InvalidInput]:
-    """A batch (JSON array): each item parsed, or the error that rejects it."""
+def parse_batch(
+    body: Any, refused: Mapping[int, InvalidInput] | None = None
+) -> list[Event | InvalidInput]:
+    """A batch (JSON array): each item parsed, or the error that rejects it.
+
+    ``refused`` holds items already refused by index (text that decoding let through for the
+    batch's sake, see :func:`tidings.json_input.decode_batch`): they stay refused.
+    """
     if not isinstance(body, list):
         raise InvalidInput("a batch must be a JSON array", "/")
     if len(body) > MAX_BATCH:
         raise InvalidInput(f"a batch holds at most {MAX_BATCH} events", "/", status=413)
     results: list[Event | InvalidInput] = []
     for index, item in enumerate(body):
+        if refused and index in refused:
+            results.append(refused[index])
+            continue
         try:
             results.append(parse_structured(item, f"/{index}"))
         except InvalidInput as exc:
             results.append(exc)
     return results
+
+
+def checked(event: Event, prefix: str = "") -> Event:
+    """``event`` validated against the catalog, its subject defaulted (to ``data.order_id``).
+
+    Both intakes (HTTP and AMQP) take events through here before committing them.
+    """
+    catalog.validate(event.type, event.data, prefix)
+    if event.subject is None:
+        subject = catalog.default_subject(event.data)
+        if subject is not None:
+            if len(subject) > MAX_SUBJECT or "\x00" in subject:
+                raise InvalidInput(
+                    f"`data.order_id` (the default subject) is longer than {MAX_SUBJECT}"
+                    " characters or holds NUL",
+                    f"{prefix}/data/order_id",
+                )
+            # built directly: dataclasses.replace costs several times more, per event
+            event = Event(
+                event.id,
+                event.source,
+                event.type,
+                event.data,
+                subject,
+                event.time,
+                event.time_text,
+                event.extensions,
+            )
+    return event
