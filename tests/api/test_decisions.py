@@ -132,3 +132,24 @@ def test_an_event_no_rule_took_says_why(server: Server) -> None:
         }
         (unmet,) = wait_for(lambda: explained(client, "paid-pp"), timeout=30)
         assert unmet["reason"] == "rule order-paid-buyer: condition payment_method=card not met"
+
+
+def test_duplicates_posted_at_once_to_both_processes_notify_once(server: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    paid = {**ORDER, "order_id": "o-9", "buyer_id": "race-buyer", "payment_method": "card"}
+    events = [cloudevent("order.paid", f"race-{n}", **paid) for n in range(8)]
+
+    def post(event: dict[str, Any]) -> int:
+        with server.client() as client:  # a connection each: the kernel spreads them
+            return client.post("/v1/events", json=event).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(post, events)) == [202] * 8
+    with server.client() as client:
+        outcomes = [
+            wait_for(lambda e=event: explained(client, e["id"]), timeout=30)[0]["outcome"]
+            for event in events
+        ]
+    assert sorted(outcomes) == ["deduplicated"] * 7 + ["sent"]
+    assert len(inbox(server, "race-buyer", server.token("race-buyer"))) == 1
