@@ -190,8 +190,8 @@ class InboxSettings(_Model):
     """The longest life of an inbox token: minting caps at it, and a longer-lived token
     (``exp - iat``, or ``exp`` from now without ``iat``) is refused."""
     max_streams: int = Field(5, ge=1)
-    """Live streams (``/v1/inbox/stream``) open at once per subscriber in each process of
-    the service; past it the stream is refused with ``429``."""
+    """Live streams (``/v1/inbox/stream``) open at once per subscriber, counted across the
+    processes of one machine (per API process in scale-out); past it ``429``."""
 
 
 TemplateVariant = dict[str, Any]

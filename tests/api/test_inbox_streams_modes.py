@@ -7,9 +7,10 @@ import uuid
 from contextlib import ExitStack
 
 import httpx
+import pytest
 
 from tests.api.test_inbox_tokens import open_stream
-from tests.harness import Server
+from tests.harness import Server, wait_for
 
 
 def test_streams_are_capped_and_end_with_their_token(server: Server) -> None:
@@ -28,3 +29,30 @@ def test_streams_are_capped_and_end_with_their_token(server: Server) -> None:
         assert response.status_code == 200
         seen.extend(response.iter_lines())
     assert "event: expired" in seen
+
+
+def test_the_cap_holds_across_the_processes_of_a_machine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    config = {"inbox": {"max_streams": 2}}
+    running = Server(tmp_path_factory.mktemp("two-processes"), config=config, processes=2)
+    running.start()
+    try:
+        token = running.token(f"buyer-{uuid.uuid4().hex[:6]}")
+        for _ in range(2):
+            with ExitStack() as stack:
+                held = [open_stream(stack, running, token) for _ in range(2)]
+                assert [r.status_code for r in held] == [200, 200]
+                # whichever process takes them, no more streams for this subscriber
+                assert [open_stream(stack, running, token).status_code for _ in range(8)] == [
+                    429
+                ] * 8
+
+            def reopened() -> bool:  # closed streams give their places back
+                with ExitStack() as stack:
+                    codes = [open_stream(stack, running, token).status_code for _ in range(2)]
+                return codes == [200, 200]
+
+            wait_for(reopened, timeout=20, interval=0.2)
+    finally:
+        running.stop()

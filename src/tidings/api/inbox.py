@@ -278,16 +278,17 @@ async def stream(request: Request, me: str = Depends(subscriber)) -> StreamingRe
     """``event: item`` for each new item and ``event: count`` with fresh counts, live.
 
     The stream ends with ``event: expired`` when its token expires; a subscriber holds at
-    most ``inbox.max_streams`` streams at once in a process (``429`` past it).
+    most ``inbox.max_streams`` streams at once (``429`` past it): counted across the
+    processes of one machine, and per API process in scale-out.
     """
     svc = service(request)
-    if svc.hub.streams(me) >= svc.settings.inbox.max_streams:
+    queue = svc.hub.open_stream(me, svc.settings.inbox.max_streams)
+    if queue is None:
         raise ApiError(
             429,
             f"this subscriber already has {svc.settings.inbox.max_streams} open inbox streams",
             {"Retry-After": "5"},
         )
-    queue = svc.hub.subscribe(me)
     expires: float = request.state.inbox_expires
     return _Stream(
         _events(request, me, queue, expires),

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tidings.runtime.stream_places import StreamPlaces
+
 
 class InboxHub:
     """Fans new inbox items out to the SSE streams of their subscriber."""
@@ -28,6 +30,13 @@ class InboxHub:
     def streams(self, subscriber_id: str) -> int:
         """How many streams of ``subscriber_id`` this process holds open."""
         return len(self._listeners.get(subscriber_id, ()))
+
+    def open_stream(self, subscriber_id: str, limit: int) -> asyncio.Queue[dict[str, Any]] | None:
+        """:meth:`subscribe` for one more live stream, or ``None`` when the subscriber
+        already holds ``limit`` (end it with :meth:`unsubscribe`)."""
+        if self.streams(subscriber_id) >= limit:
+            return None
+        return self.subscribe(subscriber_id)
 
     def unsubscribe(self, subscriber_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         """Stop delivering to ``queue``."""
@@ -66,6 +75,9 @@ class PeerHub(InboxHub):
         self._sender: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._peers: tuple[float, list[str]] = (0.0, [])
+        self._places: StreamPlaces | None = None
+        self._held: dict[int, int] = {}
+        """Stream queue (``id``) → the place it holds among its subscriber's."""
 
     async def start(self) -> None:
         """Bind this process's socket and listen for the others' items."""
@@ -81,6 +93,26 @@ class PeerHub(InboxHub):
         self._transport = transport
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
+        self._places = StreamPlaces(self.directory / "streams.lock")
+
+    def open_stream(self, subscriber_id: str, limit: int) -> asyncio.Queue[dict[str, Any]] | None:
+        """One more live stream if the subscriber holds fewer than ``limit`` in all the
+        processes of this machine together (see :mod:`tidings.runtime.stream_places`)."""
+        if self._places is None:
+            return super().open_stream(subscriber_id, limit)
+        place = self._places.take(subscriber_id, limit)
+        if place is None:
+            return None
+        queue = self.subscribe(subscriber_id)
+        self._held[id(queue)] = place
+        return queue
+
+    def unsubscribe(self, subscriber_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop delivering to ``queue``; its place is free again."""
+        super().unsubscribe(subscriber_id, queue)
+        place = self._held.pop(id(queue), None)
+        if place is not None and self._places is not None:
+            self._places.give_back(subscriber_id, place)
 
     def publish(self, subscriber_id: str, message: dict[str, Any]) -> None:
         """Deliver locally; relay to the other processes after this loop pass."""
@@ -141,6 +173,10 @@ class PeerHub(InboxHub):
         if self._sender is not None:
             self._sender.close()
             self._sender = None
+        if self._places is not None:
+            self._places.close()
+            self._places = None
+        self._held.clear()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
