@@ -60,6 +60,7 @@ def test_a_required_category_cannot_be_switched_off(server: Server) -> None:
     assert answer.status_code == 409
     assert answer.headers["content-type"] == "application/problem+json"
     assert "order_updates" in answer.json()["detail"]
+    assert answer.json()["field"] == "/categories/order_updates"
 
 
 @pytest.mark.parametrize(

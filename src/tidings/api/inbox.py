@@ -17,8 +17,9 @@ from starlette.responses import StreamingResponse
 from tidings.api.deps import page, page_limit, read_json, require, service
 from tidings.api.problems import ApiError
 from tidings.clock import iso
+from tidings.config import Settings
 from tidings.durations import parse_duration
-from tidings.errors import InvalidInput, NotFound
+from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.store import inbox as inbox_rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.strategy import preferences
@@ -246,10 +247,23 @@ async def my_preferences(request: Request, me: str = Depends(subscriber)) -> dic
 async def put_my_preferences(request: Request, me: str = Depends(subscriber)) -> dict[str, Any]:
     """Replace them (the body of SPEC §3); switching off a ``required`` category is ``409``."""
     svc = service(request)
-    document = preferences.validate(await read_json(request), svc.settings.categories)
+    body = await read_json(request)
+    try:
+        document = preferences.validate(body, svc.settings.categories)
+    except Conflict as exc:  # the problem points at the required category, for the widget
+        raise InvalidInput(str(exc), _required_off(body, svc.settings), status=409) from exc
     now = svc.clock.now()
     await svc.store.write(lambda conn: subscriber_rows.put_preferences(conn, me, document, now))
     return document
+
+
+def _required_off(body: Any, settings: Settings) -> str | None:
+    """The pointer to the first required category ``body`` switches off."""
+    for name, entry in (body.get("categories") or {}).items():
+        category = settings.categories.get(name)
+        if category is not None and category.required and entry.get("enabled") is False:
+            return f"/categories/{name}"
+    return None
 
 
 @router.get("/v1/inbox/categories", summary="What a preference centre offers")
