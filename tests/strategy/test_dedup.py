@@ -30,6 +30,7 @@ from tidings.templates import Templates
 RULES: list[dict[str, Any]] = [
     {"id": "order-paid-buyer", "on": "order.paid"},
     {"id": "paid-per-event", "on": "order.paid", "to": "seller", "dedup": "event"},
+    {"id": "refund-asked", "on": "refund.requested"},
     {"id": "note", "on": "order.note"},
     {"id": "note-per-kind", "on": "order.note", "to": "seller", "dedup": {"by": ["data.kind"]}},
 ]
@@ -126,3 +127,19 @@ def test_dedup_by_names_known_parts_only() -> None:
     }
     with pytest.raises(ConfigError, match=r"rules\[0\]\.dedup"):
         build_settings(raw, {}, "test")
+
+
+async def test_each_refund_of_an_order_is_notified_once(engine: Engine) -> None:
+    def asked(event_id: str, refund_id: str) -> Event:
+        return event("refund.requested", event_id, refund_id=refund_id, amount="1", currency="CNY")
+
+    first, other, again = await engine.process(
+        asked("rq-1", "r-1"), asked("rq-2", "r-2"), asked("rq-3", "r-1")
+    )
+    assert ("refund-asked", "sent", "sent on inapp") in await engine.decisions_of(first)
+    assert ("refund-asked", "sent", "sent on inapp") in await engine.decisions_of(other)
+    assert (
+        "refund-asked",
+        "deduplicated",
+        "refund.requested was already notified for o-1, r-1 (event rq-1)",
+    ) in await engine.decisions_of(again)

@@ -8,8 +8,8 @@ processes or two events of one batch can never both notify):
 - ``dedup: event`` — per event × rule × recipient (a replayed event never notifies twice);
 - ``dedup: {by: [subject, type]}`` — per subject and event type × rule × recipient: one
   notice per step of an order. The default for rules on the order life cycle's events
-  (:data:`~tidings.strategy.lifecycle.TRACKED`); an event without the parts (no subject)
-  falls back to the per-event key.
+  (:data:`~tidings.strategy.lifecycle.TRACKED`; a refund's steps also by ``refund_id``); an
+  event without the parts (no subject) falls back to the per-event key.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from tidings.strategy import lifecycle
 
 STEP = DedupSettings(by=["subject", "type"])
 """The life-cycle rules' default."""
+REFUND_STEP = DedupSettings(by=["subject", "type", "data.refund_id"])
+"""A refund's steps: an order may see several refunds, each notified."""
 
 
 def policy_of(rule: RuleSettings) -> DedupSettings | None:
@@ -32,6 +34,8 @@ def policy_of(rule: RuleSettings) -> DedupSettings | None:
         return None
     if rule.dedup is not None:
         return rule.dedup
+    if rule.on in lifecycle.REFUND_STEPS:
+        return REFUND_STEP
     return STEP if rule.on in lifecycle.TRACKED else None
 
 
