@@ -46,3 +46,21 @@ async def test_outbox_claim_lease_retry_and_removal(store: Store) -> None:
             "notification.sent": (second,), "notification.dead": (second,)
         }  # fmt: skip
     assert shown is not None and shown["outbox"] == {"pending": 1}
+
+
+async def test_prune_drops_only_finished_rows_past_the_window(store: Store) -> None:
+    made = [
+        {"id": f"m-{n}", "callback_id": "c", "type": "notification.sent", "payload": {},
+         "created_at": 1.0}
+        for n in range(3)
+    ]  # fmt: skip
+    await store.write(lambda conn: rows.enqueue(conn, made))
+    outcomes = [
+        {"id": "m-0", "status": "sent", "finished_at": 5.0},
+        {"id": "m-1", "status": "dead", "finished_at": 50.0},
+    ]
+    await store.write(lambda conn: rows.finish(conn, outcomes))
+    assert await store.write(lambda conn: rows.prune(conn, 10.0)) == 1
+    assert await store.write(lambda conn: rows.prune(conn, 100.0)) == 1  # m-2 is pending
+    async with store.read() as conn:
+        assert await rows.any_due(conn, 2.0) and not await rows.any_due(conn, 0.5)

@@ -42,6 +42,10 @@ from tidings.store.callbacks import Due
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 1.0
 """Seconds the cached registrations are trusted before they are read again."""
+KEEP_FINISHED = 3 * 86400.0
+"""Seconds a sent (or abandoned) callback stays in the outbox, for ``GET /v1/callbacks/{id}``."""
+PRUNE_EVERY = 60.0
+"""Seconds between two sweeps of finished outbox rows."""
 
 
 class StatusChange(NamedTuple):
@@ -218,15 +222,24 @@ class CallbackSender:
 
     async def _run(self) -> None:
         registered = watch(self.store)
+        pruned_at = -math.inf
         while True:
             try:
                 if registered.stale:
                     await registered.refresh()
                 taken = await self.send_due() if registered.routes else 0
+                if time.monotonic() - pruned_at > PRUNE_EVERY:
+                    pruned_at = time.monotonic()
+                    await self.prune()
             except Exception:  # noqa: BLE001 - the database may be away: next round
                 log.warning("status callbacks: a round failed", exc_info=True)
                 taken = 0
             await asyncio.sleep(0 if taken else self.poll)
+
+    async def prune(self) -> int:
+        """Drop outbox rows finished more than :data:`KEEP_FINISHED` ago; how many."""
+        before = self.clock.now() - KEEP_FINISHED
+        return await self.store.write(lambda conn: rows.prune(conn, before))
 
     async def send_due(self) -> int:
         """Claim what is due (as room allows) and start sending it; how many were taken."""

@@ -217,3 +217,16 @@ async def inbox_deliveries(conn: AsyncConnection, notification_ids: Sequence[str
         )
     )
     return list(rows.all())
+
+
+async def prune(conn: AsyncConnection, before: float, limit: int = 5000) -> int:
+    """Delete up to ``limit`` sent or abandoned rows finished before ``before``; how many."""
+    old = (
+        select(callback_outbox.c.id)
+        .where(callback_outbox.c.status != "pending", callback_outbox.c.finished_at < before)
+        .limit(limit)
+    )
+    ids = list((await conn.execute(old)).scalars())
+    if ids:
+        await conn.execute(delete(callback_outbox).where(callback_outbox.c.id.in_(ids)))
+    return len(ids)
