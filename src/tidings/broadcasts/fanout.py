@@ -10,6 +10,7 @@ rule × recipient, its deliveries (in-app ones delivered at once, deferred ones
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.broadcasts.job import Job, next_local
+from tidings.broadcasts.job import Job, SharedRender, next_local
 from tidings.ids import new_id
 from tidings.queue.base import Ticket
 from tidings.runtime.processor import delivery_rows
@@ -68,14 +69,22 @@ def decide_chunk(
 ) -> ChunkRows:
     """Decide for each of ``ids`` and build the rows (pure: no I/O)."""
     out = ChunkRows(now)
+    alike: dict[tuple[Any, ...], Decision] = {}
+    shared = isinstance(job.policy.templates, SharedRender) and not job.policy.templates.personal(
+        job.rule.template
+    )
     for subscriber_id in ids:
         recipient = recipients.get(subscriber_id) or Recipient(id=subscriber_id)
-        decision = _decide(job, recipient, now, state)
+        if shared:
+            decision = _decide_alike(job, recipient, now, state, alike)
+        else:
+            decision = _decide(job, recipient, now, state)
         notification_id = None
         plan = decision.plan
         if plan is not None:
             notification_id = new_id()
-            _plan_rows(out, job, plan, notification_id, targets.get(subscriber_id), now)
+            where = targets.get(subscriber_id)
+            _plan_rows(out, job, plan, subscriber_id, notification_id, where, now)
             counted = (subscriber_id, plan.category)
             state.sent[counted] = state.sent.get(counted, 0) + 1
         out.outcomes[decision.outcome] += 1
@@ -91,6 +100,33 @@ def decide_chunk(
             }
         )
     return out
+
+
+def _decide_alike(
+    job: Job,
+    recipient: Recipient,
+    now: float,
+    state: State,
+    alike: dict[tuple[Any, ...], Decision],
+) -> Decision:
+    """The decision of an earlier recipient who looked the same to it.
+
+    A broadcast's decision reads of a recipient only its locale, zone, preferences,
+    reachable channels and cap count (the event and content are the same for all), so most
+    of a large audience falls into a few such shapes: each is decided once a chunk.
+    """
+    prefs = recipient.preferences
+    key = (
+        recipient.locale,
+        recipient.timezone,
+        json.dumps(prefs, sort_keys=True) if prefs else "",
+        recipient.reachable,
+        state.sent.get((recipient.id, job.rule.category), 0),
+    )
+    found = alike.get(key)
+    if found is None:
+        found = alike[key] = _decide(job, recipient, now, state)
+    return found  # its plan names the first recipient: rows take the subscriber id apart
 
 
 def _decide(job: Job, recipient: Recipient, now: float, state: State) -> Decision:
@@ -118,6 +154,7 @@ def _plan_rows(
     out: ChunkRows,
     job: Job,
     plan: Plan,
+    subscriber_id: str,
     notification_id: str,
     where: dict[Any, list[Target]] | None,
     now: float,
@@ -128,7 +165,7 @@ def _plan_rows(
             "id": notification_id,
             "event_pk": job.event_pk,
             "rule_id": plan.rule_id,
-            "subscriber_id": plan.subscriber_id,
+            "subscriber_id": subscriber_id,
             "category": plan.category,
             "priority": plan.priority,
             "subject": None,
@@ -137,7 +174,7 @@ def _plan_rows(
             "channels": list(plan.channels),
             "fallback": list(plan.fallback),
             "status": "scheduled" if later else "created",
-            "dedup_key": f"{job.event_pk}:{plan.rule_id}:{plan.subscriber_id}",
+            "dedup_key": f"{job.event_pk}:{plan.rule_id}:{subscriber_id}",
             "created_at": now,
             "due_at": plan.due_at,
             "expires_at": plan.expires_at,
@@ -161,7 +198,5 @@ def _plan_rows(
         )
     if "inapp" in plan.channels and not later:
         out.inbox.append(
-            schedule.inbox_row(
-                notification_id, plan.subscriber_id, plan.category, plan.content, now
-            )
+            schedule.inbox_row(notification_id, subscriber_id, plan.category, plan.content, now)
         )

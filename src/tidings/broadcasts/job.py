@@ -57,11 +57,15 @@ class SharedRender(Templates):
         }
         self._memo: dict[tuple[str, str | None, Any], tuple[str, dict[str, Any]]] = {}
 
+    def personal(self, name: str) -> bool:
+        """Whether template ``name`` reads the recipient (so it differs between them)."""
+        return self._personal.get(name, True)
+
     def render(
         self, name: str, locale: str | None, context: Mapping[str, Any], *, strict: bool = False
     ) -> tuple[str, dict[str, Any]]:
         """As :meth:`Templates.render`, shared between recipients who would get the same."""
-        if strict or self._personal.get(name, True):
+        if strict or self.personal(name):
             return super().render(name, locale, context, strict=strict)
         key = (name, locale, context.get("timezone"))
         found = self._memo.get(key)

@@ -92,10 +92,10 @@ class Broadcaster:
 
     async def round(self) -> bool:
         """One round: start, plan, decide one chunk, finish; whether a chunk was decided."""
-        async with self.store.read() as conn:
-            if not await rows.anything_to_do(conn):
-                return False
         now = self.clock.now()
+        async with self.store.read() as conn:
+            if not await rows.anything_to_do(conn, now):
+                return False  # nothing to write: an idle round costs one read
         await self.store.write(lambda conn: rows.promote(conn, now))
         # one planning step a round: the first chunks are decided while the rest is planned
         await self.store.write(lambda conn: rows.plan(conn, self.clock.now()))

@@ -253,16 +253,15 @@ async def scheduled_notifications(
     return list(rows)
 
 
-async def anything_to_do(conn: AsyncConnection) -> bool:
-    """Whether any broadcast is scheduled or running."""
-    row = (
-        await conn.execute(
-            select(broadcasts.c.id)
-            .where(broadcasts.c.status.in_(["scheduled", "running"]))
-            .limit(1)
-        )
-    ).first()
-    return row is not None
+async def anything_to_do(conn: AsyncConnection, now: float) -> bool:
+    """Whether a broadcast is running, or scheduled and due."""
+    rows = await rows_of(
+        conn,
+        "SELECT id FROM broadcasts WHERE status = 'running'"
+        " OR (status = 'scheduled' AND send_at <= {}) LIMIT 1",
+        now,
+    )
+    return bool(rows)
 
 
 async def promote(conn: AsyncConnection, now: float) -> int:
