@@ -37,10 +37,10 @@ def credentials(server: Server) -> dict[str, str | None]:
     made["admin"] = server.admin_key
     expiring = create(server, "read", name="expiring", expires="3s")
     revoked = create(server, "read", name="revoked")
-    wait_for(lambda: answer(server, expiring).status_code == 200)
     wait_for(lambda: answer(server, revoked).status_code == 200)
     keys(server, "revoke", key_id(server, "revoked"))
     wait_for(lambda: answer(server, revoked).status_code == 401)
+    # known to the service (not "invalid") and refused as expired
     wait_for(lambda: "expired" in answer(server, expiring).text)
     made["expired"], made["revoked"] = expiring, revoked
     # every process learns a made key within a second or two: wait until each one counts
