@@ -225,7 +225,10 @@ def test_budget_spent_dead_letter_then_replay_by_api_and_cli(
     tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     receiver.script(*[Reply(503)] * 6)  # two deliveries × a budget of three attempts
-    server = start(tmp_path, config(channel="webhook", providers=webhook_providers(), attempts=3))
+    # six failures in a row: above the breaker's threshold the endpoint's circuit would open
+    # and hold the rest back for its cooldown (tests/delivery/test_endpoint_breaker.py)
+    providers = webhook_providers(breaker={"threshold": 10})
+    server = start(tmp_path, config(channel="webhook", providers=providers, attempts=3))
     try:
         with server.client() as client:
             register_seller(client, receiver, "seller-1")
