@@ -63,3 +63,29 @@ def test_other_types_take_any_data() -> None:
 def test_subject_defaults_to_order_id() -> None:
     assert default_subject({"order_id": 42}) == "42"
     assert default_subject({}) is None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "field"),
+    [
+        ("product.restocked", {"name": "Tea set"}, "/data/sku"),
+        ("product.restocked", {"sku": "SKU-1", "price": "cheap"}, "/data/price"),
+        (
+            "price.dropped",
+            {"sku": "SKU-1", "old_price": "99.00", "currency": "CNY"},
+            "/data/new_price",
+        ),
+        (
+            "price.dropped",
+            {"sku": "SKU-1", "old_price": 99, "new_price": "89.00", "currency": "CNY"},
+            "/data/old_price",
+        ),
+        ("promotion.started", {"name": "Double 11"}, "/data/campaign_id"),
+    ],
+)
+def test_audience_events_name_the_bad_field(
+    event_type: str, data: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate(event_type, data)
+    assert caught.value.field == field

@@ -83,6 +83,8 @@ async def start(
     content: dict[str, Any] | None = None,
     send_at: float | None = None,
     rate: float | None = None,
+    template: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> str:
     """A broadcast as POST /v1/broadcasts stores it; its id."""
     broadcast_id = "b-" + new_id()
@@ -93,19 +95,19 @@ async def start(
             "to": "audience",
             "category": category,
             "channels": ["inapp"],
-            "template": jobs.INLINE,
+            "template": template or jobs.INLINE,
         }
     )
     row = rows.new_row(
         broadcast_id,
         new_id(),
         audience,
-        jobs.message(rule, content or CONTENT, local_time),
+        jobs.message(rule, None if template else content or CONTENT, local_time),
         clock.now(),
         send_at=send_at,
         rate=rate,
     )
-    event = Event(broadcast_id, jobs.SOURCE, jobs.EVENT_TYPE, {"name": "Double 11"})
+    event = Event(broadcast_id, jobs.SOURCE, jobs.EVENT_TYPE, data or {"name": "Double 11"})
     assert await store.write(lambda conn: rows.create(conn, row, event)) is None
     return broadcast_id
 
@@ -330,3 +332,19 @@ async def test_send_at_waits_and_rate_paces_the_chunks(store: Store) -> None:
     clock.advance(1.0)
     assert await run(broadcaster) == 1
     assert await status(store, broadcast_id) == ("done", {"sent": 250}, 250)
+
+
+async def test_a_configured_template_in_each_recipients_locale(store: Store) -> None:
+    await add_subscribers(store, [{"id": "zh", "locale": "zh-CN"}, {"id": "en", "locale": "en-US"}])
+    clock = clock_at(at("2026-03-10 12:00"))
+    data = {"sku": "SKU-1", "name": "Jade tea set", "price": "89.00", "currency": "CNY"}
+    await start(store, clock, {"all": True}, template="product_restocked", data=data)
+    await run(rig(store, clock))
+    async with store.read() as conn:
+        found = dict(
+            (await conn.execute(select(inbox_items.c.subscriber_id, inbox_items.c.body))).all()
+        )
+    assert found == {
+        "zh": "Jade tea set 已到货，售价 ¥89.00，欲购从速！",
+        "en": "Jade tea set is back in stock at CN¥89.00. Get it before it is gone!",
+    }
