@@ -141,35 +141,47 @@ def test_a_dead_callback_endpoint_does_not_hold_deliveries(served: Server) -> No
     assert len(erp.deliveries) == 40 and all(d.verified for d in erp.deliveries)
 
 
-def test_inbox_items_are_delivered_callbacks_now_and_when_deferred(tmp_path: Path) -> None:
+def test_inbox_items_delivered_now_and_when_deferred_and_suppressed_decisions(
+    tmp_path: Path,
+) -> None:
     plain = {"en-US": {"title": "Order {{ order_id }}", "body": "created"}}
     rule = {"on": "order.created", "to": "buyer", "channels": ["inapp"], "template": "plain"}
     config = {
-        "categories": {"order_updates": {"required": True}},
+        "categories": {"order_updates": {"required": True}, "marketing": {}},
         "templates": {"plain": plain},
         "rules": [
             {**rule, "id": "now", "category": "order_updates"},
             {**rule, "id": "later", "category": "order_updates", "delay": "1s"},
+            {**rule, "id": "promo", "category": "marketing"},
         ],
+        "providers": CONFIG["providers"],
     }
-    server = Server(tmp_path, config={**config, "providers": CONFIG["providers"]}).start()
+    server = Server(tmp_path, config=config).start()
     try:
         with WebhookReceiver() as shop, server.client() as admin:
-            body = {"url": shop.url, "types": ["notification.delivered"], "secret": shop.secret}
+            types = ["notification.delivered", "notification.suppressed"]
+            body = {"url": shop.url, "types": types, "secret": shop.secret}
             assert admin.post("/v1/callbacks", json=body).status_code == 201
+            opted_out = {"categories": {"marketing": {"enabled": False}}}
+            assert admin.put("/v1/subscribers/b-1/preferences", json=opted_out).is_success
             event = cloudevent("order.created", "e-1", order_id="o-1", buyer_id="b-1")
             event["data"] |= {"seller_id": "s-1", "amount": "1.00", "currency": "EUR"}
             assert admin.post("/v1/events", json=event).status_code == 202
-            wait_for(lambda: len(shop.deliveries) >= 2, timeout=30)
+            wait_for(lambda: len(shop.deliveries) >= 3, timeout=30)
             notes = admin.get("/v1/notifications", params={"subscriber_id": "b-1"}).json()
     finally:
         server.stop()
-    datas = [d.payload["data"] for d in shop.deliveries]
     assert all(d.verified for d in shop.deliveries)
-    assert {d["channel"] for d in datas} == {"inapp"}
-    assert {d["status"] for d in datas} == {"delivered"}
-    assert {d["notification_id"] for d in datas} == {n["id"] for n in notes["items"]}
-    assert {d["event"]["id"] for d in datas} == {"e-1"}
+    by_type: dict[str, list[Any]] = {}
+    for d in shop.deliveries:
+        by_type.setdefault(d.payload["type"], []).append(d.payload["data"])
+    delivered, (held,) = by_type["notification.delivered"], by_type["notification.suppressed"]
+    assert {d["channel"] for d in delivered} == {"inapp"}
+    # one immediate (the processor), one deferred (fired by the scheduler)
+    assert {d["notification_id"] for d in delivered} == {n["id"] for n in notes["items"]}
+    assert {d["event"]["id"] for d in delivered} == {"e-1"} == {held["event"]["id"]}
+    assert held["rule"] == "promo" and held["subscriber_id"] == "b-1"
+    assert held["notification_id"] is None and "marketing" in held["error"]
 
 
 @pytest.mark.scaleout

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
@@ -38,6 +38,8 @@ from tidings.ids import new_id
 from tidings.store import Store
 from tidings.store import callbacks as rows
 from tidings.store.callbacks import Due
+from tidings.store.events import StoredEvent
+from tidings.strategy.model import Decision
 
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 1.0
@@ -49,18 +51,39 @@ PRUNE_EVERY = 60.0
 
 
 class StatusChange(NamedTuple):
-    """A delivery's new status, as the callback tells it."""
+    """A delivery's new status (or a decision not to notify), as the callback tells it."""
 
     status: str
-    delivery_id: str
-    notification_id: str
-    subscriber_id: str
-    channel: str
+    delivery_id: str | None
+    notification_id: str | None
+    subscriber_id: str | None
+    channel: str | None
     provider: str | None
     error: str | None
+    """Why it failed, or why it was suppressed."""
     attempts: int
     event: Mapping[str, Any] | None
     """The CloudEvent that caused the notification (its ``id``, ``source``, ``type`` are sent)."""
+    rule: str | None = None
+    """The rule of a suppressed decision."""
+
+
+def suppressed(
+    decided: Mapping[str, Sequence[tuple[Decision, Any]]], batch: Iterable[StoredEvent]
+) -> Iterator[StatusChange]:
+    """``suppressed`` changes for a batch's decisions not to notify (opted out, capped, stale):
+    no notification exists, so the rule and the reason say what was held back."""
+    events: dict[str, Mapping[str, Any]] | None = None
+    for event_pk, made in decided.items():
+        for decision, _ in made:
+            if decision.outcome != "suppressed":
+                continue
+            if events is None:
+                events = {item.pk: item.event.envelope() for item in batch}
+            yield StatusChange(
+                "suppressed", None, None, decision.recipient_id, None, None, decision.reason, 0,
+                events.get(event_pk), decision.rule_id,
+            )  # fmt: skip
 
 
 def payload(change: StatusChange, now: float) -> dict[str, Any]:
@@ -78,6 +101,7 @@ def payload(change: StatusChange, now: float) -> dict[str, Any]:
             "provider": change.provider,
             "attempts": change.attempts,
             "error": change.error,
+            "rule": change.rule,
             "event": {key: event.get(key) for key in ("id", "source", "type", "subject")},
         },
     }

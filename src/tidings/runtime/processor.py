@@ -364,8 +364,9 @@ class Processor:
                 )
         written = await out.commit(conn)
         callbacks = status_callbacks.watch(self.store)
-        if written.inbox and await callbacks.active(conn):  # nothing more when none registered
+        if await callbacks.active(conn):  # nothing more when none is registered
             await callbacks.record_inbox(conn, written.inbox, now)
+            await callbacks.record(conn, status_callbacks.suppressed(out.decisions, items), now)
         return written
 
 
