@@ -184,6 +184,50 @@ def test_inbox_items_delivered_now_and_when_deferred_and_suppressed_decisions(
     assert held["notification_id"] is None and "marketing" in held["error"]
 
 
+def test_a_fallback_read_in_the_inbox_is_a_suppressed_callback(tmp_path: Path) -> None:
+    nudge = {
+        "id": "nudge",
+        "on": "order.shipped",
+        "to": "buyer",
+        "category": "order_updates",
+        "channels": ["inapp"],
+        "fallback": ["email"],
+        "fallback_after": "6s",  # the buyer reads it well before
+        "template": "plain",
+    }
+    config = {
+        "categories": {"order_updates": {"required": True}},
+        "templates": {"plain": {"en-US": {"title": "Order {{ order_id }}", "body": "shipped"}}},
+        "rules": [nudge],
+        "providers": CONFIG["providers"],
+    }
+    server = Server(tmp_path, config=config).start()
+    try:
+        with WebhookReceiver() as shop, server.client() as admin:
+            body = {"url": shop.url, "types": ["notification.suppressed"], "secret": shop.secret}
+            assert admin.post("/v1/callbacks", json=body).status_code == 201
+            assert admin.put("/v1/subscribers/b-1", json={"email": "b@example.com"}).is_success
+            event = cloudevent("order.shipped", "e-1", order_id="o-1", buyer_id="b-1")
+            event["data"]["seller_id"] = "s-1"
+            assert admin.post("/v1/events", json=event).status_code == 202
+            inbox = {"Authorization": f"Bearer {server.token('b-1')}"}
+            with httpx.Client(base_url=server.url, headers=inbox, timeout=10) as buyer:
+                (item,) = wait_for(lambda: buyer.get("/v1/inbox").json()["items"])
+                assert buyer.post(f"/v1/inbox/{item['id']}/read").is_success
+            wait_for(lambda: shop.deliveries, timeout=30)
+    finally:
+        server.stop()
+    (told,) = shop.deliveries
+    assert told.verified and told.payload["type"] == "notification.suppressed"
+    data = told.payload["data"]
+    assert (data["channel"], data["status"], data["subscriber_id"]) == (
+        "email",
+        "suppressed",
+        "b-1",
+    )
+    assert "read" in data["error"] and data["event"]["id"] == "e-1"
+
+
 @pytest.mark.scaleout
 def test_callbacks_scaled_out(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Workers write the outbox (PostgreSQL), the API process sends it."""

@@ -164,29 +164,31 @@ class Watch:
         if made:
             await rows.enqueue(conn, made)
 
-    async def record_inbox(self, conn: Any, items: Sequence[Mapping[str, Any]], now: float) -> None:
+    async def record_inbox(
+        self, conn: AsyncConnection, items: Sequence[Mapping[str, Any]], now: float
+    ) -> None:
         """``notification.delivered`` for in-app items just written (inbox rows)."""
         if not items or not self.routes.get("notification.delivered"):
             return
         found = await rows.inbox_deliveries(conn, [item["notification_id"] for item in items])
-        await self.record(
-            conn,
-            (
-                StatusChange(
-                    "delivered",
-                    r.id,
-                    r.notification_id,
-                    r.subscriber_id,
-                    "inapp",
-                    "inbox",
-                    None,
-                    r.attempts,
-                    r.envelope,
-                )  # fmt: skip
-                for r in found
-            ),
-            now,
-        )
+        await self.record(conn, (_told("delivered", r) for r in found), now)
+
+    async def record_suppressed(
+        self, conn: AsyncConnection, delivery_ids: Sequence[str], now: float
+    ) -> None:
+        """``notification.suppressed`` for deliveries just suppressed (by their ids)."""
+        if not delivery_ids or not self.routes.get("notification.suppressed"):
+            return
+        found = await rows.deliveries_of(conn, delivery_ids)
+        await self.record(conn, (_told("suppressed", r) for r in found), now)
+
+
+def _told(status: str, row: Any) -> StatusChange:
+    """A delivery row read with its context (:func:`tidings.store.callbacks.deliveries_of`)."""
+    return StatusChange(
+        status, row.id, row.notification_id, row.subscriber_id, row.channel, row.provider,
+        row.last_error, row.attempts, row.envelope,
+    )  # fmt: skip
 
 
 _WATCHES: WeakKeyDictionary[Store, Watch] = WeakKeyDictionary()

@@ -118,7 +118,7 @@ class Scheduler:
             if done < 200:
                 break
         now = self.clock.now()
-        fallbacks = await self.store.write(lambda conn: schedule.fallback_due(conn, now))
+        fallbacks = await self.store.write(partial(self._fallback_due, now=now))
         if fallbacks:
             await self.broker.publish([Ticket(d, _lane(lane), s) for d, lane, s in fallbacks])
         expired = await self.store.write(lambda conn: schedule.expire_due(conn, now))
@@ -130,6 +130,16 @@ class Scheduler:
         if fired.inbox and await callbacks.active(conn):  # nothing more when none registered
             await callbacks.record_inbox(conn, fired.inbox, now)
         return fired
+
+    async def _fallback_due(
+        self, conn: AsyncConnection, *, now: float
+    ) -> list[tuple[str, str, str | None]]:
+        skipped: list[str] = []
+        due = await schedule.fallback_due(conn, now, skipped=skipped)
+        callbacks = status_callbacks.watch(self.store)
+        if skipped and await callbacks.active(conn):  # read in the inbox: no fallback
+            await callbacks.record_suppressed(conn, skipped, now)
+        return due
 
     async def run(self) -> None:
         """Tick forever."""

@@ -198,24 +198,39 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
         )
 
 
-async def inbox_deliveries(conn: AsyncConnection, notification_ids: Sequence[str]) -> list[Any]:
-    """The delivered in-app deliveries of these notifications, with subscriber and event."""
-    rows = await conn.execute(
+def _with_context() -> Any:
+    """Deliveries with what a status callback tells of them: subscriber and event."""
+    return (
         select(
             deliveries.c.id,
             deliveries.c.notification_id,
+            deliveries.c.channel,
+            deliveries.c.provider,
             deliveries.c.attempts,
+            deliveries.c.last_error,
             notifications.c.subscriber_id,
             events.c.envelope,
         )
         .join(notifications, notifications.c.id == deliveries.c.notification_id)
         .outerjoin(events, events.c.id == notifications.c.event_pk)
-        .where(
+    )
+
+
+async def inbox_deliveries(conn: AsyncConnection, notification_ids: Sequence[str]) -> list[Any]:
+    """The delivered in-app deliveries of these notifications, with subscriber and event."""
+    rows = await conn.execute(
+        _with_context().where(
             deliveries.c.notification_id.in_(list(notification_ids)),
             deliveries.c.channel == "inapp",
             deliveries.c.status == "delivered",
         )
     )
+    return list(rows.all())
+
+
+async def deliveries_of(conn: AsyncConnection, delivery_ids: Sequence[str]) -> list[Any]:
+    """These deliveries, with subscriber and event."""
+    rows = await conn.execute(_with_context().where(deliveries.c.id.in_(list(delivery_ids))))
     return list(rows.all())
 
 

@@ -376,9 +376,10 @@ async def fire_due(conn: AsyncConnection, now: float, limit: int = 200) -> Fired
 
 
 async def fallback_due(
-    conn: AsyncConnection, now: float, limit: int = 500
+    conn: AsyncConnection, now: float, limit: int = 500, skipped: list[str] | None = None
 ) -> list[tuple[str, str, str | None]]:
-    """Timed fallbacks now due: ``pending`` if the in-app item is unread, else ``suppressed``."""
+    """Timed fallbacks now due: ``pending`` if the in-app item is unread, else ``suppressed``
+    (their ids added to ``skipped`` when given)."""
     rows = (
         await conn.execute(
             select(
@@ -411,6 +412,8 @@ async def fallback_due(
         ).scalars()
     )
     skip = [r.id for r in rows if r.notification_id in read]
+    if skipped is not None:
+        skipped += skip
     send = [r for r in rows if r.notification_id not in read]
     if skip:
         await conn.execute(
