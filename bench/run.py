@@ -8,6 +8,8 @@ stop the rest):
 - ``ingest``    events/s (single and batch POST) next to a bare FastAPI endpoint; POST → inbox p99
 - ``delivery``  deliveries/s end to end to local webhook and SMTP sinks, next to their ceilings
 - ``providers`` provider sends/s against local FCM/APNs/Web Push/Twilio/SMTP/webhook servers
+- ``china``     Huawei/Xiaomi/OPPO/vivo push, Aliyun/Tencent SMS and WeChat sends/s against their
+                fakes, next to each fake's ceiling, and access tokens fetched per 10,000 sends
 - ``baselines`` the seed pattern (pika + one HTTP call per message), Celery + RabbitMQ, raw
                 RabbitMQ publish/consume, raw SQLite commits, bare uvicorn
 - ``scaleout``  1 api + 2 workers on PostgreSQL + RabbitMQ, next to a raw aio-pika loop; MTTR
@@ -37,6 +39,7 @@ SUITES: dict[str, list[list[str]]] = {
     "ingest": [["-m", "bench.ingest"]],
     "delivery": [["-m", "bench.delivery"]],
     "providers": [["bench/providers_push.py"], ["bench/providers_mail_webhook.py"]],
+    "china": [["bench/china.py"]],
     "baselines": [["-m", "bench.baselines"]],
     "scaleout": [["-m", "bench.scaleout"]],
     "broadcast": [["-m", "bench.broadcast"]],

@@ -113,8 +113,8 @@ class TencentSmsProvider:
             "SessionContext": message.delivery_id,
         }
 
-    async def send(self, message: Message) -> Receipt:
-        """Send one templated SMS to one number."""
+    def request(self, message: Message) -> tuple[bytes, dict[str, str]]:
+        """The signed ``SendSms`` request for one message: its body and headers."""
         content = json.dumps(self.body(message), ensure_ascii=False).encode()
         timestamp = int(time.time())
         headers = {
@@ -128,6 +128,11 @@ class TencentSmsProvider:
             "X-TC-Version": VERSION,
             "X-TC-Region": self.region,
         }
+        return content, headers
+
+    async def send(self, message: Message) -> Receipt:
+        """Send one templated SMS to one number."""
+        content, headers = self.request(message)
         async with transport_errors(self.name):
             response = await self.client.post(self.url, content=content, headers=headers)
         answer = body_of(response).get("Response") or {}
