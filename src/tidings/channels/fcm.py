@@ -10,7 +10,6 @@ a 401 refreshes the access token once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.common import merge, resolve_path
 from tidings.channels.http import make_client, retry_after_seconds, transport_errors
+from tidings.channels.tokens import AccessTokens
 from tidings.config import ProviderSettings
 from tidings.errors import (
     ConfigError,
@@ -47,7 +47,8 @@ def string_map(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 class ServiceAccountTokens:
-    """Access tokens for one Google service account, minted on demand and cached."""
+    """Access tokens for one Google service account, minted on demand and cached
+    (:class:`~tidings.channels.tokens.AccessTokens` keeps the current one)."""
 
     def __init__(
         self, info: Mapping[str, Any], client: httpx.AsyncClient, *, token_uri: str, name: str
@@ -63,10 +64,12 @@ class ServiceAccountTokens:
         self.name = name
         self.client = client
         self.clock: Callable[[], float] = time.time
-        self.tokens_minted = 0
-        self._token: str | None = None
-        self._valid_until = 0.0
-        self._lock = asyncio.Lock()
+        self.cache = AccessTokens(self._mint, clock=lambda: self.clock())
+
+    @property
+    def tokens_minted(self) -> int:
+        """How many access tokens were minted."""
+        return self.cache.fetched
 
     def assertion(self) -> str:
         """The signed JWT the token endpoint trades for an access token."""
@@ -83,19 +86,13 @@ class ServiceAccountTokens:
 
     async def get(self) -> str:
         """A valid access token, minting one only when the cached one is (nearly) expired."""
-        if self._token is not None and self.clock() < self._valid_until:
-            return self._token
-        async with self._lock:  # one mint for a burst of concurrent sends
-            if self._token is not None and self.clock() < self._valid_until:
-                return self._token
-            return await self._mint()
+        return await self.cache.get()
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (FCM refused it) unless a newer one already replaced it."""
-        if self._token == token:
-            self._token = None
+        self.cache.invalidate(token)
 
-    async def _mint(self) -> str:
+    async def _mint(self) -> tuple[str, float]:
         async with transport_errors(self.name):
             response = await self.client.post(
                 self.token_uri,
@@ -114,17 +111,11 @@ class ServiceAccountTokens:
             raise PermanentProviderError(message, code="oauth")
         try:
             body = response.json()
-            token = str(body["access_token"])
-            lifetime = float(body.get("expires_in", 3600))
+            return str(body["access_token"]), float(body.get("expires_in", 3600))
         except (ValueError, KeyError, TypeError) as exc:
             raise TransientProviderError(
                 f"{self.name}: malformed OAuth token response", code="oauth"
             ) from exc
-        # refresh a little early so a token never expires in flight
-        self._valid_until = self.clock() + lifetime - min(300.0, lifetime * 0.1)
-        self._token = token
-        self.tokens_minted += 1
-        return token
 
 
 def _oauth_error(response: httpx.Response) -> str:
