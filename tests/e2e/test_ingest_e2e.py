@@ -104,7 +104,10 @@ def test_replay_is_idempotent_forever(server: Server) -> None:
         assert again.status_code == 200 and again.json()["duplicate"] is True
         batch = client.post(
             "/v1/events",
-            content=json.dumps([event, {**event, "id": "evt-4"}]),
+            # evt-4 pays another order: a second order.paid of o-1 would be deduplicated
+            content=json.dumps(
+                [event, {**event, "id": "evt-4", "data": {**PAID, "order_id": "o-4"}}]
+            ),
             headers={"content-type": "application/cloudevents-batch+json"},
         )
         assert batch.status_code == 207

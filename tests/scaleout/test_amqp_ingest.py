@@ -80,7 +80,9 @@ def test_a_pika_producer_gets_its_event_processed_once(cluster: Cluster) -> None
         # also idempotent against the HTTP API: the same key is a duplicate there
         again = client.post("/v1/events", json=cloudevent("order.paid", "amqp-1", **PAID))
         assert again.status_code == 200 and again.json()["duplicate"] is True
-    publish(url, ("order.paid", json.dumps(cloudevent("order.paid", "amqp-2", **PAID)).encode()))
+    # another order: a second order.paid of o-1 would be deduplicated (one notice per step)
+    other = cloudevent("order.paid", "amqp-2", **{**PAID, "order_id": "o-2"})
+    publish(url, ("order.paid", json.dumps(other).encode()))
     wait_for(lambda: len(inbox(cluster, "buyer-1")) == 2, timeout=20)
     assert len(inbox(cluster, "buyer-1")) == 2  # amqp-1 once, amqp-2 once
 
