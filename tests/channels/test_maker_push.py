@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.channels.china import MAKERS, TOKEN, Maker, message, one_byte_off
+from tests.fakes.maker_push import HmsServer
 from tests.fakes.tls import BackgroundServer
 from tidings.channels.base import ProviderContext
 from tidings.channels.registry import build_provider
@@ -181,3 +182,18 @@ async def test_lengths_the_maker_refuses_are_clipped(maker: tuple[Maker, Any, st
     finally:
         await p.aclose()
     assert fake.sends == 1
+
+
+async def test_huawei_names_the_illegal_token_and_the_error_does_not() -> None:
+    fake = HmsServer()
+    fake.partial.add(TOKEN)
+    spec = next(m for m in MAKERS if m.kind == "hms")
+    with BackgroundServer(fake.app()) as server:
+        p = provider(spec, fake, server.url)
+        try:
+            with pytest.raises(DestinationGone) as caught:
+                await p.send(message("hms"))
+        finally:
+            await p.aclose()
+    assert caught.value.code == "80100000"
+    assert "illegal_tokens" in str(caught.value) and TOKEN not in str(caught.value)

@@ -256,3 +256,16 @@ def test_no_wechat_subscription_left_is_suppressed_with_the_reason(
     assert wechat["status"] == "suppressed"
     assert wechat["last_error"] == "the buyer has no subscription left for this template"
     assert not [d for d in found if d["channel"] == "sms"]
+
+
+def test_device_kinds_and_openids_are_validated(client: httpx.Client) -> None:
+    bad_openid = client.put("/v1/subscribers/cn-bad", json={"wechat_openid": "not an openid!"})
+    assert bad_openid.status_code == 422
+    assert "wechat_openid" in bad_openid.json().get("field", bad_openid.text)
+    buyer(client, "cn-bad", "+8613800138105", openid(5))
+    unknown = client.post(
+        "/v1/subscribers/cn-bad/devices", json={"kind": "meizu", "token": "m" * 40}
+    )
+    assert unknown.status_code == 422
+    no_token = client.post("/v1/subscribers/cn-bad/devices", json={"kind": "vivo"})
+    assert no_token.status_code == 422

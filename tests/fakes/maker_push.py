@@ -85,6 +85,7 @@ class HmsServer(MakerState):
     app_id: str = "104000001"
     client_id: str = "104000001"
     client_secret: str = "hms-client-secret-0123456789"
+    partial: set[str] = field(default_factory=set)
 
     async def token(self, request: Request) -> Response:
         form = await form_of(request)
@@ -130,6 +131,9 @@ class HmsServer(MakerState):
         token = message["token"][0]
         if token in self.dead:
             return hms_answer("80300007", "All the tokens are invalid")
+        if token in self.partial:  # one of several tokens illegal: Huawei names it in msg
+            body = {"success": 0, "failure": 1, "illegal_tokens": [token]}
+            return hms_answer("80100000", json.dumps(body), 200)
         if token in self.limited:
             return hms_answer(
                 "80300008", "Traffic control: the sending rate exceeds the limit", 503

@@ -121,13 +121,15 @@ class HmsProvider:
                 response = await self.client.post(
                     self.send_url, json=payload, headers={"Authorization": f"Bearer {token}"}
                 )
-            return self._receipt(response)
+            return self._receipt(response, message.destination.address)
 
         return await with_token(self.tokens, self.name, call)
 
-    def _receipt(self, response: httpx.Response) -> Receipt:
+    def _receipt(self, response: httpx.Response, token: str) -> Receipt:
         body = body_of(response)
-        code, msg = str(body.get("code", "")), str(body.get("msg", ""))[:200]
+        # a partial success's msg lists the illegal tokens: never keep one in an error
+        msg = str(body.get("msg", "")).replace(token, "<token>")[:200]
+        code = str(body.get("code", ""))
         status = response.status_code
         if status == 200 and code == SUCCESS:
             request_id = body.get("requestId")

@@ -91,7 +91,8 @@ class XiaomiProvider:
             data = body.get("data") or {}
             message_id = data.get("id") if isinstance(data, dict) else None
             return Receipt(provider_message_id=str(message_id) if message_id else None)
-        reason = str(body.get("reason") or body.get("description") or "")[:200]
+        reason = str(body.get("reason") or body.get("description") or "")
+        reason = reason.replace(message.destination.address, "<regid>")[:200]
         text = f"{self.name}: Xiaomi {response.status_code} code {code} {reason}".rstrip()
         if code == NO_VALID_TARGETS:
             raise DestinationGone(f"{text} (registration id no longer valid)", code=str(code))
