@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
-import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +45,7 @@ from tests.fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServ
 from tests.fakes.tls import BackgroundServer, free_port  # noqa: E402
 from tests.fakes.wechat_server import WeChatServer  # noqa: E402
 
+from bench.providers_push import drive, start_fake  # noqa: E402
 from tidings.channels.base import Message, ProviderContext  # noqa: E402
 from tidings.channels.http import make_client  # noqa: E402
 from tidings.channels.makers import compact  # noqa: E402
@@ -82,7 +80,7 @@ def fake(kind: str) -> Any:
     ]()
 
 
-def _serve(kind: str, port: int) -> None:
+def _serve(kind: str, port: int, _: Any = None) -> None:
     try:
         import uvloop
 
@@ -90,36 +88,6 @@ def _serve(kind: str, port: int) -> None:
     except ImportError:  # pragma: no cover
         pass
     BackgroundServer(fake(kind).app(), port=port, http="httptools").run_forever()
-
-
-def start_fake(kind: str, port: int) -> multiprocessing.process.BaseProcess:
-    """Start the fake in a child process and wait for its port."""
-    process = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(kind, port), daemon=True
-    )
-    process.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{kind} fake did not start")
-
-
-async def drive(n: int, concurrency: int, one: Callable[[int], Awaitable[Any]]) -> float:
-    """Run ``one(i)`` for i in range(n) with ``concurrency`` workers; calls per second."""
-    counter = iter(range(n))
-
-    async def worker() -> None:
-        for i in counter:
-            await one(i)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - start)
 
 
 def settings(kind: str, url: str) -> dict[str, Any]:
@@ -210,7 +178,7 @@ def accepted(kind: str, response: httpx.Response) -> None:
 async def bench(kind: str, n: int, concurrency: int) -> Row:
     """Ceiling and provider rate for ``kind``, each after a warm-up."""
     port = free_port()
-    process = start_fake(kind, port)
+    process = start_fake(kind, port, serve=_serve)
     url = f"http://127.0.0.1:{port}"
     try:
         entry = ProviderSettings(kind=kind, **settings(kind, url))

@@ -75,10 +75,12 @@ def _serve(kind: str, port: int, arg: Any) -> None:
         BackgroundServer(TwilioServer().app(), port=port, http="httptools").run_forever()
 
 
-def start_fake(kind: str, port: int, arg: Any = None) -> multiprocessing.process.BaseProcess:
-    """Start a fake in a child process and wait for its port."""
+def start_fake(
+    kind: str, port: int, arg: Any = None, serve: Callable[[str, int, Any], None] = _serve
+) -> multiprocessing.process.BaseProcess:
+    """Start a fake (``serve(kind, port, arg)``) in a child process and wait for its port."""
     process = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(kind, port, arg), daemon=True
+        target=serve, args=(kind, port, arg), daemon=True
     )
     process.start()
     deadline = time.monotonic() + 20
