@@ -219,3 +219,21 @@ def test_the_problem_renders_even_when_its_detail_quotes_bad_text() -> None:
     rendered = json.loads(problem_document(422, "unknown channel '\ud800'", field="/\udc00"))
     assert rendered["detail"] == "unknown channel '?'"
     assert rendered["field"] == "/?"
+
+
+def test_openapi_documents_the_ingestion_bodies_and_the_problems(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    post = document["paths"]["/v1/events"]["post"]
+    assert set(post["requestBody"]["content"]) == {
+        "application/cloudevents+json",
+        "application/json",
+        "application/cloudevents-batch+json",
+    }
+    assert {p["name"] for p in post["parameters"]} >= {"ce-id", "ce-source", "ce-type"}
+    assert {"202", "207", "400", "413", "415", "422", "503"} <= set(post["responses"])
+    problem = post["responses"]["400"]["content"]["application/problem+json"]["schema"]
+    assert problem["required"] == ["type", "title", "status", "detail"]
+    put = document["paths"]["/v1/subscribers/{subscriber_id}"]["put"]
+    body = put["requestBody"]["content"]["application/json"]["schema"]
+    assert "attributes" in body["properties"]
+    assert "application/problem+json" in put["responses"]["422"]["content"]

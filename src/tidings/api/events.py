@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from tidings import json_input
 from tidings.api.deps import page, page_limit, read_body, require, service
+from tidings.api.openapi import EVENTS_OPENAPI
 from tidings.api.problems import ApiError, problem_body
 from tidings.api.views import notifications_json
 from tidings.clock import iso
@@ -119,7 +120,9 @@ async def _single(
     }
 
 
-@router.post("/v1/events", status_code=202, summary="Accept CloudEvents")
+@router.post(
+    "/v1/events", status_code=202, summary="Accept CloudEvents", openapi_extra=EVENTS_OPENAPI
+)
 async def post_events(request: Request, _: str = Depends(require("events"))) -> Response:
     """Accept one event (structured or binary mode) or a batch; ``202`` once durable.
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from tidings.api.openapi import document_problems
 from tidings.errors import Conflict, InvalidInput, NotFound, TidingsError
 
 PROBLEM = "application/problem+json"
@@ -76,7 +77,9 @@ class ApiError(Exception):
 
 
 def install(app: FastAPI) -> None:
-    """Register the exception handlers that render every error as a problem."""
+    """Register the exception handlers that render every error as a problem (and document
+    those answers in the app's OpenAPI)."""
+    document_problems(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tidings.api.deps import page, page_limit, read_json, require, reveals_pii, service
+from tidings.api.openapi import PREFERENCES_BODY, json_body
 from tidings.api.views import profile_json
 from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.errors import InvalidInput, NotFound
@@ -121,7 +122,11 @@ def _check_id(subscriber_id: str) -> None:
         raise InvalidInput("a subscriber id is 1-256 characters of A-Z a-z 0-9 _ . : @ -", "/id")
 
 
-@router.put("/v1/subscribers/{subscriber_id}", summary="Create or replace a subscriber")
+@router.put(
+    "/v1/subscribers/{subscriber_id}",
+    summary="Create or replace a subscriber",
+    openapi_extra=json_body(Profile),
+)
 async def put_subscriber(
     subscriber_id: str, request: Request, response: Response, _: str = Depends(require("admin"))
 ) -> dict[str, Any]:
@@ -185,7 +190,12 @@ async def delete_subscriber(
     return Response(status_code=204)
 
 
-@router.post("/v1/subscribers/{subscriber_id}/devices", status_code=201, summary="Add a device")
+@router.post(
+    "/v1/subscribers/{subscriber_id}/devices",
+    status_code=201,
+    summary="Add a device",
+    openapi_extra=json_body(DeviceIn),
+)
 async def add_device(
     subscriber_id: str, request: Request, _: str = Depends(require("admin"))
 ) -> dict[str, Any]:
@@ -239,7 +249,10 @@ async def remove_device(
 
 
 @router.post(
-    "/v1/subscribers/{subscriber_id}/webhooks", status_code=201, summary="Add a webhook endpoint"
+    "/v1/subscribers/{subscriber_id}/webhooks",
+    status_code=201,
+    summary="Add a webhook endpoint",
+    openapi_extra=json_body(EndpointIn),
 )
 async def add_webhook(
     subscriber_id: str, request: Request, _: str = Depends(require("admin"))
@@ -291,7 +304,11 @@ async def get_preferences(
     return found
 
 
-@router.put("/v1/subscribers/{subscriber_id}/preferences", summary="Replace preferences")
+@router.put(
+    "/v1/subscribers/{subscriber_id}/preferences",
+    summary="Replace preferences",
+    openapi_extra=PREFERENCES_BODY,
+)
 async def put_preferences(
     subscriber_id: str, request: Request, _: str = Depends(require("admin"))
 ) -> dict[str, Any]:
