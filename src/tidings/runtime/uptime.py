@@ -61,9 +61,10 @@ class UptimeRecorder:
         self.run_id = new_id()
 
     async def start(self) -> None:
-        """Record the run's start."""
+        """Record the run's start, and set the gauges (so ``/metrics`` has them from the start)."""
         now = self.clock.now()
         await self.store.write(lambda conn: uptime.start_run(conn, self.run_id, now))
+        await self.refresh_gauges()
 
     async def run(self) -> None:
         """Beat until cancelled (then one last beat: the run was up until now)."""
