@@ -9,7 +9,10 @@ Measures, in one run on this machine:
   how far deliveries fell behind the pre-fault rate, in seconds (see :func:`mttr`).
 
 Needs services started by ``scripts/services.sh start DIR``:
-``python -m bench.scaleout --services DIR [--seconds 10] [--json out.json]``.
+``python -m bench.scaleout --services DIR [--seconds 10] [--json out.json] [--no-faults]``.
+
+Next to the rates it reports each tidings process's CPU time over the throughput run per
+delivery (``cpu_us_per_delivery``): on a shared machine a steadier figure than the rates.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -66,9 +70,24 @@ async def _post(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> int:
         await asyncio.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(cluster: Cluster) -> dict[str, int]:
+    """The pids of the API process and the workers, by name."""
+    named = {"api": cluster.process}
+    named.update({f"worker{n}": w.process for n, w in enumerate(cluster.workers)})
+    return {name: process.pid for name, process in named.items() if process is not None}
+
+
 async def throughput(cluster: Cluster, receiver: WebhookReceiver, seconds: float) -> dict[str, Any]:
     """Flat out: 4 concurrent posters of 50-event batches for ``seconds``."""
     before = len(set(receiver.ids))
+    pids = processes(cluster)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     sent = 0
     started = time.perf_counter()
     async with httpx.AsyncClient(
@@ -93,11 +112,16 @@ async def throughput(cluster: Cluster, receiver: WebhookReceiver, seconds: float
         await asyncio.sleep(0.1)
     delivered_for = time.perf_counter() - started
     delivered = len(set(receiver.ids)) - before
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     return {
         "events": sent,
         "events_per_s": round(sent / accepted_for, 1),
         "deliveries": delivered,
         "deliveries_per_s": round(delivered / delivered_for, 1),
+        "cpu_us_per_delivery": {
+            name: round(used * 1e6 / max(1, delivered), 1) for name, used in cpu.items()
+        },
+        "cpu_us_per_delivery_total": round(sum(cpu.values()) * 1e6 / max(1, delivered), 1),
     }
 
 
@@ -175,7 +199,7 @@ async def mttr(
     }
 
 
-async def main_async(services: Services, seconds: float) -> dict[str, Any]:
+async def main_async(services: Services, seconds: float, faults: bool = True) -> dict[str, Any]:
     raw = await asyncio.to_thread(raw_rabbitmq.run, fresh_vhost(services), seconds)
     receiver = WebhookReceiver().start()
     database = await asyncio.to_thread(fresh_database, services)
@@ -191,6 +215,8 @@ async def main_async(services: Services, seconds: float) -> dict[str, Any]:
                     json={"url": receiver.url, "secret": receiver.secret},
                 )
         result = await throughput(cluster, receiver, seconds)
+        if not faults:
+            return _summary(result, raw, [])
         rate = max(20.0, min(200.0, result["deliveries_per_s"] * 0.4))
 
         async def kill_worker() -> None:
@@ -207,11 +233,15 @@ async def main_async(services: Services, seconds: float) -> dict[str, Any]:
         cluster.stop()
         receiver.stop()
         await asyncio.to_thread(database.drop)
+    return _summary(result, raw, [kill, restart])
+
+
+def _summary(result: dict[str, Any], raw: dict[str, Any], faults: list[Any]) -> dict[str, Any]:
     return {
         "tidings_1api_2workers": result,
         "raw_rabbitmq": raw,
         "ratio_of_raw": round(result["deliveries_per_s"] / raw["per_second"], 3),
-        "mttr": [kill, restart],
+        "mttr": faults,
     }
 
 
@@ -220,12 +250,13 @@ def main() -> None:
     parser.add_argument("--services", required=True, help="DIR of scripts/services.sh start DIR")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-faults", action="store_true", help="throughput only (no MTTR)")
     args = parser.parse_args()
     env = read_env_file(Path(args.services) / "env")
     services = Services(
         env["TIDINGS_TEST_POSTGRES_URL"], env["TIDINGS_TEST_AMQP_URL"], Path(args.services)
     )
-    result = asyncio.run(main_async(services, args.seconds))
+    result = asyncio.run(main_async(services, args.seconds, not args.no_faults))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json is not None:

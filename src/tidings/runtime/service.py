@@ -55,13 +55,18 @@ def clock_from_env() -> Clock:
     return OffsetClock(parse_duration(offset)) if offset else SystemClock()
 
 
-def make_broker(settings: Settings) -> Broker:
-    """The broker the config names."""
+def make_broker(settings: Settings) -> tuple[Broker, InboxHub | None]:
+    """The broker the config names, and the inbox hub it carries between processes.
+
+    The hub is ``None`` for the embedded broker: it relays nothing, and the service makes a
+    hub of its own (see :meth:`Service._local_hub`).
+    """
     if settings.broker == "embedded":
-        return EmbeddedBroker()
+        return EmbeddedBroker(), None
     from tidings.queue.rabbitmq import RabbitBroker
 
-    return RabbitBroker(settings.broker)
+    broker = RabbitBroker(settings.broker)
+    return broker, broker.hub
 
 
 def make_ingest(settings: Settings) -> EventIngest | None:
@@ -171,10 +176,10 @@ class Service:
         self.clock = clock or clock_from_env()
         self.metrics = Metrics()
         self.store = Store.open(settings.database, settings.encryption_key)
-        self.broker = make_broker(settings)
         # scale-out: events reach the workers through RabbitMQ, inbox updates every API process
+        self.broker, relayed = make_broker(settings)
         self.ingest = make_ingest(settings)
-        self.hub: InboxHub = getattr(self.broker, "hub", None) or self._local_hub()
+        self.hub: InboxHub = relayed if relayed is not None else self._local_hub()
         self.intake = Intake(self.store, self.clock)
         self.templates = Templates(settings.templates, settings.default_locale)
         self.policy = Policy(settings, self.templates)
