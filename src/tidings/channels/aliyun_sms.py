@@ -23,8 +23,7 @@ from typing import ClassVar
 from urllib.parse import quote
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, transport_errors
-from tidings.channels.makers import body_of
+from tidings.channels.http import json_object, make_client, transport_errors
 from tidings.channels.variants import mainland_number, sms_template
 from tidings.config import ProviderSettings
 from tidings.errors import (
@@ -108,7 +107,7 @@ class AliyunSmsProvider:
         params = self.params(message)
         async with transport_errors(self.name):
             response = await self.client.post(self.url, data=params)
-        body = body_of(response)
+        body = json_object(response)
         code = str(body.get("Code", ""))
         if response.status_code == 200 and code == "OK":
             biz = body.get("BizId")

@@ -126,8 +126,6 @@ class ApnsProvider:
         self.token = ProviderToken(
             key, team_id=str(settings.option("team_id")), key_id=str(settings.option("key_id"))
         )
-        if (clock := context.extras.get("clock")) is not None:
-            self.token.clock = clock.now
         # one connection multiplexes up to the server's stream limit (1000 at Apple)
         self.client = make_client(
             timeout=settings.timeout or context.timeout,

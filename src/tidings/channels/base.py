@@ -1,7 +1,11 @@
 """The provider seam: a typed :class:`Message` in, a :class:`Receipt` out, ``aclose()``.
 
-Every channel provider (smtp, twilio, fcm, apns, webpush, webhook, inapp, console) implements
-:class:`Provider`. A provider *raises* on failure — never returns a bare ``bool``:
+Every channel provider implements :class:`Provider`: each kind named in
+:data:`tidings.channels.registry.PROVIDER_KINDS` (smtp, twilio, http, aliyun_sms, tencent_sms,
+fcm, apns, webpush, hms, xiaomi, oppo, vivo, wechat, webhook, console), which
+:mod:`tidings.channels.conformance` proves to mypy. In-app items are no provider's: the
+processor writes them to the inbox as it decides them. A provider *raises* on failure — never
+returns a bare ``bool``:
 
 - :class:`~tidings.errors.TransientProviderError` (with ``retry_after`` when the provider
   said so) for anything worth retrying: 5xx, 429, timeouts, connection errors;
@@ -99,7 +103,7 @@ class Receipt:
     """What a provider answers for a message it took.
 
     ``status`` is ``sent`` (handed to the provider) or ``delivered`` (the provider confirmed
-    delivery to the recipient, e.g. an inbox item committed, a webhook answering 2xx).
+    delivery to the recipient, e.g. a webhook answering 2xx).
     """
 
     status: Literal["sent", "delivered"] = "sent"
@@ -115,8 +119,6 @@ class ProviderContext:
     """Relative file names in provider settings (key files) resolve against this."""
     timeout: float = 10.0
     """The delivery timeout (seconds) in force for this provider."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Runtime services for built-in providers (``store``, ``inbox`` for inapp)."""
 
 
 @runtime_checkable

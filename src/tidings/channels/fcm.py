@@ -198,8 +198,6 @@ class FcmProvider:
             max_connections=int(settings.option("connections", 100)),
         )
         self.tokens = ServiceAccountTokens(info, self.client, token_uri=token_uri, name=self.name)
-        if (clock := context.extras.get("clock")) is not None:
-            self.tokens.clock = clock.now
 
     @property
     def tokens_minted(self) -> int:

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import httpx
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, retry_after_seconds, transport_errors
-from tidings.channels.makers import body_of, click_link, notify_id, transactional
+from tidings.channels.http import json_object, make_client, retry_after_seconds, transport_errors
+from tidings.channels.makers import click_link, notify_id, transactional
 from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
 from tidings.config import ProviderSettings
 from tidings.errors import (
@@ -79,7 +79,7 @@ class HmsProvider:
         }
         async with transport_errors(self.name):
             response = await self.client.post(self.token_url, data=form)
-        body = body_of(response)
+        body = json_object(response)
         if response.status_code != 200 or "access_token" not in body:
             reason = f"{body.get('error', '')} {body.get('error_description', '')}".strip()
             text = f"{self.name}: OAuth token endpoint answered {response.status_code} {reason}"
@@ -126,7 +126,7 @@ class HmsProvider:
         return await with_token(self.tokens, self.name, call)
 
     def _receipt(self, response: httpx.Response, token: str) -> Receipt:
-        body = body_of(response)
+        body = json_object(response)
         # a partial success's msg lists the illegal tokens: never keep one in an error
         msg = str(body.get("msg", "")).replace(token, "<token>")[:200]
         code = str(body.get("code", ""))

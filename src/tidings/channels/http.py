@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -89,3 +90,12 @@ def raise_for_status(provider: str, response: httpx.Response, detail: str = "") 
             code=str(status),
         )
     raise PermanentProviderError(f"{provider}: HTTP {status}: {text}", code=str(status))
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object a service answered, or ``{}`` when it answered anything else."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -14,8 +14,6 @@ import json
 import zlib
 from typing import Any
 
-import httpx
-
 from tidings.channels.base import Message
 
 
@@ -34,15 +32,6 @@ def click_link(message: Message) -> str | None:
 def transactional(message: Message) -> bool:
     """Whether the makers should treat ``message`` as a service (not marketing) message."""
     return message.category_required
-
-
-def body_of(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object a service answered, or ``{}`` when it answered something else."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def compact(value: Any) -> str:

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import httpx
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, transport_errors
-from tidings.channels.makers import body_of, click_link, clip, compact, transactional
+from tidings.channels.http import json_object, make_client, transport_errors
+from tidings.channels.makers import click_link, clip, compact, transactional
 from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
 from tidings.config import ProviderSettings
 from tidings.errors import (
@@ -81,7 +81,7 @@ class OppoProvider:
         }
         async with transport_errors(self.name):
             response = await self.client.post(self.auth_url, data=form)
-        body = body_of(response)
+        body = json_object(response)
         data = body.get("data")
         if body.get("code") == 0 and isinstance(data, dict) and data.get("auth_token"):
             return str(data["auth_token"]), TOKEN_LIFETIME
@@ -124,7 +124,7 @@ class OppoProvider:
                 response = await self.client.post(
                     self.send_url, data=form, headers={"auth_token": token}
                 )
-            body = body_of(response)
+            body = json_object(response)
             if response.status_code == 200 and body.get("code") == 0:
                 data = body.get("data") or {}
                 message_id = data.get("messageId") if isinstance(data, dict) else None

@@ -24,8 +24,7 @@ from typing import Any, ClassVar
 import httpx
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, transport_errors
-from tidings.channels.makers import body_of
+from tidings.channels.http import json_object, make_client, transport_errors
 from tidings.channels.variants import sms_template
 from tidings.config import ProviderSettings
 from tidings.errors import (
@@ -135,7 +134,7 @@ class TencentSmsProvider:
         content, headers = self.request(message)
         async with transport_errors(self.name):
             response = await self.client.post(self.url, content=content, headers=headers)
-        answer = body_of(response).get("Response") or {}
+        answer = json_object(response).get("Response") or {}
         error = answer.get("Error") if isinstance(answer, dict) else None
         if isinstance(error, dict):
             self._raise(str(error.get("Code", "")), response.status_code)

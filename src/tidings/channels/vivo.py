@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import httpx
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, transport_errors
-from tidings.channels.makers import body_of, click_link, clip, transactional
+from tidings.channels.http import json_object, make_client, transport_errors
+from tidings.channels.makers import click_link, clip, transactional
 from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
 from tidings.config import ProviderSettings
 from tidings.errors import (
@@ -85,7 +85,7 @@ class VivoProvider:
         }
         async with transport_errors(self.name):
             response = await self.client.post(self.auth_url, json=body)
-        answer = body_of(response)
+        answer = json_object(response)
         if answer.get("result") == 0 and answer.get("authToken"):
             return str(answer["authToken"]), TOKEN_LIFETIME
         self._raise(response, answer, "auth")
@@ -124,7 +124,7 @@ class VivoProvider:
                 response = await self.client.post(
                     self.send_url, json=payload, headers={"authToken": token}
                 )
-            answer = body_of(response)
+            answer = json_object(response)
             if response.status_code == 200 and answer.get("result") == 0:
                 task = answer.get("taskId")
                 return Receipt(provider_message_id=str(task) if task else None)

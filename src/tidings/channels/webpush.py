@@ -111,8 +111,6 @@ class WebPushProvider:
         )
         self.default_ttl = int(settings.option("ttl", DEFAULT_TTL))
         self.clock: Callable[[], float] = time.time
-        if (clock := context.extras.get("clock")) is not None:
-            self.clock = clock.now
         self.tokens_minted = 0
         self._vapid: dict[str, tuple[str, float]] = {}
         self.client = make_client(

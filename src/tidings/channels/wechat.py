@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 import httpx
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, transport_errors
-from tidings.channels.makers import body_of
+from tidings.channels.http import json_object, make_client, transport_errors
 from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
 from tidings.channels.variants import variant
 from tidings.config import ProviderSettings
@@ -67,7 +66,7 @@ class WeChatProvider:
         query = {"grant_type": "client_credential", "appid": self.app_id, "secret": self.app_secret}
         async with transport_errors(self.name):
             response = await self.client.get(self.token_url, params=query)
-        body = body_of(response)
+        body = json_object(response)
         if response.status_code == 200 and body.get("access_token"):
             return str(body["access_token"]), float(body.get("expires_in", 7200))
         self._raise(response, body, "token")
@@ -101,7 +100,7 @@ class WeChatProvider:
                 response = await self.client.post(
                     self.send_url, params={"access_token": token}, json=payload
                 )
-            body = body_of(response)
+            body = json_object(response)
             if response.status_code == 200 and body.get("errcode", 0) == 0 and body:
                 msgid = body.get("msgid")
                 return Receipt(provider_message_id=str(msgid) if msgid else None)

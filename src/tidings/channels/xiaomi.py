@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import make_client, retry_after_seconds, transport_errors
-from tidings.channels.makers import body_of, click_link, clip, notify_id, transactional
+from tidings.channels.http import json_object, make_client, retry_after_seconds, transport_errors
+from tidings.channels.makers import click_link, clip, notify_id, transactional
 from tidings.config import ProviderSettings
 from tidings.errors import (
     ConfigError,
@@ -85,7 +85,7 @@ class XiaomiProvider:
             response = await self.client.post(
                 self.url, data=self.form(message), headers=self.headers
             )
-        body = body_of(response)
+        body = json_object(response)
         code = body.get("code")
         if response.status_code == 200 and body.get("result") == "ok" and code == 0:
             data = body.get("data") or {}
