@@ -64,10 +64,6 @@ class Policy:
                 self._by_type[event_type] = found
         return list(found)
 
-    def cancelling(self, event_type: str) -> list[RuleSettings]:
-        """The rules whose deferred notifications an event of ``event_type`` cancels."""
-        return [r for r in self.settings.rules if lifecycle.cancels(r.cancel_on, event_type)]
-
 
 def matches(rule: RuleSettings, data: Mapping[str, Any]) -> bool:
     """Whether the event's data satisfies the rule's ``when`` conditions."""
