@@ -17,6 +17,7 @@ from tidings.api import export as subscriber_export
 from tidings.api import topics as topic_api
 from tidings.api.cors import InboxCors
 from tidings.runtime.service import Service
+from tidings.web import routes as web_routes
 
 
 def create_app(service: Service, *, manage: bool = True) -> FastAPI:
@@ -55,12 +56,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     for module in (topic_api, broadcast_api):  # audiences and broadcasts (SPEC §10)
         app.include_router(module.router)
     app.include_router(availability_api.router)  # MTBF, MTTR, availability (SPEC §13)
-    try:
-        from tidings.web import routes as web_routes  # the dashboard, when present
-    except ImportError:
-        pass
-    else:
-        app.include_router(web_routes.router)
+    app.include_router(web_routes.router)  # the dashboard (no optional dependency)
     if service.settings.api.cors_origins:  # the shop's pages call the inbox (SPEC §11)
         app.add_middleware(InboxCors, origins=service.settings.api.cors_origins)
     return app
