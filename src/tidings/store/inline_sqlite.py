@@ -10,6 +10,11 @@ leaving the loop thread and SQLAlchemy Core is used exactly as with aiosqlite.
 
 The price is that the loop waits while SQLite works; statements here are index lookups and
 batched inserts (tens of microseconds to a few milliseconds), cheaper than the wake-ups saved.
+
+SQLAlchemy's dialect also reaches past aiosqlite's public API: it sets the isolation level by
+putting ``(future, function)`` on the private ``_tx`` queue with a function of ``_conn``, and
+terminates with ``stop()``. This class imitates those for the aiosqlite range pinned in
+pyproject.toml; ``tests/store/test_inline_sqlite.py`` fails when an upgrade changes them.
 """
 
 from __future__ import annotations
