@@ -102,3 +102,17 @@ def test_a_batch_of_one_good_and_one_bad_item_stores_the_good_one(server: Server
         assert client.get("/v1/events/batch-good").status_code == 200
         assert client.get("/v1/events/bad-s-9").status_code == 404
     wait_for(lambda: inbox_size(server) == 1, timeout=30)
+
+
+def test_a_nul_in_the_url_is_a_400_not_a_database_error(server: Server) -> None:
+    with server.client() as client:
+        for path in (
+            "/v1/subscribers/a%00b",
+            "/v1/subscribers/a%00b/preferences",
+            "/v1/events/a%00b",
+            "/v1/notifications?subscriber_id=%00",
+        ):
+            response = client.get(path)
+            assert response.status_code == 400, (path, response.text)
+            assert "NUL" in response.json()["detail"]
+        assert client.put("/v1/subscribers/a%00b", json={}).status_code == 400

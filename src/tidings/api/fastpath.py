@@ -37,8 +37,15 @@ class EventsFastPath:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Route the one hot path; pass everything else on."""
+        """Route the one hot path; pass everything else on (but a URL holding NUL)."""
         if scope["type"] != "http" or scope["path"] != "/v1/events" or scope["method"] != "POST":
+            if scope["type"] == "http" and (
+                "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+            ):
+                # an id with NUL would reach PostgreSQL, whose text cannot hold it
+                detail = "a URL may not contain NUL (%00)"
+                await _answer(send, 400, problem_document(400, detail, field="/"), PROBLEM)
+                return
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -58,13 +65,19 @@ class EventsFastPath:
         except TidingsError as exc:
             status, media = 500, PROBLEM
             payload = problem_document(500, f"{type(exc).__name__}: {exc}")
-        response_headers = [
-            (b"content-type", media.encode()),
-            (b"content-length", str(len(payload)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _answer(send, status, payload, media, extra)
+
+
+async def _answer(
+    send: Send, status: int, payload: bytes, media: str, extra: dict[str, str] | None = None
+) -> None:
+    response_headers = [
+        (b"content-type", media.encode()),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in (extra or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _read(headers: dict[str, str], receive: Receive) -> bytes:
