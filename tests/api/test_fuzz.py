@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -95,11 +96,15 @@ def test_no_generated_request_gets_a_server_error(served: Server, tmp_path: Path
         if label == "POST /v1/events":
             media = interaction["request"]["headers"].get("Content-Type", [""])[0]
             event_media[media.split(";")[0]] += 1
-    assert sum(statuses.values()) > 100 * EXAMPLES, statuses
+    assert sum(statuses.values()) > 1000, statuses  # every operation, not a token few
     assert not [status for status in statuses if status >= 500], statuses
     # the ingestion bodies are reached in every mode, and some are accepted
     assert set(event_media) >= EVENT_MEDIA, event_media
     assert statuses[202] > 0, statuses
     log = served.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
-    print(f"{sum(statuses.values())} requests, by status: {dict(sorted(statuses.items()))}")
+    generated = re.search(r"(\d+) generated", run.stdout)
+    print(
+        f"{generated.group(1) if generated else '?'} cases, {sum(statuses.values())} requests,"
+        f" by status: {dict(sorted(statuses.items()))}"
+    )
