@@ -74,6 +74,8 @@ def test_a_topic_rule_reaches_the_followers_only(server: Server) -> None:
     broadcast_id = decision["reason"].rsplit(" ", 1)[1].rstrip(")")
     finished = wait_for(lambda: done(client, broadcast_id), timeout=20)
     assert finished["counts"]["sent"] == 2
+    assert (finished["rule_id"], finished["category"]) == ("product-restocked", "product_alerts")
+    assert finished["audience"] == {"topic": "product.sku-9.restock"}
     why = client.get(f"/v1/broadcasts/{broadcast_id}/recipients/ann").json()
     assert (why["outcome"], why["reason"]) == (
         "sent",

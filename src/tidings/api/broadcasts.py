@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -147,10 +148,15 @@ async def _progress(conn: Any, found: list[Any]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def broadcast_json(row: Any, counts: dict[str, int]) -> dict[str, Any]:
-    """A broadcast as the API and the dashboard show it."""
+def broadcast_json(
+    row: Any, counts: dict[str, int], rules: Sequence[RuleSettings] = ()
+) -> dict[str, Any]:
+    """A broadcast as the API and the dashboard show it (``rules``: the configured ones, for
+    a topic rule's broadcast)."""
     message = row.message if isinstance(row.message, dict) else {}
-    rule = message.get("rule") or {}
+    rule = message.get("rule") or next(
+        (r.model_dump(mode="json") for r in rules if r.id == message.get("rule_id")), {}
+    )
     return {
         "id": row.id,
         "status": row.status,
@@ -221,10 +227,14 @@ async def list_broadcasts(
 ) -> dict[str, Any]:
     """Broadcasts with their progress, newest id first."""
     size = page_limit(limit, 20, 100)
-    async with service(request).store.read() as conn:
+    svc = service(request)
+    async with svc.store.read() as conn:
         found, next_cursor = page(await rows.list_rows(conn, cursor, size + 1), size)
         counts = await _progress(conn, found)
-    return {"items": [broadcast_json(r, counts[r.id]) for r in found], "next_cursor": next_cursor}
+    return {
+        "items": [broadcast_json(r, counts[r.id], svc.settings.rules) for r in found],
+        "next_cursor": next_cursor,
+    }
 
 
 @router.get("/v1/broadcasts/{broadcast_id}", summary="A broadcast and its progress")
@@ -232,12 +242,13 @@ async def get_broadcast(
     broadcast_id: str, request: Request, _: str = Depends(require("read"))
 ) -> dict[str, Any]:
     """Status, audience size and counts of recipients by outcome."""
-    async with service(request).store.read() as conn:
+    svc = service(request)
+    async with svc.store.read() as conn:
         row = await rows.get(conn, broadcast_id)
         if row is None:
             raise NotFound(f"no broadcast {broadcast_id!r}")
         counts = await _progress(conn, [row])
-    return broadcast_json(row, counts[broadcast_id])
+    return broadcast_json(row, counts[broadcast_id], svc.settings.rules)
 
 
 @router.post("/v1/broadcasts/{broadcast_id}/{action}", summary="Pause, resume or cancel")
@@ -264,7 +275,7 @@ async def change_broadcast(
         _wake(svc)
     async with svc.store.read() as conn:
         counts = await _progress(conn, [row])
-    return broadcast_json(row, counts[broadcast_id])
+    return broadcast_json(row, counts[broadcast_id], svc.settings.rules)
 
 
 @router.get(
