@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -98,7 +99,7 @@ def test_kill_9_mid_broadcast_with_two_processes_then_restart(tmp_path: Path) ->
         server.start(timeout=60)
         client = server.client()
         finished = wait_for(
-            lambda: (b := progress(client, "big-sale"))["status"] == "done" and b, timeout=120
+            lambda: (b := progress(client, "big-sale"))["status"] == "done" and b, timeout=90
         )
         assert finished["counts"] == {"sent": size, "deferred": 0, "suppressed": 0, "failed": 0}
         assert finished["audience_size"] == size
@@ -122,6 +123,7 @@ async def pg_counts(url: str, broadcast_id: str) -> list[tuple[int, int]]:
         await engine.dispose()
 
 
+@pytest.mark.scaleout
 def test_kill_9_of_a_worker_mid_broadcast_in_scale_out(
     tmp_path: Path, services: Any, vhosts: Any
 ) -> None:
@@ -139,7 +141,7 @@ def test_kill_9_of_a_worker_mid_broadcast_in_scale_out(
         print(f"killed after {seen} of {size}")
         assert seen < size, "the broadcast finished before the kill: make the audience larger"
         finished = wait_for(
-            lambda: (b := progress(client, "flash"))["status"] == "done" and b, timeout=120
+            lambda: (b := progress(client, "flash"))["status"] == "done" and b, timeout=90
         )
         assert finished["counts"]["sent"] == size, cluster.logs()
         counts = asyncio.run(pg_counts(str(database.url), "flash"))
