@@ -26,7 +26,6 @@ from typing import Any
 from sqlalchemy import (
     Table,
     and_,
-    bindparam,
     func,
     insert,
     or_,
@@ -393,10 +392,10 @@ async def finish(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> N
     """
     if not outcomes:
         return
-    if conn.dialect.name == "sqlite":
-        await sqlite_many(conn, _FINISH_SQLITE, [_finish_params(o) for o in outcomes])
-    else:
-        await _finish_core(conn, outcomes)
+    if conn.dialect.name != "sqlite":
+        await _finish_postgres(conn, outcomes)
+        return
+    await sqlite_many(conn, _FINISH_SQLITE, [_finish_params(o) for o in outcomes])
     await bulk_insert(
         conn,
         attempts,
@@ -442,29 +441,59 @@ def _finish_params(o: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-async def _finish_core(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> None:
-    await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            provider=bindparam("b_provider"),
-            attempts=bindparam("b_attempts"),
-            last_error=bindparam("b_last_error"),
-            due_at=bindparam("b_due_at"),
-            finished_at=bindparam("b_finished_at"),
-            enqueued_at=None,
-            lease_until=None,
-            leased_by=None,
-            tp=bindparam("b_tp"),
-            tc=bindparam("b_tc"),
-            td=bindparam("b_td"),
-        ),
+_FINISH_POSTGRES = (
+    "WITH finished AS ("
+    " UPDATE deliveries AS d SET status = o.status, provider = o.provider,"
+    " attempts = o.attempts, last_error = o.last_error, due_at = o.due_at,"
+    " finished_at = o.finished_at, enqueued_at = NULL, lease_until = NULL, leased_by = NULL,"
+    " tp = o.tp, tc = o.tc, td = o.td"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::float8[],"
+    " $7::float8[], $8::float8[], $9::float8[], $10::float8[])"
+    " AS o(id, status, provider, attempts, last_error, due_at, finished_at, tp, tc, td)"
+    " WHERE d.id = o.id)"
+    " INSERT INTO attempts (delivery_id, number, provider, started_at, finished_at, outcome, error)"
+    " SELECT * FROM unnest($11::text[], $12::int[], $13::text[], $14::float8[], $15::float8[],"
+    " $16::text[], $17::text[])"
+)
+"""Every outcome of a batch in one statement and one round trip: the deliveries updated from
+arrays (one element per outcome), and the attempts inserted from arrays in the same statement.
+Prepared once per connection; no per-row parameter processing."""
+
+
+async def _finish_postgres(conn: AsyncConnection, outcomes: Sequence[dict[str, Any]]) -> None:
+    latest = {o["id"]: o for o in outcomes}.values()  # one row per delivery: the last word
+    tried = [o for o in outcomes if o.get("outcome")]
+    columns: list[list[Any]] = [
+        [o[key] for o in latest]
+        for key in (
+            "id",
+            "status",
+            "provider",
+            "attempts",
+            "last_error",
+            "due_at",
+            "finished_at",
+            "tp",
+            "tc",
+            "td",
+        )
+    ]
+    columns += [
+        [o["id"] for o in tried],
+        [o["attempts"] for o in tried],
+        [o["provider"] or "-" for o in tried],
+        [o["started_at"] for o in tried],
+        # a retry leaves the delivery unfinished, never the attempt
         [
-            {f"b_{key}": value for key, value in o.items() if key not in ("started_at", "outcome")}
-            for o in outcomes
+            o["finished_at"]
+            if o["finished_at"] is not None
+            else o["started_at"] + (o.get("td") or 0.0)
+            for o in tried
         ],
-    )
+        [o["outcome"] for o in tried],
+        [o["last_error"] for o in tried],
+    ]
+    await conn.exec_driver_sql(_FINISH_POSTGRES, tuple(columns))
 
 
 async def due(conn: AsyncConnection, now: float, stale_before: float, limit: int) -> list[Any]:
