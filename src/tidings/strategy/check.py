@@ -5,7 +5,7 @@ from __future__ import annotations
 from tidings.config import Settings
 from tidings.errors import ConfigError, raise_problems
 from tidings.events.catalog import CATALOG, SAMPLE_DATA
-from tidings.strategy import lifecycle
+from tidings.strategy import lifecycle, topics
 from tidings.strategy.variants import variant_problems
 from tidings.templates import Templates
 
@@ -47,6 +47,7 @@ def problems(settings: Settings) -> list[ConfigError]:
             found.append(exc)
     found += _strategy_problems(settings)
     found += variant_problems(settings)
+    found += topics.problems(settings)
     for index, rule in enumerate(settings.rules):
         if rule.on not in CATALOG and "." not in rule.on:
             found.append(

@@ -11,7 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tidings.config import RuleSettings
+from tidings.config import RuleSettings, Settings
+from tidings.errors import ConfigError
+from tidings.events.catalog import SAMPLE_DATA
 from tidings.strategy.model import Decision
 
 PREFIX = "topic:"
@@ -57,3 +59,29 @@ def fan_out(rule: RuleSettings, data: Mapping[str, Any]) -> Decision:
     return Decision(
         rule.id, None, "sent", f"fanned out to the subscribers of topic {key}", fanout=key
     )
+
+
+def problems(settings: Settings) -> list[ConfigError]:
+    """What ``tidings check`` finds wrong with the topic rules.
+
+    The key must come out of the catalog's sample data (the fields it names are the event's),
+    and a topic's followers are decided one by one by its broadcast: no digest, no ``cancel_on``.
+    """
+    found: list[ConfigError] = []
+    for index, rule in enumerate(settings.rules):
+        if not addresses_topic(rule):
+            continue
+        path = f"rules[{index}]"
+        if topic_key(rule.to, SAMPLE_DATA) is None:
+            found.append(
+                ConfigError(
+                    f"{rule.to!r} does not make a topic key from the event's data", f"{path}.to"
+                )
+            )
+        if rule.digest is not None:
+            found.append(ConfigError("a topic rule cannot digest", f"{path}.digest"))
+        if rule.cancel_on:
+            found.append(
+                ConfigError("a topic rule cannot be cancelled by later events", f"{path}.cancel_on")
+            )
+    return found
