@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,23 +48,62 @@ async def rows_of(conn: AsyncConnection, sql: str, *parameters: Any) -> list[Any
     One statement for both backends, only the executor differs: on SQLite it runs on the plain
     ``sqlite3`` connection (:func:`~tidings.store.db.sqlite_rows`: a few µs where SQLAlchemy's
     statement building, compiling of expanding ``IN`` lists and result processing cost
-    ~100-300 µs a query), elsewhere through SQLAlchemy with named parameters.
+    ~100-300 µs a query); on PostgreSQL as the driver's own statement (:func:`_postgres`).
     """
-    sqlite = conn.dialect.name == "sqlite"
+    if conn.dialect.name != "sqlite":
+        statement, values = _postgres(sql, parameters)
+        return list(await conn.exec_driver_sql(statement, values))
     marks: list[str] = []
-    values: list[Any] = []
+    flat: list[Any] = []
     for parameter in parameters:
         many = list(parameter) if isinstance(parameter, list | tuple) else [parameter]
-        if sqlite:
-            marks.append(placeholders(len(many)))
+        marks.append(placeholders(len(many)))
+        flat += many
+    return await sqlite_rows(conn, sql.format(*marks), flat)
+
+
+_PG_PLANS: dict[str, tuple[list[str], list[bool]]] = {}
+
+
+def _postgres(sql: str, parameters: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` with ``$n`` parameters for PostgreSQL; a list in ``x IN ({})`` as one array.
+
+    ``x IN ({})`` becomes ``x = ANY($n)`` (``NOT IN``: ``<> ALL``): the statement's text no
+    longer depends on how many values the list holds, so the driver prepares it once per
+    connection instead of once per list length. A list anywhere else is spread out.
+    """
+    plan = _PG_PLANS.get(sql)
+    if plan is None:
+        literals: list[str] = []
+        arrays: list[bool] = []
+        for literal, field, _, _ in string.Formatter().parse(sql):
+            literals.append(literal)
+            if field is not None:
+                arrays.append(False)
+        literals += [""] * (len(arrays) + 1 - len(literals))
+        for i in range(len(arrays)):
+            before, after = literals[i], literals[i + 1]
+            head = before.rstrip()
+            if head.upper().endswith("IN (") and after.lstrip().startswith(")"):
+                negated = head[:-4].rstrip().upper().endswith("NOT")
+                cut = head[:-4].rstrip()[:-3] if negated else head[:-4]
+                literals[i] = cut.rstrip() + (" <> ALL(" if negated else " = ANY(")
+                arrays[i] = True
+        plan = _PG_PLANS[sql] = (literals, arrays)
+    literals, arrays = plan
+    parts = [literals[0]]
+    values: list[Any] = []
+    for parameter, array, literal in zip(parameters, arrays, literals[1:], strict=True):
+        listed = isinstance(parameter, list | tuple)
+        if array:
+            values.append(list(parameter) if listed else [parameter])
+            parts.append(f"${len(values)}")
         else:
-            marks.append(", ".join(f":p{len(values) + i}" for i in range(len(many))))
-        values += many
-    statement = sql.format(*marks)
-    if sqlite:
-        return await sqlite_rows(conn, statement, values)
-    named = {f"p{i}": value for i, value in enumerate(values)}
-    return list(await conn.execute(text(statement), named))
+            many = list(parameter) if listed else [parameter]
+            parts.append(", ".join(f"${len(values) + i + 1}" for i in range(len(many))))
+            values += many
+        parts.append(literal)
+    return "".join(parts), tuple(values)
 
 
 async def existing_dedup_keys(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
