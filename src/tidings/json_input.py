@@ -7,10 +7,11 @@ integers of more than 4,300 digits (a ``ValueError``) and nesting deep enough fo
 ``RecursionError``. :func:`decode` refuses all of them as :class:`~tidings.errors.InvalidInput`
 (status 400) naming where, as a JSON pointer (RFC 6901), in the spirit of I-JSON (RFC 7493).
 
-The checks cost next to nothing on ordinary input: the scanner's hooks run only for the odd
-numbers, and the walk that names a bad string runs only when a substring search of the text
-found an escape that can make one (``\\ud…``, ``\\u0000``). Nesting is bounded at
-:data:`MAX_DEPTH` levels, checked a level at a time with C-level iteration.
+The checks cost next to nothing on ordinary input: the scanner's hooks run only for floats
+and the non-numbers, the walk that names a bad string runs only when a substring search of
+the text found an escape that can make one (``\\ud…``, ``\\u0000``), and nesting is looked at
+only when the text has more than :data:`MAX_DEPTH` brackets (a batch: a level at a time, with
+C-level iteration).
 """
 
 from __future__ import annotations
