@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.broadcasts.job import Job, SharedRender, next_local
 from tidings.ids import new_id
 from tidings.queue.base import Ticket
-from tidings.runtime.processor import delivery_rows
 from tidings.store import broadcasts as broadcast_rows
 from tidings.store import schedule
 from tidings.store.db import bulk_insert
+from tidings.store.planned import delivery_rows
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
 from tidings.strategy import timing
