@@ -59,7 +59,8 @@ from tidings.errors import (
 from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.base import LANES, Broker, Lane, Ticket
-from tidings.runtime.processor import delivery_rows, send_through
+from tidings.runtime.processor import send_through
+from tidings.store.planned import delivery_rows
 from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
 from tidings.store import subscribers as subscriber_rows
