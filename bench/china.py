@@ -8,9 +8,10 @@ process. For each one, from this one process at the same concurrency:
   own nonce, are all signed before the clock starts);
 - the provider: ``provider.send(message)`` for distinct messages (new ids, new orders).
 
-It prints a Markdown table with the provider's share of the ceiling and the access tokens it
-fetched per 10,000 sends (the cache should make that 1; Xiaomi, Aliyun and Tencent sign or
-authenticate each request instead and fetch none).
+It prints a Markdown table with the provider's share of the ceiling, the client's CPU per raw
+request and per send (what the provider itself adds, whatever the machine's load), and the
+access tokens it fetched per 10,000 sends (the cache should make that 1; Xiaomi, Aliyun and
+Tencent sign or authenticate each request instead and fetch none).
 
     .venv/bin/python bench/china.py [--sends 10000] [--concurrency 64]
 """
@@ -22,6 +23,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +159,10 @@ class Row:
     rate: float
     fetched: tuple[int, int] | None
     """Access tokens fetched, and in how many sends (warm-up and ceiling included)."""
+    raw_cpu_us: float
+    """Client CPU per raw request (µs): the HTTP client's own cost."""
+    send_cpu_us: float
+    """Client CPU per ``provider.send`` (µs): the same plus building and signing."""
 
 
 def accepted(kind: str, response: httpx.Response) -> None:
@@ -195,13 +201,18 @@ async def bench(kind: str, n: int, concurrency: int) -> Row:
         # alternate the two in rounds and keep each one's best: on a shared machine both then
         # meet the same neighbours, and a burst of someone else's work costs neither alone
         ceiling = rate = 0.0
+        raw_cpu = send_cpu = float("inf")
         size = n // ROUNDS
         for start in range(0, size * ROUNDS, size):
+            cpu = time.process_time()
             raw_run = await drive(size, concurrency, lambda i, at=start: raw_one(at + i))
+            raw_cpu = min(raw_cpu, (time.process_time() - cpu) / size)
             ceiling = max(ceiling, raw_run)
+            cpu = time.process_time()
             run = await drive(
                 size, concurrency, lambda i, at=start: provider.send(one_message(kind, at + i))
             )
+            send_cpu = min(send_cpu, (time.process_time() - cpu) / size)
             rate = max(rate, run)
         tokens = getattr(provider, "tokens", None)
         total = size * ROUNDS + WARMUP
@@ -210,7 +221,7 @@ async def bench(kind: str, n: int, concurrency: int) -> Row:
         await provider.aclose()
     finally:
         process.kill()
-    return Row(kind, ceiling, rate, fetched)
+    return Row(kind, ceiling, rate, fetched, raw_cpu * 1e6, send_cpu * 1e6)
 
 
 def table(rows: list[Row], sends: int, concurrency: int) -> str:
@@ -220,8 +231,8 @@ def table(rows: list[Row], sends: int, concurrency: int) -> str:
         f"{os.cpu_count()} CPUs, each fake in its own process",
         "",
         "| provider | auth | fake ceiling (req/s) | provider (sends/s) | provider / ceiling "
-        "| tokens fetched per 10,000 sends |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| client CPU µs per raw request / per send | tokens fetched per 10,000 sends |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         tokens = "none (per-request auth)"
@@ -230,7 +241,8 @@ def table(rows: list[Row], sends: int, concurrency: int) -> str:
             tokens = f"{count * 10_000 / total:.2g} ({count} in {total:,} sends)"
         lines.append(
             f"| {row.kind} | {AUTH[row.kind]} | {row.ceiling:,.0f} | {row.rate:,.0f} "
-            f"| {row.rate / row.ceiling:.0%} | {tokens} |"
+            f"| {row.rate / row.ceiling:.0%} | {row.raw_cpu_us:,.0f} / {row.send_cpu_us:,.0f} "
+            f"| {tokens} |"
         )
     return "\n".join(lines)
 
