@@ -167,25 +167,6 @@ async def open_order_keys(
     return found
 
 
-def _earlier_in_flight() -> Any:
-    """An earlier delivery of the same subscriber + subject to the same destination is open."""
-    earlier = deliveries.alias("earlier")
-    return (
-        select(earlier.c.id)
-        .where(
-            earlier.c.order_key == deliveries.c.order_key,
-            earlier.c.channel == deliveries.c.channel,
-            func.coalesce(earlier.c.device_id, "") == func.coalesce(deliveries.c.device_id, ""),
-            earlier.c.status.in_(["pending", "sending"]),
-            or_(
-                earlier.c.seq < deliveries.c.seq,
-                and_(earlier.c.seq == deliveries.c.seq, earlier.c.id < deliveries.c.id),
-            ),
-        )
-        .exists()
-    )
-
-
 async def claim(
     conn: AsyncConnection, ids: Sequence[str], now: float, lease: float, owner: str | None = None
 ) -> list[Claimed]:
@@ -198,45 +179,14 @@ async def claim(
     """
     if conn.dialect.name == "sqlite":
         return await _claim_sqlite(conn, list(dict.fromkeys(ids)), now, lease, owner)
-    result = await conn.execute(
-        update(deliveries)
-        .where(
-            deliveries.c.id.in_(list(ids)),
-            deliveries.c.status == "pending",
-            deliveries.c.due_at <= now + 0.001,
-            or_(deliveries.c.order_key.is_(None), ~_earlier_in_flight()),
-        )
-        .values(status="sending", lease_until=now + lease, leased_by=owner, started_at=now)
-        .returning(
-            deliveries.c.id,
-            deliveries.c.notification_id,
-            deliveries.c.channel,
-            deliveries.c.destination_kind,
-            deliveries.c.device_id,
-            deliveries.c.lane,
-            deliveries.c.attempts,
-            deliveries.c.accepted_at,
-            deliveries.c.created_at,
-            deliveries.c.due_at,
-            deliveries.c.enqueued_at,
-            deliveries.c.is_fallback,
-            deliveries.c.provider,
-        )
+    result = await conn.exec_driver_sql(
+        _CLAIM_POSTGRES, (now + lease, owner, now, list(ids), now + 0.001)
     )
     claimed = [Claimed(*row) for row in result]
     if len(claimed) < len(ids):
         taken = {c.id for c in claimed}
         waiting = [i for i in ids if i not in taken]
-        await conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.id.in_(waiting),
-                deliveries.c.status == "pending",
-                deliveries.c.order_key.is_not(None),
-                deliveries.c.due_at <= now + 0.001,
-            )
-            .values(enqueued_at=None, due_at=now + ORDER_WAIT)
-        )
+        await conn.exec_driver_sql(_WAIT_POSTGRES, (now + ORDER_WAIT, waiting, now + 0.001))
     return claimed
 
 
@@ -251,6 +201,18 @@ _EARLIER_IN_FLIGHT = (
     " AND earlier.status IN ('pending', 'sending')"
     " AND (earlier.seq < deliveries.seq"
     " OR (earlier.seq = deliveries.seq AND earlier.id < deliveries.id)))"
+)
+_CLAIM_POSTGRES = (
+    "UPDATE deliveries SET status = 'sending', lease_until = $1, leased_by = $2, started_at = $3"
+    " WHERE id = ANY($4::text[]) AND status = 'pending' AND due_at <= $5"
+    f" AND (order_key IS NULL OR NOT {_EARLIER_IN_FLIGHT}) RETURNING {_CLAIMED}"
+)
+"""The claim on PostgreSQL as the driver's own statement: the ids as one array, so the text is
+the same for every batch (prepared once per connection, nothing compiled per call)."""
+_WAIT_POSTGRES = (
+    "UPDATE deliveries SET enqueued_at = NULL, due_at = $1"
+    " WHERE id = ANY($2::text[]) AND status = 'pending' AND order_key IS NOT NULL"
+    " AND due_at <= $3"
 )
 
 
