@@ -116,3 +116,23 @@ def test_a_nul_in_the_url_is_a_400_not_a_database_error(server: Server) -> None:
             assert response.status_code == 400, (path, response.text)
             assert "NUL" in response.json()["detail"]
         assert client.put("/v1/subscribers/a%00b", json={}).status_code == 400
+
+
+def test_an_id_longer_than_a_subscriber_id_is_refused_not_left_undecided(server: Server) -> None:
+    """On PostgreSQL a 300-character buyer_id was accepted, then failed every processing
+    attempt (and with it the events processed beside it), undecided for good."""
+    data = {
+        "order_id": "o-long",
+        "buyer_id": "b" * 300,
+        "seller_id": "seller-1",
+        "amount": "1.00",
+        "currency": "CNY",
+    }
+    with server.client() as client:
+        response = client.post("/v1/events", json=cloudevent("order.paid", "long-id", **data))
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "/data/buyer_id"
+        data["buyer_id"] = "b" * 256
+        response = client.post("/v1/events", json=cloudevent("order.paid", "long-ok", **data))
+        assert response.status_code == 202, response.text
+        wait_for(lambda: client.get("/v1/events/long-ok").json()["processed_at"], timeout=30)

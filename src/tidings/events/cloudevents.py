@@ -18,6 +18,12 @@ SPECVERSION = "1.0"
 _REQUIRED = (("id", 512), ("source", 512), ("specversion", 512), ("type", 256))
 """The required attributes and their longest length (the columns that keep them)."""
 MAX_SUBJECT = 512
+MAX_ID = 256
+"""The longest id in a catalog event's ``data`` (a subscriber id is 1-256 characters)."""
+_ID_FIELDS = {
+    name: tuple(field for field in fields if field.endswith("_id"))
+    for name, fields in catalog.CATALOG.items()
+}
 _KNOWN = {
     "id",
     "source",
@@ -190,6 +196,14 @@ def checked(event: Event, prefix: str = "") -> Event:
     Both intakes (HTTP and AMQP) take events through here before committing them.
     """
     catalog.validate(event.type, event.data, prefix)
+    for name in _ID_FIELDS.get(event.type, ()):
+        value = event.data.get(name)
+        if value is not None and len(str(value)) > MAX_ID:
+            # it names a subscriber (or an order, a refund …): PostgreSQL keeps no longer one,
+            # and an event whose processing failed would stay undecided for good
+            raise InvalidInput(
+                f"`data.{name}` is longer than {MAX_ID} characters", f"{prefix}/data/{name}"
+            )
     if event.subject is None:
         subject = catalog.default_subject(event.data)
         if subject is not None:
