@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.channels.base import Channel
@@ -41,9 +42,14 @@ async def upsert(
     )
     if result.rowcount:
         return False
-    await conn.execute(
-        insert(subscribers).values(id=subscriber_id, preferences={}, created_at=now, **values)
-    )
+    row = {"id": subscriber_id, "preferences": {}, "created_at": now, **values}
+    if conn.dialect.name == "postgresql":
+        # two PUTs of a new id race (several writer lanes): the later insert updates instead
+        racing = pg_insert(subscribers).values(**row)
+        statement = racing.on_conflict_do_update(index_elements=[subscribers.c.id], set_=values)
+        returned: Any = await conn.execute(statement.returning(literal_column("xmax = 0")))
+        return bool(returned.scalar())
+    await conn.execute(insert(subscribers).values(**row))
     return True
 
 
