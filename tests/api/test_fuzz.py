@@ -91,7 +91,10 @@ def test_no_generated_request_gets_a_server_error(served: Server, tmp_path: Path
     run = subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=840, check=False
     )
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    errors = [
+        line for line in served.log.read_text(errors="replace").splitlines() if "Error" in line
+    ]
+    assert run.returncode == 0, "\n".join([run.stdout[-6000:], run.stderr[-2000:], *errors[-20:]])
     statuses: Counter[int] = Counter()
     event_media: Counter[str] = Counter()
     for label, interaction in interactions(report):
