@@ -317,9 +317,10 @@ def events(start: int, count: int, subscribers: int, run: str) -> list[dict[str,
             "id": f"{run}-{n}",
             "source": "/bench",
             "type": "order.paid",
-            "subject": f"o-{n}",
+            # an order per run and event: life-cycle rules notify once per order and step
+            "subject": f"{run}-o-{n}",
             "data": {
-                "order_id": f"o-{n}",
+                "order_id": f"{run}-o-{n}",
                 "buyer_id": f"buyer-{n % subscribers}",
                 "seller_id": f"seller-{n % subscribers}",
                 "amount": "99.00",
