@@ -368,12 +368,10 @@ async def active_destinations(
             wanted,
         )
     else:
-        rows = list(
-            await conn.execute(
-                select(*(table.c[name] for name in names)).where(
-                    table.c.id.in_(wanted), table.c.active.is_(True)
-                )
-            )
+        rows = await rows_of(
+            conn,
+            f"SELECT {', '.join(names)} FROM {table.name} WHERE id IN ({{}}) AND active = TRUE",
+            wanted,
         )
     return {row[0]: tuple(row) for row in rows}
 
