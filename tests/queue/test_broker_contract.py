@@ -17,9 +17,10 @@ import pytest
 from aio_pika.abc import AbstractRobustChannel
 
 from tests.scaleout.cluster import fresh_vhost
+from tidings.queue.amqp import DEAD
 from tidings.queue.base import LANES, Broker, Handler, Lane, Ticket
 from tidings.queue.embedded import EmbeddedBroker
-from tidings.queue.rabbitmq import DEAD, RabbitBroker, lane_queue
+from tidings.queue.rabbitmq import RabbitBroker, lane_queue
 
 Factory = Callable[..., Broker]
 
