@@ -244,8 +244,8 @@ def init(
 @app.command()
 def check(config: ConfigOption = None) -> None:
     """Validate config, rules and every template in every locale; print the rule table."""
+    from tidings.config_check import check_settings
     from tidings.reports import print_config_problems, rule_table
-    from tidings.strategy.check import check_settings
 
     settings = _settings(config, check=False)  # every problem at once, below
     try:

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tidings.channels.base import TEMPLATE_VARIANTS, Channel, Priority
 from tidings.durations import Duration
 from tidings.errors import ConfigError, ConfigProblems, raise_problems
+from tidings.vocabulary import TEMPLATE_VARIANTS, Channel, Priority
 
 Scope = Literal["events", "read", "pii", "tokens", "admin"]
 SCOPES: tuple[Scope, ...] = ("events", "read", "pii", "tokens", "admin")

@@ -22,8 +22,8 @@ from jinja2 import Template, TemplateError, Undefined, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tidings.channels.base import TEMPLATE_VARIANTS
 from tidings.errors import ConfigError, raise_problems
+from tidings.vocabulary import TEMPLATE_VARIANTS
 
 
 @functools.lru_cache(maxsize=256)

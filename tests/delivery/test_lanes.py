@@ -20,11 +20,12 @@ from tidings.config import build_settings
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.ids import new_id
 from tidings.metrics import Metrics
-from tidings.queue.base import Lane, Ticket
+from tidings.queue.base import Ticket
 from tidings.queue.embedded import EmbeddedBroker
 from tidings.store import Store
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.tables import deliveries, notifications
+from tidings.vocabulary import Lane
 
 pytestmark = pytest.mark.timeout(120)
 BACKLOG = 10_000

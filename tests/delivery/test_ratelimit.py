@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tidings.delivery.ratelimit import Gate, RateLimit
+from tidings.ratelimit import Gate, RateLimit
 
 
 class FakeTime:

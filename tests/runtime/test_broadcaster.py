@@ -17,8 +17,8 @@ from tidings.events.cloudevents import Event
 from tidings.ids import new_id
 from tidings.metrics import Metrics
 from tidings.queue.embedded import EmbeddedBroker
+from tidings.queue.inbox_hub import InboxHub
 from tidings.runtime.broadcaster import Broadcaster, cancel_pending
-from tidings.runtime.inbox_hub import InboxHub
 from tidings.store import Store, schedule
 from tidings.store import broadcasts as rows
 from tidings.store import topics as topic_rows

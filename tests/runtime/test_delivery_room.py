@@ -16,8 +16,8 @@ from tidings.events.cloudevents import parse_structured
 from tidings.metrics import Metrics
 from tidings.queue.base import Ticket
 from tidings.queue.embedded import EmbeddedBroker
+from tidings.queue.inbox_hub import InboxHub
 from tidings.runtime import processor as processor_module
-from tidings.runtime.inbox_hub import InboxHub
 from tidings.runtime.processor import Processor
 from tidings.store import Store
 from tidings.store import events as event_rows

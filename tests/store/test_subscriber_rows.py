@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import Channel
 from tidings.store import Store
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.subscribers import Target
 from tidings.store.tables import devices, subscribers, webhook_endpoints
 from tidings.strategy.model import Recipient
+from tidings.vocabulary import Channel
 
 pytestmark = pytest.mark.timeout(60)
 NOW = 1_800_000_000.0

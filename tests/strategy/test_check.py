@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tidings.config import build_settings, builtin_config_text, parse_yaml
+from tidings.config_check import check_settings
 from tidings.errors import ConfigError
-from tidings.strategy.check import check_settings
 
 BASE: dict[str, Any] = {
     "id": "r",

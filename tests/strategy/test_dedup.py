@@ -20,7 +20,7 @@ from tidings.errors import ConfigError
 from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.embedded import EmbeddedBroker
-from tidings.runtime.inbox_hub import InboxHub
+from tidings.queue.inbox_hub import InboxHub
 from tidings.runtime.processor import Processor
 from tidings.store import Store
 from tidings.store.tables import notifications

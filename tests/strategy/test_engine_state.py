@@ -24,7 +24,7 @@ from tidings.crypto import generate_key
 from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.embedded import EmbeddedBroker
-from tidings.runtime.inbox_hub import InboxHub
+from tidings.queue.inbox_hub import InboxHub
 from tidings.runtime.processor import Processor
 from tidings.store import Store, schedule
 from tidings.store import deliveries as delivery_store

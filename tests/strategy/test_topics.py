@@ -8,7 +8,7 @@ import pytest
 
 from tests.strategy.helpers import buyer, event, policy
 from tidings.config import build_settings
-from tidings.strategy.check import problems
+from tidings.config_check import problems
 from tidings.strategy.decide import decide
 from tidings.strategy.topics import topic_key
 

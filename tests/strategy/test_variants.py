@@ -10,8 +10,8 @@ import pytest
 from tidings.channels.base import Destination, Message
 from tidings.channels.variants import sms_template
 from tidings.config import build_settings
+from tidings.config_check import check_settings
 from tidings.errors import ConfigError
-from tidings.strategy.check import check_settings
 from tidings.templates import Templates
 
 ORDER_PAID: dict[str, Any] = {

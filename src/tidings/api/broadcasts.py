@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tidings.api.deps import page, page_limit, read_json, require, service
 from tidings.broadcasts import job as jobs
-from tidings.channels.base import Channel, Priority
 from tidings.clock import iso
 from tidings.config import RuleSettings
 from tidings.errors import ConfigError, InvalidInput, NotFound
@@ -21,6 +20,7 @@ from tidings.store import audiences
 from tidings.store import broadcasts as rows
 from tidings.store import topics as topic_rows
 from tidings.templates import Templates
+from tidings.vocabulary import Channel, Priority
 
 router = APIRouter(tags=["broadcasts"])
 

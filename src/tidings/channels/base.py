@@ -25,20 +25,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from tidings.vocabulary import (
+    CHANNELS,
+    PUSH_KINDS,
+    TEMPLATE_VARIANTS,
+    Channel,
+    DestinationKind,
+    Priority,
+)
+
 if TYPE_CHECKING:
     from tidings.config import ProviderSettings
 
-Channel = Literal["inapp", "email", "sms", "push", "webhook", "wechat"]
-CHANNELS: tuple[Channel, ...] = ("inapp", "email", "sms", "push", "webhook", "wechat")
-Priority = Literal["high", "normal", "low"]
-DestinationKind = Literal[
-    "inapp", "email", "phone", "fcm", "apns", "webpush", "webhook",
-    "hms", "xiaomi", "oppo", "vivo", "wechat",
-]  # fmt: skip
-PUSH_KINDS: tuple[str, ...] = ("fcm", "apns", "webpush", "hms", "xiaomi", "oppo", "vivo")
-"""Device kinds: each names the push provider kind that serves it."""
-TEMPLATE_VARIANTS: tuple[str, ...] = ("sms", "wechat")
-"""Template keys beside the locales naming a pre-approved template (SPEC §12), by channel."""
+__all__ = [
+    "CHANNELS",
+    "PUSH_KINDS",
+    "TEMPLATE_VARIANTS",
+    "Channel",
+    "Destination",
+    "DestinationKind",
+    "Message",
+    "Priority",
+    "Provider",
+    "ProviderContext",
+    "ProviderFactory",
+    "Receipt",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ from tidings.channels.http import retry_after_seconds, tls_context
 from tidings.channels.http1 import Http1Pool, InvalidResponse, Reply
 from tidings.channels.ssrf import guard
 from tidings.config import ProviderSettings
-from tidings.delivery.ratelimit import Gate
 from tidings.errors import DestinationGone, PermanentProviderError, TransientProviderError
+from tidings.ratelimit import Gate
 
 SECRET_PREFIX = "whsec_"
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode

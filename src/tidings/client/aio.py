@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tidings.client import calls
+import tidings.client.calls as calls
 from tidings.client.calls import Accepted, Call, InboxToken, ItemResult, Retry
 from tidings.client.errors import TidingsConnectionError
 

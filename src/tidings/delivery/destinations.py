@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import Destination, DestinationKind
+from tidings.channels.base import Destination
 from tidings.crypto import Cipher
 from tidings.store import sending
 from tidings.store.deliveries import Claimed
+from tidings.vocabulary import DestinationKind
 
 
 class Plaintexts:

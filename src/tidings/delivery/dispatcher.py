@@ -28,21 +28,22 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import Channel, Destination, Message
+from tidings.channels.base import Destination, Message
 from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.delivery.breaker import Breaker
 from tidings.delivery.destinations import Plaintexts, destinations
+from tidings.delivery.handoff import send_through
 from tidings.delivery.messages import lane, message
 from tidings.delivery.outcomes import RETRIED, Attempt, Result, Verdict, classify, settle
 from tidings.delivery.recording import Recorder
 from tidings.delivery.slots import Slot, build_slots
 from tidings.metrics import Metrics
-from tidings.queue.base import Broker, Lane, Ticket
-from tidings.runtime.processor import send_through
+from tidings.queue.base import Broker, Ticket
 from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
 from tidings.store.deliveries import Claimed, Outgoing
+from tidings.vocabulary import Channel, Lane
 
 log = logging.getLogger(__name__)
 _OPEN_RECHECK = 0.25

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tidings.channels.base import Destination, Message
-from tidings.queue.base import LANES, Lane
 from tidings.store.deliveries import Claimed, Outgoing
+from tidings.vocabulary import LANES, Lane
 
 _LANES: dict[str, Lane] = {lane: lane for lane in LANES}
 

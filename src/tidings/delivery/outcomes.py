@@ -33,6 +33,7 @@ from tidings.errors import (
     TransientProviderError,
 )
 from tidings.store.deliveries import Claimed, Outgoing
+from tidings.vocabulary import DeliveryStatus
 
 Kind = Literal["transient", "rate_limited", "permanent", "gone", "suppressed"]
 RETRIED: frozenset[Kind] = frozenset({"transient", "rate_limited"})
@@ -72,7 +73,7 @@ def classify(error: Exception, provider: str, timeout: float) -> Verdict:
     return Verdict("transient", f"{provider}: {type(error).__name__}", unexpected=True)
 
 
-_FINAL: dict[Kind, tuple[str, str]] = {
+_FINAL: dict[Kind, tuple[DeliveryStatus, str]] = {
     "gone": ("failed", "gone"),
     "suppressed": ("suppressed", "suppressed"),
     "permanent": ("failed", "failed"),
@@ -82,7 +83,7 @@ _FINAL: dict[Kind, tuple[str, str]] = {
 
 def settle(
     verdict: Verdict, attempt: int, retry: RetrySettings, alone: bool
-) -> tuple[str, str, float | None]:
+) -> tuple[DeliveryStatus, str, float | None]:
     """``(status, outcome, retry delay)`` after failed attempt number ``attempt``.
 
     A retried kind is ``pending`` again after a backoff while the budget lasts, then ``dead``.
@@ -103,7 +104,7 @@ class Result:
 
     claimed: Claimed
     note: Outgoing
-    status: str
+    status: DeliveryStatus
     provider: str | None
     attempts: int
     error: str | None
@@ -132,7 +133,7 @@ class Attempt:
 
     def result(
         self,
-        status: str,
+        status: DeliveryStatus,
         *,
         provider: str | None = None,
         error: str | None = None,

@@ -18,18 +18,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
 from tidings.delivery import callbacks as status_callbacks
 from tidings.metrics import Metrics
-from tidings.queue.base import LANES, Broker, Lane, Ticket
-from tidings.runtime.processor import Processor
+from tidings.queue.base import Broker, Ticket
+from tidings.queue.inbox_hub import InboxHub
 from tidings.store import Store, schedule
 from tidings.store import deliveries as delivery_rows
+from tidings.vocabulary import LANES, Lane
 
 log = logging.getLogger(__name__)
+
+
+class Recovering(Protocol):
+    """What the scheduler needs of the processor (:class:`tidings.runtime.processor.Processor`):
+    its inbox hub, and re-processing events accepted but never processed."""
+
+    hub: InboxHub
+
+    async def recover(self, older_than: float) -> int:
+        """Re-process events accepted before ``older_than`` and never processed; how many."""
+        ...
 
 
 class Scheduler:
@@ -39,7 +52,7 @@ class Scheduler:
         self,
         store: Store,
         broker: Broker,
-        processor: Processor,
+        processor: Recovering,
         clock: Clock,
         metrics: Metrics,
         *,

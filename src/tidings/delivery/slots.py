@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tidings.channels.base import CHANNELS, Channel, Provider, ProviderContext
+from tidings.channels.base import Provider, ProviderContext
 from tidings.channels.registry import build_provider
 from tidings.clock import Clock
 from tidings.config import ProviderSettings, RetrySettings, Settings
 from tidings.delivery.breaker import Breaker, EndpointBreakers
-from tidings.delivery.ratelimit import Gate, RateLimit
 from tidings.durations import parse_duration
 from tidings.errors import ConfigError
+from tidings.ratelimit import Gate, RateLimit
+from tidings.vocabulary import CHANNELS, Channel
 
 
 @dataclass(slots=True)

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-Lane = Literal["high", "normal", "low"]
-LANES: tuple[Lane, ...] = ("high", "normal", "low")
+from tidings.vocabulary import LANES, Lane
+
+__all__ = ["LANES", "Broker", "Handler", "Lane", "Ticket"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from tidings.queue.amqp import quietly
-from tidings.runtime.inbox_hub import InboxHub
+from tidings.queue.inbox_hub import InboxHub
 
 INBOX = "tidings.inbox"
 

@@ -2,20 +2,20 @@
 
 :class:`Batch` collects what the processor's decisions make — decision rows, notifications,
 deliveries, inbox items, digest folds, cancellations — and :meth:`Batch.commit` writes them.
-Due external deliveries that this process's dispatcher (a :class:`Sender`) can take are
+Due external deliveries that this process's dispatcher (a
+:class:`~tidings.delivery.handoff.Sender`) can take are
 *born leased* in the same transaction (see :mod:`tidings.runtime.processor`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import Destination
 from tidings.config import RuleSettings
+from tidings.delivery.handoff import Leased, Sender
 from tidings.ids import new_id
 from tidings.queue.base import Ticket
 from tidings.store import broadcasts as broadcast_rows
@@ -29,36 +29,6 @@ from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
 from tidings.strategy import dedup
 from tidings.strategy.model import Cancellation, Decision, OpenDigest, Scheduled, State
-
-Leased = tuple[Claimed, Outgoing, Destination | None]
-"""A born-leased delivery with what sending it needs (``None``: its destination is gone)."""
-
-
-class Sender(Protocol):
-    """The dispatcher of this process, as the processor hands it born-leased deliveries."""
-
-    owner: str
-    """How it signs its leases (:func:`~tidings.store.deliveries.lease_owner`)."""
-    lease: float
-    """Seconds a lease lasts."""
-
-    def room(self) -> int:
-        """How many more born-leased deliveries it takes now."""
-        ...
-
-    async def destinations(
-        self, conn: AsyncConnection, items: Sequence[Claimed], owners: dict[str, str]
-    ) -> dict[str, Destination]:
-        """Where each delivery goes (``owners``: delivery id → subscriber id)."""
-        ...
-
-    def send_leased(self, items: Sequence[Leased]) -> None:
-        """Attempt deliveries committed ``sending`` under its lease, and record outcomes."""
-        ...
-
-    def record_now(self) -> None:
-        """Queue the write of the outcomes it holds now (to join the next transaction)."""
-        ...
 
 
 @dataclass(slots=True)

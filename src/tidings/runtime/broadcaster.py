@@ -26,7 +26,7 @@ from tidings.broadcasts.job import Job, event_of, job_of
 from tidings.clock import Clock
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
-from tidings.runtime.inbox_hub import InboxHub
+from tidings.queue.inbox_hub import InboxHub
 from tidings.store import Store, audiences, schedule
 from tidings.store import broadcasts as rows
 from tidings.store import subscribers as subscriber_rows

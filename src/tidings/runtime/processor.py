@@ -10,21 +10,21 @@ and cancellations. After the commit the due deliveries are published to the brok
 inbox items to the live streams.
 
 Due external deliveries are *born leased* when the dispatcher of this process can take them
-(see :class:`Sender`): the same transaction inserts them ``sending`` under its lease and
-reads their destinations, and after the commit they go straight to it with the notification
-and event already in memory — no ticket, no claim transaction, no re-read. A delivery with an
-earlier one of its subject and destination still open (in the store, or earlier in this
-batch) is born ``pending`` instead and waits its turn through the broker, as do all of them
-while the dispatcher has many calls in flight. If the process dies before the outcome is
-committed, the lease brings the row back (:func:`~tidings.store.deliveries.release_leases_of`
-at once, or when it runs out); only a call in flight at that instant may be made twice.
+(see :mod:`tidings.delivery.handoff`): the same transaction inserts them ``sending`` under its
+lease and reads their destinations, and after the commit they go straight to it with the
+notification and event already in memory — no ticket, no claim transaction, no re-read. A
+delivery with an earlier one of its subject and destination still open (in the store, or
+earlier in this batch) is born ``pending`` instead and waits its turn through the broker, as do
+all of them while the dispatcher has many calls in flight. If the process dies before the
+outcome is committed, the lease brings the row back
+(:func:`~tidings.store.deliveries.release_leases_of` at once, or when it runs out); only a call
+in flight at that instant may be made twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -33,10 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
 from tidings.delivery import callbacks as status_callbacks
+from tidings.delivery.handoff import Sender, sender_of
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
-from tidings.runtime.batch import Batch, Sender, Written
-from tidings.runtime.inbox_hub import InboxHub
+from tidings.queue.inbox_hub import InboxHub
+from tidings.runtime.batch import Batch, Written
 from tidings.store import Store, schedule
 from tidings.store import events as event_rows
 from tidings.store import subscribers as subscriber_rows
@@ -59,14 +60,6 @@ _MAX_QUEUED = 4096
 """Tickets waiting in this process's lanes past which the processor waits before deciding."""
 _ROOM_CHECK = 0.005
 _ROOM_PATIENCE = 5.0
-
-_SENDERS: weakref.WeakKeyDictionary[Broker, Sender] = weakref.WeakKeyDictionary()
-
-
-def send_through(broker: Broker, sender: Sender) -> None:
-    """Make ``sender`` the dispatcher that sends what processors publishing to ``broker``
-    decide (in this process: both hold the same broker object)."""
-    _SENDERS[broker] = sender
 
 
 class Processor:
@@ -102,7 +95,7 @@ class Processor:
     @property
     def sender(self) -> Sender | None:
         """The dispatcher born-leased deliveries go to (``None``: every one is a ticket)."""
-        return self._sender if self._sender is not None else _SENDERS.get(self.broker)
+        return self._sender if self._sender is not None else sender_of(self.broker)
 
     def submit(self, accepted: Sequence[StoredEvent]) -> None:
         """Hand freshly committed events over (the recovery loop finds any lost here)."""

@@ -25,8 +25,8 @@ from tidings.events.cloudevents import Event
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.queue.embedded import EmbeddedBroker
+from tidings.queue.inbox_hub import InboxHub, PeerHub
 from tidings.runtime.broadcaster import Broadcaster
-from tidings.runtime.inbox_hub import InboxHub, PeerHub
 from tidings.runtime.intake import Intake
 from tidings.runtime.keyring import REFRESH, KeyRing
 from tidings.runtime.processor import Processor

@@ -15,7 +15,7 @@ its metrics files are retired, and a new child takes its place, which processes 
 accepted-but-undecided event and republishes every due delivery on start. So no accepted
 event is lost, and only the calls in flight at the instant of death may be sent again (with
 the same idempotency id). Live inbox updates cross between children (see
-:class:`~tidings.runtime.inbox_hub.PeerHub`), so an SSE stream sees every item whichever
+:class:`~tidings.queue.inbox_hub.PeerHub`), so an SSE stream sees every item whichever
 process made it.
 
 The children are told what they are by the environment (``TIDINGS_LISTEN_FD``,

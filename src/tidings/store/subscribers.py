@@ -10,12 +10,12 @@ from sqlalchemy import delete, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tidings.channels.base import Channel
 from tidings.crypto import Cipher
 from tidings.ids import new_id
 from tidings.store.deliveries import rows_of
 from tidings.store.tables import devices, inbox_items, subscribers, webhook_endpoints
 from tidings.strategy.model import Recipient
+from tidings.vocabulary import Channel
 
 PROFILE_FIELDS = (
     "name", "email", "phone", "wechat_openid", "locale", "timezone", "role", "attributes",

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidings.channels.base import Channel
 from tidings.config import CategorySettings, RuleSettings, Settings
 from tidings.events.cloudevents import Event
 from tidings.strategy import lifecycle, preferences, timing, topics
@@ -29,6 +28,7 @@ from tidings.strategy.model import (
     State,
 )
 from tidings.templates import Templates
+from tidings.vocabulary import Channel
 
 _NOUNS = {
     "inapp": "in-app inbox",

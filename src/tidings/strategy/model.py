@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tidings.channels.base import Channel, Priority
+from tidings.vocabulary import Channel, Priority
 
 Outcome = Literal["sent", "deferred", "suppressed", "cancelled", "digested", "deduplicated"]
 

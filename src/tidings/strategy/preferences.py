@@ -15,9 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tidings.channels.base import CHANNELS
 from tidings.config import CategorySettings
 from tidings.errors import Conflict, InvalidInput
+from tidings.vocabulary import CHANNELS
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 

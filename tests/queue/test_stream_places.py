@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from tidings.runtime.stream_places import StreamPlaces
+from tidings.queue.stream_places import StreamPlaces
 
 
 def _hold(path: str, subscriber: str, limit: int, taken: multiprocessing.Queue, go: object) -> None:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tidings.runtime.stream_places import StreamPlaces
+from tidings.queue.stream_places import StreamPlaces
 
 
 class InboxHub:
@@ -97,7 +97,7 @@ class PeerHub(InboxHub):
 
     def open_stream(self, subscriber_id: str, limit: int) -> asyncio.Queue[dict[str, Any]] | None:
         """One more live stream if the subscriber holds fewer than ``limit`` in all the
-        processes of this machine together (see :mod:`tidings.runtime.stream_places`)."""
+        processes of this machine together (see :mod:`tidings.queue.stream_places`)."""
         if self._places is None:
             return super().open_stream(subscriber_id, limit)
         place = self._places.take(subscriber_id, limit)

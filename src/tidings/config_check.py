@@ -1,7 +1,13 @@
-"""``tidings check``: every rule, category and template validated, templates rendered."""
+"""``tidings check``: every rule, category and template validated, templates rendered.
+
+Beside :mod:`tidings.config` (which checks each key's shape as it loads), and above the
+layers it asks: the strategy's timing keys, the templates rendered with the catalog's sample
+data, and each provider ``kind`` against the provider registry.
+"""
 
 from __future__ import annotations
 
+from tidings.channels.registry import provider_class
 from tidings.config import Settings
 from tidings.errors import ConfigError, raise_problems
 from tidings.events.catalog import CATALOG, SAMPLE_DATA
@@ -78,8 +84,6 @@ def _well_formed(settings: Settings) -> list[str]:
 
 
 def _provider_problems(settings: Settings) -> list[ConfigError]:
-    from tidings.channels.registry import provider_class
-
     found: list[ConfigError] = []
     for channel, entries in settings.providers.items():
         for position, entry in enumerate(entries):

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from tidings.queue.base import LANES, Lane
+from tidings.vocabulary import LANES, Lane
 
 
 class RateLimit:
