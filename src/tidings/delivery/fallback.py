@@ -10,8 +10,9 @@ from tidings.store import sending
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.deliveries import Outgoing
 from tidings.store.planned import delivery_rows
+from tidings.vocabulary import DeliveryStatus
 
-EXTERNAL_DONE = frozenset({"failed", "dead", "expired", "cancelled"})
+EXTERNAL_DONE: frozenset[DeliveryStatus] = frozenset({"failed", "dead", "expired", "cancelled"})
 """Final states of an external delivery that leave the recipient unreached."""
 
 

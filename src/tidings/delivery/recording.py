@@ -28,13 +28,14 @@ from tidings.queue.base import Broker, Ticket
 from tidings.store import Store
 from tidings.store import deliveries as delivery_rows_store
 from tidings.store import subscribers as subscriber_rows
+from tidings.vocabulary import DeliveryStatus
 
 log = logging.getLogger(__name__)
 RECORD_WITHIN = 0.02
 """Seconds an outcome waits at most for a transaction to join before it gets one of its own.
 (Before it is committed its row stays ``sending``: a crash meanwhile sends it again, as one
 in flight; the batches of tickets waited up to 0.1 s for their slowest calls before.)"""
-_SUCCESS = frozenset({"sent", "delivered"})
+_SUCCESS: frozenset[DeliveryStatus] = frozenset({"sent", "delivered"})
 
 
 class Recorder:
