@@ -122,6 +122,8 @@ class EndpointBreakers:
         self.cooldown = cooldown
         self.limit = limit
         self._breakers: dict[str, Breaker] = {}
+        self._hosts: dict[str, str] = {}
+        """URL → its host, lower-cased (bounded by ``limit`` too)."""
 
     @classmethod
     def like(cls, breaker: Breaker) -> EndpointBreakers:
@@ -130,10 +132,15 @@ class EndpointBreakers:
 
     def of(self, url: str) -> Breaker:
         """The breaker of ``url``'s host."""
-        try:
-            host = (urlsplit(url).hostname or url).lower()
-        except ValueError:
-            host = url
+        host = self._hosts.get(url)
+        if host is None:  # parsed once per URL: this runs for every webhook delivery
+            try:
+                host = (urlsplit(url).hostname or url).lower()
+            except ValueError:
+                host = url
+            if len(self._hosts) >= self.limit:
+                self._hosts.clear()
+            self._hosts[url] = host
         found = self._breakers.get(host)
         if found is None:
             if len(self._breakers) >= self.limit:

@@ -95,8 +95,8 @@ class Checkpointer:
     def __init__(
         self,
         path: str,
-        every: float = 0.2,
-        restart_frames: int = 4096,
+        every: float = 0.5,
+        restart_frames: int = 8192,
         restart_wait: float = 0.05,
     ) -> None:
         self.path = path
