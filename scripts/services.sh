@@ -17,7 +17,7 @@
 # Nothing here touches a system-wide service: every file, port and node name is private to DIR.
 set -euo pipefail
 
-readonly WAIT_SECONDS=${TIDINGS_SERVICES_WAIT:-90}
+readonly WAIT_SECONDS=${TIDINGS_SERVICES_WAIT:-150}
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() {

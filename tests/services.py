@@ -26,7 +26,7 @@ AMQP_ENV = "TIDINGS_TEST_AMQP_URL"
 DIR_ENV = "TIDINGS_TEST_SERVICES_DIR"
 # A cold RabbitMQ boot takes ~5 s here; the margin covers a loaded CI machine.
 START_TIMEOUT = 240.0
-COMMAND_TIMEOUT = 180.0
+COMMAND_TIMEOUT = 240.0
 
 
 class ServicesError(RuntimeError):
