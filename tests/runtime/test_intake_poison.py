@@ -57,3 +57,21 @@ async def test_a_lone_caller_the_store_refuses_gets_the_stores_error(store: Stor
     assert not isinstance(refused.value, InvalidInput)  # nothing went in: not proof of a bad item
     (accepted,) = await intake.accept([event("after")])
     assert not accepted.duplicate
+
+
+async def test_an_outage_is_not_halved_down_to_every_item() -> None:
+    # the store down (a lost connection, a locked database) blames no item: one try, raised
+    from sqlalchemy.exc import OperationalError
+
+    from tidings.events.poison import apart
+
+    calls = 0
+
+    async def commit(items: object) -> list[object]:
+        nonlocal calls
+        calls += 1
+        raise OperationalError("INSERT …", {}, Exception("server closed the connection"))
+
+    with pytest.raises(OperationalError):
+        await apart(list(range(64)), commit)
+    assert calls == 1

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from tidings.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,25 @@ async def _bisect(
     try:
         return list(await commit(items))
     except Exception as exc:  # noqa: BLE001 - isolated below, or handed back whole
+        if _store_down(exc):
+            raise  # no item is to blame: halving would only retry the outage 2n times
         if len(items) == 1:
             return [_Failed(exc)]
     half = len(items) // 2
     return [*await _bisect(items[:half], commit), *await _bisect(items[half:], commit)]
+
+
+def _store_down(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says the store is unreachable or busy, not that
+    it refused a value: a lost connection, a locked or read-only database. (Not
+    ``InterfaceError``: asyncpg reports a value it cannot encode as one.)"""
+    while error is not None:
+        if isinstance(error, DBAPIError) and (
+            error.connection_invalidated or isinstance(error, OperationalError)
+        ):
+            return True
+        error = error.__cause__  # type: ignore[assignment]
+    return False
 
 
 def _refusal(error: Exception) -> InvalidInput:
