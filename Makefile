@@ -23,7 +23,7 @@ run: setup
 	echo "dashboard:     http://127.0.0.1:$(PORT)/   inbox widget: http://127.0.0.1:$(PORT)/widget"; \
 	$(BIN)/tidings serve --port $(PORT) & server=$$!; \
 	trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
-	for i in $$(seq 1 100); do curl -sf http://127.0.0.1:$(PORT)/readyz >/dev/null && break; sleep 0.1; done; \
+	for i in $$(seq 1 600); do curl -sf http://127.0.0.1:$(PORT)/readyz >/dev/null && break; sleep 0.1; done; \
 	TIDINGS_API_KEY=$$TIDINGS_ADMIN_KEY $(BIN)/tidings demo --url http://127.0.0.1:$(PORT) --rate 20 --duration 30; \
 	echo "demo done; the service keeps running at http://127.0.0.1:$(PORT)/ (Ctrl-C to stop)"; \
 	wait $$server
