@@ -37,14 +37,14 @@ from tidings import json_input
 from tidings.errors import BrokerError, InvalidInput
 from tidings.events.cloudevents import Event, checked, parse_structured
 from tidings.events.poison import apart
-from tidings.queue.rabbitmq import (
+from tidings.queue.amqp import (
     COUNT_HEADER,
-    BatchConsumer,
     connect,
     declare_dead_letters,
     publish_confirmed,
     work_queue_arguments,
 )
+from tidings.queue.amqp_consumer import BatchConsumer
 from tidings.store.events import Accepted, StoredEvent
 
 log = logging.getLogger(__name__)

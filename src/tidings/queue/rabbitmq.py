@@ -52,9 +52,7 @@ from aio_pika.abc import (
 from tidings.errors import BrokerError
 from tidings.queue.amqp import (
     COUNT_HEADER,
-    DEAD,
     DELIVERY_LIMIT,
-    DLX,
     MessageHandler,
     connect,
     declare_dead_letters,
@@ -64,25 +62,7 @@ from tidings.queue.amqp import (
 from tidings.queue.amqp_consumer import BatchConsumer
 from tidings.queue.base import LANES, Handler, Lane, Ticket
 from tidings.queue.embedded import EmbeddedBroker
-from tidings.queue.inbox_relay import INBOX, RelayedHub
-
-__all__ = [
-    "COUNT_HEADER",
-    "DEAD",
-    "DELIVERY_LIMIT",
-    "DLX",
-    "INBOX",
-    "BatchConsumer",
-    "RabbitBroker",
-    "RelayedHub",
-    "connect",
-    "declare_dead_letters",
-    "lane_queue",
-    "parse_tickets",
-    "publish_confirmed",
-    "work_queue_arguments",
-]
-"""Also the AMQP plumbing's names, for modules that still import them from here."""
+from tidings.queue.inbox_relay import RelayedHub
 
 log = logging.getLogger(__name__)
 
