@@ -3,9 +3,10 @@
 Each fake (Huawei Push Kit, Xiaomi, OPPO, vivo, Aliyun SMS, Tencent SMS, WeChat) runs in its own
 process. For each one, from this one process at the same concurrency:
 
-- the ceiling: a raw httpx loop posting pre-built, valid requests straight at the fake (no
-  provider logic: no payload building, no signing per message; Aliyun's requests, each with its
-  own nonce, are all signed before the clock starts);
+- the ceiling: a raw loop posting pre-built, valid requests straight at the fake over the
+  same lean HTTP/1.1 pool the providers use (no provider logic: no payload building, no
+  signing per message; Aliyun's requests, each with its own nonce, are all signed before the
+  clock starts);
 - the provider: ``provider.send(message)`` for distinct messages (new ids, new orders).
 
 It prints a Markdown table with the provider's share of the ceiling, the client's CPU per raw
@@ -13,7 +14,7 @@ request and per send (what the provider itself adds, whatever the machine's load
 access tokens it fetched per 10,000 sends (the cache should make that 1; Xiaomi, Aliyun and
 Tencent sign or authenticate each request instead and fetch none).
 
-    .venv/bin/python bench/china.py [--sends 10000] [--concurrency 64]
+    .venv/bin/python -m bench.china [kinds …] [--sends 10000] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
 from tests.channels.china import (  # noqa: E402
     MAKERS,
     OPENID,
@@ -49,7 +49,7 @@ from tests.fakes.wechat_server import WeChatServer  # noqa: E402
 
 from bench.providers_push import drive, start_fake  # noqa: E402
 from tidings.channels.base import Message, ProviderContext  # noqa: E402
-from tidings.channels.http import make_client  # noqa: E402
+from tidings.channels.http1 import Http1Pool, Reply  # noqa: E402
 from tidings.channels.makers import compact  # noqa: E402
 from tidings.channels.registry import build_provider  # noqa: E402
 from tidings.config import ProviderSettings  # noqa: E402
@@ -63,7 +63,7 @@ AUTH = {
     "vivo": "md5-signed authToken",
     "aliyun_sms": "RPC HMAC-SHA1 per request",
     "tencent_sms": "TC3-HMAC-SHA256 per request",
-    "wechat": "access_token",
+    "wechat": "stable access_token",
 }
 WARMUP = 300
 ROUNDS = 3
@@ -139,7 +139,7 @@ async def raw_requests(kind: str, provider: Any, n: int) -> Request:
         body = json.dumps(provider.payload(sample)).encode()
         return lambda i: (provider.send_url, body, {**as_json, "authToken": token})
     if kind == "aliyun_sms":  # a nonce is good once: every request signed ahead
-        bodies = [urlencode(provider.params(sample)).encode() for _ in range(n)]
+        bodies = [provider.body(sample) for _ in range(n)]
         return lambda i: (provider.url, bodies[i], form)
     if kind == "tencent_sms":
         body, headers = provider.request(sample)
@@ -165,9 +165,9 @@ class Row:
     """Client CPU per ``provider.send`` (µs): the same plus building and signing."""
 
 
-def accepted(kind: str, response: httpx.Response) -> None:
+def accepted(kind: str, response: Reply) -> None:
     """Raise unless the fake accepted the request (each service's own success body)."""
-    body = response.json()
+    body = json.loads(response.body)
     ok = {
         "hms": lambda b: b.get("code") == "80000000",
         "xiaomi": lambda b: b.get("code") == 0,
@@ -177,8 +177,8 @@ def accepted(kind: str, response: httpx.Response) -> None:
         "tencent_sms": lambda b: b["Response"].get("SendStatusSet", [{}])[0].get("Code") == "Ok",
         "wechat": lambda b: b.get("errcode") == 0,
     }[kind]
-    if response.status_code != 200 or not ok(body):
-        raise RuntimeError(f"{kind} fake refused the raw request: {response.text[:200]}")
+    if response.status != 200 or not ok(body):
+        raise RuntimeError(f"{kind} fake refused the raw request: {response.body[:200]!r}")
 
 
 async def bench(kind: str, n: int, concurrency: int) -> Row:
@@ -189,12 +189,12 @@ async def bench(kind: str, n: int, concurrency: int) -> Row:
     try:
         entry = ProviderSettings(kind=kind, **settings(kind, url))
         provider = build_provider(entry, ProviderContext(timeout=30))
-        raw = make_client(timeout=30)
+        raw = Http1Pool(timeout=30, max_idle_per_origin=concurrency)
         request = await raw_requests(kind, provider, n + WARMUP)
 
         async def raw_one(i: int) -> None:
             target, body, headers = request(i)
-            accepted(kind, await raw.post(target, content=body, headers=headers))
+            accepted(kind, await raw.post(target, body, headers))
 
         await drive(WARMUP, concurrency, lambda i: raw_one(n + i))
         await drive(WARMUP, concurrency, lambda i: provider.send(one_message(kind, n + i)))

@@ -88,10 +88,13 @@ async def test_aliyun_canonical_string_one_byte_off_fails(
     fake, url = aliyun
     p = aliyun_provider(fake, url)
     try:
-        params = p.params(message("phone", PHONE))
-        params["TemplateParam"] = params["TemplateParam"].replace("ord-42", "ord-43")
+        body = p.body(message("phone", PHONE))  # signed: TemplateParam names ord-42
+        assert body.count(b"ord-42") == 1
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
         async with httpx.AsyncClient() as client:
-            response = await client.post(url + "/", data=params)
+            response = await client.post(
+                url + "/", content=body.replace(b"ord-42", b"ord-43"), headers=form
+            )
     finally:
         await p.aclose()
     assert response.status_code == 400

@@ -1,6 +1,9 @@
-"""A fake WeChat API: ``/cgi-bin/token`` and ``/cgi-bin/message/subscribe/send``.
+"""A fake WeChat API: ``/cgi-bin/stable_token``, ``/cgi-bin/token`` and
+``/cgi-bin/message/subscribe/send``.
 
-The token endpoint checks ``appid`` and ``secret`` and issues access tokens of two hours;
+The token endpoints check ``appid`` and ``secret`` and issue access tokens of two hours (the
+stable one answers the same token while it is valid, a new one once it expired or when
+``force_refresh`` asks for one);
 a send checks its token (``40001`` unknown, ``42001`` expired), the openid (``40003``), the
 template and its data keys (``40037``, ``47003``), and takes one of the buyer's one-time
 subscriptions to the template — none left is ``43101``. Bodies are WeChat's
@@ -53,6 +56,9 @@ class WeChatServer:
         key = (openid, template_id)
         self.subscriptions[key] = self.subscriptions.get(key, 0) + times
 
+    stable: str | None = None
+    """The current stable access token."""
+
     def expire_all(self) -> None:
         """Expire every issued access token (the next send gets 42001)."""
         self.access_tokens = dict.fromkeys(self.access_tokens, 0.0)
@@ -65,10 +71,32 @@ class WeChatServer:
             return wx_error(40013, "invalid appid")
         if query.get("secret") != self.app_secret:
             return wx_error(40125, "invalid appsecret")
+        return JSONResponse({"access_token": self._issue(), "expires_in": self.token_lifetime})
+
+    def _issue(self) -> str:
         token = secrets.token_urlsafe(48)
         self.access_tokens[token] = time.time() + self.token_lifetime
         self.tokens_issued += 1
-        return JSONResponse({"access_token": token, "expires_in": self.token_lifetime})
+        return token
+
+    async def stable_token(self, request: Request) -> Response:
+        """``getStableAccessToken``: POST JSON, the same token while it is valid."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return wx_error(47001, "data format error")
+        if body.get("grant_type") != "client_credential":
+            return wx_error(40002, "invalid grant_type")
+        if body.get("appid") != self.app_id:
+            return wx_error(40013, "invalid appid")
+        if body.get("secret") != self.app_secret:
+            return wx_error(40125, "invalid appsecret")
+        current = self.stable
+        if body.get("force_refresh") or self.access_tokens.get(current or "", 0.0) < time.time():
+            self.access_tokens.pop(current or "", None)
+            current = self.stable = self._issue()
+        left = int(self.access_tokens[current] - time.time())
+        return JSONResponse({"access_token": current, "expires_in": left})
 
     async def send(self, request: Request) -> Response:
         token = request.query_params.get("access_token", "")
@@ -111,6 +139,7 @@ class WeChatServer:
         """The ASGI app."""
         return Starlette(
             routes=[
+                Route("/cgi-bin/stable_token", self.stable_token, methods=["POST"]),
                 Route("/cgi-bin/token", self.token, methods=["GET"]),
                 Route("/cgi-bin/message/subscribe/send", self.send, methods=["POST"]),
             ]

@@ -2,39 +2,43 @@
 
 Auth is OAuth 2.0 client credentials: ``client_id`` and ``client_secret`` are traded at
 ``token_url`` for a bearer token (an hour's lifetime), cached and shared by every send. Answers
-carry Huawei's result ``code``: ``80000000`` is success; ``80200001``/``80200003`` (HTTP 401)
-mean the token was refused (renewed once); ``80300007`` (and a partial success naming the
-token illegal) means the device token is dead; HTTP 503 is Huawei's flow control.
-Transactional messages carry the self-classification ``android.category`` Huawei requires
-for service messages (``EXPRESS`` for shipping, ``FINANCE`` for money, ``ACCOUNT`` otherwise).
+carry Huawei's result ``code`` (Push Kit's server API reference, "Response Codes"):
+``80000000`` is success; ``80200001`` (OAuth authentication error) and ``80200003`` (OAuth
+token expired), both HTTP 401, mean the token was refused (renewed once); ``80300007`` (all
+tokens invalid) and a partial success ``80100000`` whose ``msg`` lists the token among the
+``illegal_tokens`` mean the device token is dead; HTTP 503 is Huawei's flow control and
+``81000001`` an internal error (both retried). Transactional messages carry the
+self-classification ``android.category`` Huawei requires for service messages (``EXPRESS``
+for shipping, ``FINANCE`` for money, ``ACCOUNT`` otherwise).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
-
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import json_object, make_client, retry_after_seconds, transport_errors
-from tidings.channels.makers import click_link, notify_id, transactional
-from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
-from tidings.config import ProviderSettings
-from tidings.errors import (
-    ConfigError,
-    DestinationGone,
-    PermanentProviderError,
-    RateLimited,
-    TransientProviderError,
+from tidings.channels.makers import (
+    Answer,
+    Outcomes,
+    ServiceClient,
+    base_url,
+    click_link,
+    notify_id,
+    required,
+    transactional,
 )
+from tidings.channels.tokens import AccessTokens, with_token
+from tidings.config import ProviderSettings
 
 TOKEN_URL = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
 SUCCESS = "80000000"
 PARTIAL = "80100000"
-TOKEN_REFUSED = frozenset({"80200001", "80200003"})
-DEAD_TOKEN = "80300007"
-INTERNAL = "81000001"
-FLOW_CONTROL_BACKOFF = 60.0
+OUTCOMES = Outcomes(
+    "Huawei",
+    codes={"80200001": "token", "80200003": "token", "80300007": "gone", "81000001": "busy"},
+    statuses={401: "token", 429: "limit", 503: "limit"},
+)
+OAUTH = Outcomes("Huawei", statuses={429: "limit"})
 
 
 def category(message: Message) -> str:
@@ -56,37 +60,27 @@ class HmsProvider:
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.name = settings.name or self.kind
-        missing = [k for k in ("app_id", "client_id", "client_secret") if not settings.option(k)]
-        if missing:
-            raise ConfigError(f"hms needs {', '.join(missing)}", missing[0])
-        self.app_id = str(settings.option("app_id"))
-        self.client_id = str(settings.option("client_id"))
-        self.client_secret = str(settings.option("client_secret"))
-        self.token_url = str(settings.option("token_url") or TOKEN_URL)
-        base_url = str(settings.option("base_url", "https://push-api.cloud.huawei.com"))
-        self.send_url = f"{base_url.rstrip('/')}/v1/{self.app_id}/messages:send"
-        self.client = make_client(
-            timeout=settings.timeout or context.timeout,
-            max_connections=int(settings.option("connections", 100)),
+        self.app_id, client_id, client_secret = required(
+            settings, self.kind, ("app_id", "client_id", "client_secret")
         )
+        self.token_url = str(settings.option("token_url") or TOKEN_URL)
+        self._token_form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        }
+        base = base_url(settings, "https://push-api.cloud.huawei.com")
+        self.send_url = f"{base}/v1/{self.app_id}/messages:send"
+        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-        }
-        async with transport_errors(self.name):
-            response = await self.client.post(self.token_url, data=form)
-        body = json_object(response)
-        if response.status_code != 200 or "access_token" not in body:
-            reason = f"{body.get('error', '')} {body.get('error_description', '')}".strip()
-            text = f"{self.name}: OAuth token endpoint answered {response.status_code} {reason}"
-            if response.status_code == 429 or response.status_code >= 500:
-                raise TransientProviderError(text, code="oauth")
-            raise PermanentProviderError(text, code="oauth")
-        return str(body["access_token"]), float(body.get("expires_in", 3600))
+        answer = await self.client.post_form(self.token_url, self._token_form)
+        body = answer.body
+        if answer.status == 200 and body.get("access_token"):
+            return str(body["access_token"]), float(body.get("expires_in", 3600))
+        reason = f"{body.get('error', '')} {body.get('error_description', '')}".strip()
+        OAUTH.fail(self.name, answer, "", f"OAuth: {reason}", step="token")
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The ``messages:send`` body for one device token."""
@@ -115,40 +109,27 @@ class HmsProvider:
     async def send(self, message: Message) -> Receipt:
         """Send one notification to one Huawei device token."""
         payload = self.payload(message)
+        device = message.destination.address
 
         async def call(token: str) -> Receipt:
-            async with transport_errors(self.name):
-                response = await self.client.post(
-                    self.send_url, json=payload, headers={"Authorization": f"Bearer {token}"}
-                )
-            return self._receipt(response, message.destination.address)
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+            answer = await self.client.post_json(self.send_url, payload, headers)
+            return self._receipt(answer, device)
 
         return await with_token(self.tokens, self.name, call)
 
-    def _receipt(self, response: httpx.Response, token: str) -> Receipt:
-        body = json_object(response)
-        # a partial success's msg lists the illegal tokens: never keep one in an error
-        msg = str(body.get("msg", "")).replace(token, "<token>")[:200]
+    def _receipt(self, answer: Answer, device: str) -> Receipt:
+        body = answer.body
         code = str(body.get("code", ""))
-        status = response.status_code
-        if status == 200 and code == SUCCESS:
+        if answer.status == 200 and code == SUCCESS:
             request_id = body.get("requestId")
             return Receipt(provider_message_id=str(request_id) if request_id else None)
-        text = f"{self.name}: Huawei {status} {code or '-'} {msg}".rstrip()
-        if code in TOKEN_REFUSED or status == 401:
-            raise TokenRejected(text)
-        if code in (DEAD_TOKEN, PARTIAL):  # one token: a partial success failed it
-            raise DestinationGone(text, code=code)
-        if status in (429, 503):
-            retry_after = retry_after_seconds(response.headers.get("retry-after"))
-            raise RateLimited(
-                f"{text} (flow control)",
-                retry_after=retry_after if retry_after is not None else FLOW_CONTROL_BACKOFF,
-                code=code or str(status),
-            )
-        if status >= 500 or code == INTERNAL:
-            raise TransientProviderError(text, code=code or str(status))
-        raise PermanentProviderError(text, code=code or str(status))
+        msg = str(body.get("msg", ""))
+        # one token, named among the illegal ones of a partial success, is dead
+        dead = code == PARTIAL and device in msg
+        # ... and the error never keeps it
+        detail = msg.replace(device, "<token>")[:200]
+        OUTCOMES.fail(self.name, answer, code, detail, meaning="gone" if dead else None)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -8,8 +8,10 @@ carries it in the ``auth_token`` header and the message as the ``message`` form 
 (``click_action_type 0`` opens the app, ``5`` an intent URI), the ``category`` and
 ``notify_level`` OPPO requires of transactional messages (``ORDER``, shade + lock screen),
 ``off_line_ttl`` and ``app_message_id`` (OPPO drops a repeated one: the delivery id).
-Codes: ``0`` success, ``11`` a refused token (renewed once), ``10000`` a dead registration
-id, ``-2`` flow control and ``33`` the daily quota (rate limited), ``-1`` unavailable.
+Codes (OPPO PUSH's "call addresses, common parameters and return codes"): ``0`` success,
+``11`` an invalid auth token (renewed once), ``-2`` flow control, ``13`` and ``55`` call
+limits and ``33`` the daily message quota (rate limited), ``-1`` unavailable (retried);
+``10000`` a dead registration id.
 """
 
 from __future__ import annotations
@@ -17,30 +19,39 @@ from __future__ import annotations
 import hashlib
 import time
 from typing import Any, ClassVar
-
-import httpx
+from urllib.parse import urlencode
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import json_object, make_client, transport_errors
-from tidings.channels.makers import click_link, clip, compact, transactional
-from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
-from tidings.config import ProviderSettings
-from tidings.errors import (
-    ConfigError,
-    DestinationGone,
-    PermanentProviderError,
-    RateLimited,
-    TransientProviderError,
+from tidings.channels.makers import (
+    FORM,
+    Outcomes,
+    ServiceClient,
+    base_url,
+    click_link,
+    clip,
+    compact,
+    required,
+    transactional,
 )
+from tidings.channels.tokens import AccessTokens, with_token
+from tidings.config import ProviderSettings
 
 TOKEN_LIFETIME = 24 * 3600.0
-INVALID_AUTH_TOKEN = 11
-INVALID_REGISTRATION_ID = 10000
-FLOW_CONTROL = -2
-DAILY_LIMIT = 33
-UNAVAILABLE = -1
-FLOW_BACKOFF = 10.0
-DAILY_BACKOFF = 3600.0
+OUTCOMES = Outcomes(
+    "OPPO",
+    codes={
+        "11": "token",  # Invalid AuthToken
+        "10000": "gone",  # Invalid RegistrationId
+        "-2": "limit",  # Service in Flow Control
+        "13": "limit",  # App Call Limited
+        "33": "limit",  # The number of messages exceeds the daily limit
+        "55": "limit",  # App Call Frequency Limit
+        "-1": "busy",  # Service Currently Unavailable
+    },
+    statuses={429: "limit"},
+    backoff={"-2": 10.0, "55": 10.0, "33": 3600.0},
+    gone_reason="registration id no longer valid",
+)
 
 
 def auth_sign(app_key: str, timestamp: str, master_secret: str) -> str:
@@ -57,19 +68,14 @@ class OppoProvider:
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.name = settings.name or self.kind
-        missing = [k for k in ("app_key", "master_secret") if not settings.option(k)]
-        if missing:
-            raise ConfigError(f"oppo needs {', '.join(missing)}", missing[0])
-        self.app_key = str(settings.option("app_key"))
-        self.master_secret = str(settings.option("master_secret"))
-        self.channel_id = settings.option("channel_id")
-        base_url = str(settings.option("base_url", "https://api.push.oppomobile.com")).rstrip("/")
-        self.auth_url = f"{base_url}/server/v1/auth"
-        self.send_url = f"{base_url}/server/v1/message/notification/unicast"
-        self.client = make_client(
-            timeout=settings.timeout or context.timeout,
-            max_connections=int(settings.option("connections", 100)),
+        self.app_key, self.master_secret = required(
+            settings, self.kind, ("app_key", "master_secret")
         )
+        self.channel_id = settings.option("channel_id")
+        base = base_url(settings, "https://api.push.oppomobile.com")
+        self.auth_url = f"{base}/server/v1/auth"
+        self.send_url = f"{base}/server/v1/message/notification/unicast"
+        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
@@ -79,14 +85,12 @@ class OppoProvider:
             "timestamp": timestamp,
             "sign": auth_sign(self.app_key, timestamp, self.master_secret),
         }
-        async with transport_errors(self.name):
-            response = await self.client.post(self.auth_url, data=form)
-        body = json_object(response)
-        data = body.get("data")
+        answer = await self.client.post_form(self.auth_url, form)
+        body, data = answer.body, answer.body.get("data")
         if body.get("code") == 0 and isinstance(data, dict) and data.get("auth_token"):
             return str(data["auth_token"]), TOKEN_LIFETIME
-        self._raise(response, body, "auth")
-        raise AssertionError("unreachable")  # pragma: no cover
+        code = str(body.get("code", ""))
+        OUTCOMES.fail(self.name, answer, code, str(body.get("message", "")), step="auth")
 
     def message_json(self, message: Message) -> dict[str, Any]:
         """The ``message`` form field: target and notification."""
@@ -117,39 +121,20 @@ class OppoProvider:
 
     async def send(self, message: Message) -> Receipt:
         """Send one notification to one registration id."""
-        form = {"message": compact(self.message_json(message))}
+        body = urlencode({"message": compact(self.message_json(message))}).encode()
 
         async def call(token: str) -> Receipt:
-            async with transport_errors(self.name):
-                response = await self.client.post(
-                    self.send_url, data=form, headers={"auth_token": token}
-                )
-            body = json_object(response)
-            if response.status_code == 200 and body.get("code") == 0:
-                data = body.get("data") or {}
+            headers = {"Content-Type": FORM, "auth_token": token}
+            answer = await self.client.post(self.send_url, body, headers)
+            code = answer.body.get("code")
+            if answer.status == 200 and code == 0:
+                data = answer.body.get("data") or {}
                 message_id = data.get("messageId") if isinstance(data, dict) else None
                 return Receipt(provider_message_id=str(message_id) if message_id else None)
-            self._raise(response, body, "send")
-            raise AssertionError("unreachable")  # pragma: no cover
+            detail = str(answer.body.get("message", ""))
+            OUTCOMES.fail(self.name, answer, "" if code is None else str(code), detail)
 
         return await with_token(self.tokens, self.name, call)
-
-    def _raise(self, response: httpx.Response, body: dict[str, Any], step: str) -> None:
-        code = body.get("code")
-        text = (
-            f"{self.name}: OPPO {step} {response.status_code} code {code} {body.get('message', '')}"
-        )
-        text = text.rstrip()[:300]
-        if code == INVALID_AUTH_TOKEN and step == "send":
-            raise TokenRejected(text)
-        if code == INVALID_REGISTRATION_ID:
-            raise DestinationGone(f"{text} (registration id no longer valid)", code=str(code))
-        if code in (FLOW_CONTROL, DAILY_LIMIT) or response.status_code == 429:
-            backoff = DAILY_BACKOFF if code == DAILY_LIMIT else FLOW_BACKOFF
-            raise RateLimited(text, retry_after=backoff, code=str(code))
-        if code == UNAVAILABLE or response.status_code >= 500:
-            raise TransientProviderError(text, code=str(code))
-        raise PermanentProviderError(text, code=str(code))
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -8,68 +8,77 @@ over the UTC date, the service (``sms``) and ``tc3_request``. The template's ``s
 gives ``TemplateId`` and ``TemplateParamSet`` (its params' values, in order).
 An answer's ``SendStatusSet[0].Code`` is ``Ok`` on success; ``LimitExceeded.*`` are rate
 limits, ``InvalidParameterValue.IncorrectPhoneNumber`` a number that cannot take SMS; an
-``Error`` answer (``AuthFailure.*``, ``RequestLimitExceeded``, ``InternalError``) is mapped
-the same way.
+``Error`` answer (``AuthFailure.*``, ``RequestLimitExceeded``, ``InternalError.*``) is mapped
+the same way (Tencent Cloud SMS's error codes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
-from datetime import UTC, datetime
 from typing import Any, ClassVar
-
-import httpx
+from urllib.parse import urlsplit
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import json_object, make_client, transport_errors
+from tidings.channels.makers import Outcomes, ServiceClient, base_url, compact, required
 from tidings.channels.variants import sms_template
 from tidings.config import ProviderSettings
-from tidings.errors import (
-    ConfigError,
-    DestinationGone,
-    PermanentProviderError,
-    RateLimited,
-    TransientProviderError,
-)
 
 SERVICE = "sms"
 VERSION = "2021-01-11"
 CONTENT_TYPE = "application/json; charset=utf-8"
-GONE = frozenset({"InvalidParameterValue.IncorrectPhoneNumber"})
+OUTCOMES = Outcomes(
+    "Tencent",
+    codes={
+        "LimitExceeded.": "limit",
+        "RequestLimitExceeded": "limit",
+        "InvalidParameterValue.IncorrectPhoneNumber": "gone",
+        "InternalError.": "busy",
+        "InternalError": "busy",
+    },
+    statuses={429: "limit"},
+    default_backoff=30.0,
+    backoff={
+        "LimitExceeded.PhoneNumberDailyLimit": 3600.0,
+        "LimitExceeded.DailyLimit": 3600.0,
+    },
+    gone_reason="the number cannot take SMS",
+)
 
 
 def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+def signing_key(secret_key: str, date: str) -> bytes:
+    """TC3's key for one UTC ``date``: ``"TC3" + secret`` through the date, service, request."""
+    return _hmac(_hmac(_hmac(f"TC3{secret_key}".encode(), date), SERVICE), "tc3_request")
+
+
 def tc3_authorization(
     secret_id: str, secret_key: str, host: str, body: bytes, timestamp: int
 ) -> str:
     """The ``Authorization`` header of a TC3-HMAC-SHA256 signed ``POST /`` with ``body``."""
-    date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-    signed_headers = "content-type;host"
-    canonical = "\n".join(
-        [
-            "POST",
-            "/",
-            "",
-            f"content-type:{CONTENT_TYPE}\nhost:{host}\n",
-            signed_headers,
-            hashlib.sha256(body).hexdigest(),
-        ]
+    date = time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+    return _authorization(secret_id, signing_key(secret_key, date), host, body, timestamp, date)
+
+
+def _authorization(
+    secret_id: str, key: bytes, host: str, body: bytes, timestamp: int, date: str
+) -> str:
+    canonical = (
+        f"POST\n/\n\ncontent-type:{CONTENT_TYPE}\nhost:{host}\n\ncontent-type;host\n"
+        + hashlib.sha256(body).hexdigest()
     )
     scope = f"{date}/{SERVICE}/tc3_request"
-    to_sign = "\n".join(
-        ["TC3-HMAC-SHA256", str(timestamp), scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    to_sign = (
+        f"TC3-HMAC-SHA256\n{timestamp}\n{scope}\n" + hashlib.sha256(canonical.encode()).hexdigest()
     )
-    key = _hmac(_hmac(_hmac(f"TC3{secret_key}".encode(), date), SERVICE), "tc3_request")
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     return (
         f"TC3-HMAC-SHA256 Credential={secret_id}/{scope}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
+        f"SignedHeaders=content-type;host, Signature={signature}"
     )
 
 
@@ -82,23 +91,15 @@ class TencentSmsProvider:
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.name = settings.name or self.kind
-        needed = ("secret_id", "secret_key", "sdk_app_id", "sign_name")
-        missing = [k for k in needed if not settings.option(k)]
-        if missing:
-            raise ConfigError(f"tencent_sms needs {', '.join(missing)}", missing[0])
-        self.secret_id = str(settings.option("secret_id"))
-        self.secret_key = str(settings.option("secret_key"))
-        self.sdk_app_id = str(settings.option("sdk_app_id"))
-        self.sign_name = str(settings.option("sign_name"))
+        self.secret_id, self.secret_key, self.sdk_app_id, self.sign_name = required(
+            settings, self.kind, ("secret_id", "secret_key", "sdk_app_id", "sign_name")
+        )
         self.region = str(settings.option("region", "ap-guangzhou"))
-        self.url = (
-            str(settings.option("base_url", "https://sms.tencentcloudapi.com")).rstrip("/") + "/"
-        )
-        self.host = httpx.URL(self.url).netloc.decode()
-        self.client = make_client(
-            timeout=settings.timeout or context.timeout,
-            max_connections=int(settings.option("connections", 100)),
-        )
+        self.url = base_url(settings, "https://sms.tencentcloudapi.com") + "/"
+        self.host = urlsplit(self.url).netloc
+        self.client = ServiceClient(self.name, settings, context)
+        self._key: tuple[str, bytes] = ("", b"")
+        """The signing key of the last UTC date signed for (derived once a day)."""
 
     def body(self, message: Message) -> dict[str, Any]:
         """The ``SendSms`` request body for one message."""
@@ -114,14 +115,17 @@ class TencentSmsProvider:
 
     def request(self, message: Message) -> tuple[bytes, dict[str, str]]:
         """The signed ``SendSms`` request for one message: its body and headers."""
-        content = json.dumps(self.body(message), ensure_ascii=False).encode()
+        content = compact(self.body(message)).encode()
         timestamp = int(time.time())
+        date = time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+        if self._key[0] != date:
+            self._key = (date, signing_key(self.secret_key, date))
+        key = self._key[1]
         headers = {
-            "Authorization": tc3_authorization(
-                self.secret_id, self.secret_key, self.host, content, timestamp
+            "Authorization": _authorization(
+                self.secret_id, key, self.host, content, timestamp, date
             ),
             "Content-Type": CONTENT_TYPE,
-            "Host": self.host,
             "X-TC-Action": "SendSms",
             "X-TC-Timestamp": str(timestamp),
             "X-TC-Version": VERSION,
@@ -132,39 +136,22 @@ class TencentSmsProvider:
     async def send(self, message: Message) -> Receipt:
         """Send one templated SMS to one number."""
         content, headers = self.request(message)
-        async with transport_errors(self.name):
-            response = await self.client.post(self.url, content=content, headers=headers)
-        answer = json_object(response).get("Response") or {}
-        error = answer.get("Error") if isinstance(answer, dict) else None
+        answer = await self.client.post(self.url, content, headers)
+        response = answer.body.get("Response")
+        response = response if isinstance(response, dict) else {}
+        error = response.get("Error")
+        # Tencent's messages may quote the number: keep them out of the error
         if isinstance(error, dict):
-            self._raise(str(error.get("Code", "")), response.status_code)
-        statuses = answer.get("SendStatusSet") if isinstance(answer, dict) else None
-        if response.status_code != 200 or not statuses:
-            raise TransientProviderError(
-                f"{self.name}: Tencent answered {response.status_code} without a status",
-                code=str(response.status_code),
-            )
+            OUTCOMES.fail(self.name, answer, str(error.get("Code", "")))
+        statuses = response.get("SendStatusSet")
+        if answer.status != 200 or not statuses or not isinstance(statuses[0], dict):
+            OUTCOMES.fail(self.name, answer, "", "an answer without a status", meaning="busy")
         status = statuses[0]
         code = str(status.get("Code", ""))
         if code == "Ok":
             serial = status.get("SerialNo")
             return Receipt(provider_message_id=str(serial) if serial else None)
-        self._raise(code, response.status_code)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _raise(self, code: str, http_status: int) -> None:
-        # Tencent's messages may quote the number: keep them out of the error
-        text = f"{self.name}: Tencent {http_status} {code or '-'}"
-        if code.startswith("LimitExceeded.") or code == "RequestLimitExceeded":
-            daily = "Daily" in code
-            raise RateLimited(
-                f"{text} (rate limited)", retry_after=3600.0 if daily else 30.0, code=code
-            )
-        if code in GONE:
-            raise DestinationGone(f"{text} (the number cannot take SMS)", code=code)
-        if code.startswith("InternalError") or http_status >= 500:
-            raise TransientProviderError(text, code=code or str(http_status))
-        raise PermanentProviderError(text, code=code or str(http_status))
+        OUTCOMES.fail(self.name, answer, code)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -7,9 +7,10 @@ milliseconds); the ``authToken`` it returns lives a day and is cached.
 ``regId``, ``title``/``content`` (vivo's lengths), ``skipType`` (``1`` opens the app, ``4``
 an intent URI in ``skipContent``), ``classification 1`` with ``category ORDER`` for
 transactional messages (vivo's system messages, not quota'd as marketing), ``timeToLive``
-and ``requestId`` (vivo drops a repeated one: the delivery id). Results: ``0`` success,
-``10000`` a refused token (renewed once), ``10302`` a dead regId, ``10070`` (daily total)
-and ``10072`` (too fast) rate limits.
+and ``requestId`` (vivo drops a repeated one: the delivery id). Results (vivo's server API):
+``0`` success, ``10000`` a refused token (renewed once), ``10302`` a regId that cannot be
+reached (with ``invalidUser``), ``10070`` the day's total (do not call again today) and
+``10072`` too fast: rate limits.
 """
 
 from __future__ import annotations
@@ -18,27 +19,29 @@ import hashlib
 import time
 from typing import Any, ClassVar
 
-import httpx
-
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import json_object, make_client, transport_errors
-from tidings.channels.makers import click_link, clip, transactional
-from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
-from tidings.config import ProviderSettings
-from tidings.errors import (
-    ConfigError,
-    DestinationGone,
-    PermanentProviderError,
-    RateLimited,
-    TransientProviderError,
+from tidings.channels.makers import (
+    JSON,
+    Outcomes,
+    ServiceClient,
+    base_url,
+    click_link,
+    clip,
+    required,
+    transactional,
 )
+from tidings.channels.tokens import AccessTokens, with_token
+from tidings.config import ProviderSettings
 
 TOKEN_LIFETIME = 24 * 3600.0
-AUTH_FAILED = 10000
-INVALID_REG_ID = 10302
-TOTAL_LIMIT = 10070
-TOO_FAST = 10072
 TTL_RANGE = (60, 7 * 24 * 3600)
+OUTCOMES = Outcomes(
+    "vivo",
+    codes={"10000": "token", "10302": "gone", "10070": "limit", "10072": "limit"},
+    statuses={429: "limit"},
+    backoff={"10070": 3600.0, "10072": 10.0},
+    gone_reason="regId no longer valid",
+)
 
 
 def auth_sign(app_id: str, app_key: str, timestamp: str, app_secret: str) -> str:
@@ -56,24 +59,16 @@ class VivoProvider:
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.name = settings.name or self.kind
-        missing = [k for k in ("app_id", "app_key", "app_secret") if not settings.option(k)]
-        if missing:
-            raise ConfigError(f"vivo needs {', '.join(missing)}", missing[0])
-        self.app_id = str(settings.option("app_id"))
-        self.app_key = str(settings.option("app_key"))
-        self.app_secret = str(settings.option("app_secret"))
-        base_url = str(settings.option("base_url", "https://api-push.vivo.com.cn")).rstrip("/")
-        self.auth_url = f"{base_url}/message/auth"
-        self.send_url = f"{base_url}/message/send"
-        self.client = make_client(
-            timeout=settings.timeout or context.timeout,
-            max_connections=int(settings.option("connections", 100)),
+        self.app_id, self.app_key, self.app_secret = required(
+            settings, self.kind, ("app_id", "app_key", "app_secret")
         )
+        # vivo's app ids are numbers, sent as such
+        self._app_id: int | str = int(self.app_id) if self.app_id.isdigit() else self.app_id
+        base = base_url(settings, "https://api-push.vivo.com.cn")
+        self.auth_url = f"{base}/message/auth"
+        self.send_url = f"{base}/message/send"
+        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
-
-    @property
-    def _app_id(self) -> int | str:
-        return int(self.app_id) if self.app_id.isdigit() else self.app_id
 
     async def _fetch_token(self) -> tuple[str, float]:
         timestamp = str(int(time.time() * 1000))
@@ -83,13 +78,11 @@ class VivoProvider:
             "timestamp": int(timestamp),
             "sign": auth_sign(self.app_id, self.app_key, timestamp, self.app_secret),
         }
-        async with transport_errors(self.name):
-            response = await self.client.post(self.auth_url, json=body)
-        answer = json_object(response)
-        if answer.get("result") == 0 and answer.get("authToken"):
-            return str(answer["authToken"]), TOKEN_LIFETIME
-        self._raise(response, answer, "auth")
-        raise AssertionError("unreachable")  # pragma: no cover
+        answer = await self.client.post_json(self.auth_url, body)
+        if answer.body.get("result") == 0 and answer.body.get("authToken"):
+            return str(answer.body["authToken"]), TOKEN_LIFETIME
+        result = str(answer.body.get("result", ""))
+        OUTCOMES.fail(self.name, answer, result, str(answer.body.get("desc", "")), step="auth")
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The ``/message/send`` body for one regId."""
@@ -120,33 +113,17 @@ class VivoProvider:
         payload = self.payload(message)
 
         async def call(token: str) -> Receipt:
-            async with transport_errors(self.name):
-                response = await self.client.post(
-                    self.send_url, json=payload, headers={"authToken": token}
-                )
-            answer = json_object(response)
-            if response.status_code == 200 and answer.get("result") == 0:
-                task = answer.get("taskId")
+            headers = {"Content-Type": JSON, "authToken": token}
+            answer = await self.client.post_json(self.send_url, payload, headers)
+            result = answer.body.get("result")
+            if answer.status == 200 and result == 0:
+                task = answer.body.get("taskId")
                 return Receipt(provider_message_id=str(task) if task else None)
-            self._raise(response, answer, "send")
-            raise AssertionError("unreachable")  # pragma: no cover
+            # desc names a field, never the regId (invalidUser, which does, is not kept)
+            detail = str(answer.body.get("desc", ""))
+            OUTCOMES.fail(self.name, answer, "" if result is None else str(result), detail)
 
         return await with_token(self.tokens, self.name, call)
-
-    def _raise(self, response: httpx.Response, answer: dict[str, Any], step: str) -> None:
-        result = answer.get("result")
-        text = f"{self.name}: vivo {step} {response.status_code} result {result}"
-        text = f"{text} {answer.get('desc', '')}".rstrip()[:300]
-        if result == AUTH_FAILED and step == "send":
-            raise TokenRejected(text)
-        if result == INVALID_REG_ID:
-            raise DestinationGone(f"{text} (regId no longer valid)", code=str(result))
-        if result in (TOTAL_LIMIT, TOO_FAST) or response.status_code == 429:
-            wait = 3600.0 if result == TOTAL_LIMIT else 10.0
-            raise RateLimited(text, retry_after=wait, code=str(result))
-        if response.status_code >= 500:
-            raise TransientProviderError(text, code=str(result or response.status_code))
-        raise PermanentProviderError(text, code=str(result or response.status_code))
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -1,41 +1,47 @@
 """WeChat mini-program subscribe messages: ``POST {base_url}/cgi-bin/message/subscribe/send``.
 
-The app's access token comes from ``GET {base_url}/cgi-bin/token?grant_type=client_credential``
-(``appid``, ``secret``; two hours' lifetime), cached and shared by every send, and renewed once
-when WeChat answers ``40001`` (invalid credential), ``40014`` or ``42001`` (expired). A
-message names the template the buyer subscribed to (the template's ``wechat`` variant:
-``template_id``, ``page``, ``data`` → ``{key: {value}}``) and goes to the buyer's
-``openid``. ``43101`` means the buyer has no subscription left for the template: suppressed,
-not failed. ``40003`` is an openid that is not the app's; ``45009``/``45011`` quotas are rate
-limits; ``-1`` (system busy) is transient.
+The app's access token comes from ``POST {base_url}/cgi-bin/stable_token`` (JSON
+``grant_type=client_credential``, ``appid``, ``secret``; up to two hours' lifetime): the
+stable token, which every worker of a scale-out deployment gets the same of — where each
+``/cgi-bin/token`` call would replace the token the others hold. It is cached and shared by
+every send, and renewed once when WeChat answers ``40001`` (invalid credential), ``40014``
+(invalid token) or ``42001`` (expired). A message names the template the buyer subscribed to
+(the template's ``wechat`` variant: ``template_id``, ``page``, ``data`` → ``{key: {value}}``)
+and goes to the buyer's ``openid``. Codes (the subscribe message ``send`` reference):
+``43101`` means the buyer has no subscription left for the template: suppressed, not failed;
+``40003`` is an openid that is not the app's; ``45009``/``45011`` quotas are rate limits;
+``-1`` (system busy) is transient.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-import httpx
+from typing import Any, ClassVar, NoReturn
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import json_object, make_client, transport_errors
-from tidings.channels.tokens import AccessTokens, TokenRejected, with_token
+from tidings.channels.makers import Answer, Meaning, Outcomes, ServiceClient, base_url, required
+from tidings.channels.tokens import AccessTokens, with_token
 from tidings.channels.variants import variant
 from tidings.config import ProviderSettings
-from tidings.errors import (
-    ConfigError,
-    DestinationGone,
-    PermanentProviderError,
-    RateLimited,
-    Suppressed,
-    TransientProviderError,
-)
+from tidings.errors import PermanentProviderError
 
-TOKEN_REFUSED = frozenset({40001, 40014, 42001})
-NO_SUBSCRIPTION = 43101
+NO_SUBSCRIPTION = "43101"
 NO_SUBSCRIPTION_REASON = "the buyer has no subscription left for this template"
-INVALID_OPENID = 40003
-QUOTAS = frozenset({45009, 45011})
-BUSY = -1
+OUTCOMES = Outcomes(
+    "WeChat",
+    codes={
+        "40001": "token",
+        "40014": "token",
+        "42001": "token",
+        NO_SUBSCRIPTION: "suppressed",
+        "40003": "gone",
+        "45009": "limit",  # the day's API quota
+        "45011": "limit",  # the minute's API quota
+        "-1": "busy",
+    },
+    statuses={429: "limit"},
+    backoff={"45009": 3600.0, "45011": 60.0},
+    gone_reason="the openid is not the app's",
+)
 
 
 class WeChatProvider:
@@ -47,30 +53,20 @@ class WeChatProvider:
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.name = settings.name or self.kind
-        missing = [k for k in ("app_id", "app_secret") if not settings.option(k)]
-        if missing:
-            raise ConfigError(f"wechat needs {', '.join(missing)}", missing[0])
-        self.app_id = str(settings.option("app_id"))
-        self.app_secret = str(settings.option("app_secret"))
+        self.app_id, self.app_secret = required(settings, self.kind, ("app_id", "app_secret"))
         self.state = str(settings.option("miniprogram_state", "formal"))
-        base_url = str(settings.option("base_url", "https://api.weixin.qq.com")).rstrip("/")
-        self.token_url = f"{base_url}/cgi-bin/token"
-        self.send_url = f"{base_url}/cgi-bin/message/subscribe/send"
-        self.client = make_client(
-            timeout=settings.timeout or context.timeout,
-            max_connections=int(settings.option("connections", 100)),
-        )
+        base = base_url(settings, "https://api.weixin.qq.com")
+        self.token_url = f"{base}/cgi-bin/stable_token"
+        self.send_url = f"{base}/cgi-bin/message/subscribe/send"
+        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
-        query = {"grant_type": "client_credential", "appid": self.app_id, "secret": self.app_secret}
-        async with transport_errors(self.name):
-            response = await self.client.get(self.token_url, params=query)
-        body = json_object(response)
-        if response.status_code == 200 and body.get("access_token"):
-            return str(body["access_token"]), float(body.get("expires_in", 7200))
-        self._raise(response, body, "token")
-        raise AssertionError("unreachable")  # pragma: no cover
+        body = {"grant_type": "client_credential", "appid": self.app_id, "secret": self.app_secret}
+        answer = await self.client.post_json(self.token_url, body)
+        if answer.status == 200 and answer.body.get("access_token"):
+            return str(answer.body["access_token"]), float(answer.body.get("expires_in", 7200))
+        self._fail(answer, "token")
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The subscribe message for ``message``'s openid."""
@@ -96,34 +92,24 @@ class WeChatProvider:
         payload = self.payload(message)
 
         async def call(token: str) -> Receipt:
-            async with transport_errors(self.name):
-                response = await self.client.post(
-                    self.send_url, params={"access_token": token}, json=payload
-                )
-            body = json_object(response)
-            if response.status_code == 200 and body.get("errcode", 0) == 0 and body:
-                msgid = body.get("msgid")
+            answer = await self.client.post_json(f"{self.send_url}?access_token={token}", payload)
+            if answer.status == 200 and answer.body and answer.body.get("errcode", 0) == 0:
+                msgid = answer.body.get("msgid")
                 return Receipt(provider_message_id=str(msgid) if msgid else None)
-            self._raise(response, body, "send")
-            raise AssertionError("unreachable")  # pragma: no cover
+            self._fail(answer, "send")
 
         return await with_token(self.tokens, self.name, call)
 
-    def _raise(self, response: httpx.Response, body: dict[str, Any], step: str) -> None:
-        code = body.get("errcode")
-        # errmsg carries a request id ("rid: …"), never the openid
-        text = f"{self.name}: WeChat {step} errcode {code} {body.get('errmsg', '')}".rstrip()[:300]
-        if step == "send" and code in TOKEN_REFUSED:
-            raise TokenRejected(text)
-        if code == NO_SUBSCRIPTION:
-            raise Suppressed(NO_SUBSCRIPTION_REASON, code=str(code))
-        if code == INVALID_OPENID:
-            raise DestinationGone(f"{text} (the openid is not the app's)", code=str(code))
-        if code in QUOTAS or response.status_code == 429:
-            raise RateLimited(text, retry_after=60.0, code=str(code))
-        if code == BUSY or response.status_code >= 500 or not body:
-            raise TransientProviderError(text, code=str(code or response.status_code))
-        raise PermanentProviderError(text, code=str(code))
+    def _fail(self, answer: Answer, step: str) -> NoReturn:
+        code = answer.body.get("errcode")
+        if str(code) == NO_SUBSCRIPTION:
+            detail = NO_SUBSCRIPTION_REASON
+        else:  # errmsg carries a request id ("rid: …"), never the openid
+            detail = str(answer.body.get("errmsg", ""))
+        label = "" if code is None else str(code)
+        # an answer that is not WeChat's JSON (a proxy's error page) is a passing failure
+        busy: Meaning | None = None if answer.body else "busy"
+        OUTCOMES.fail(self.name, answer, label, detail, step=step, meaning=busy)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -13,22 +13,29 @@ HTTP 429 or a quota reason a rate limit.
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import urlencode
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.http import json_object, make_client, retry_after_seconds, transport_errors
-from tidings.channels.makers import click_link, clip, notify_id, transactional
-from tidings.config import ProviderSettings
-from tidings.errors import (
-    ConfigError,
-    DestinationGone,
-    PermanentProviderError,
-    RateLimited,
-    TransientProviderError,
+from tidings.channels.makers import (
+    FORM,
+    Outcomes,
+    ServiceClient,
+    base_url,
+    click_link,
+    clip,
+    notify_id,
+    required,
+    transactional,
 )
+from tidings.config import ProviderSettings
 
-NO_VALID_TARGETS = 20301
-AUTH_FAILED = 21301
-QUOTA_BACKOFF = 60.0
+NO_VALID_TARGETS = "20301"
+OUTCOMES = Outcomes(
+    "Xiaomi",
+    codes={NO_VALID_TARGETS: "gone"},
+    statuses={429: "limit", 503: "limit"},
+    gone_reason="registration id no longer valid",
+)
 
 
 class XiaomiProvider:
@@ -40,19 +47,14 @@ class XiaomiProvider:
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
         self.name = settings.name or self.kind
-        missing = [k for k in ("app_secret", "package_name") if not settings.option(k)]
-        if missing:
-            raise ConfigError(f"xiaomi needs {', '.join(missing)}", missing[0])
-        self.package_name = str(settings.option("package_name"))
+        app_secret, self.package_name = required(
+            settings, self.kind, ("app_secret", "package_name")
+        )
         self.channel_id = settings.option("channel_id")
         self.marketing_channel_id = settings.option("marketing_channel_id")
-        base_url = str(settings.option("base_url", "https://api.xmpush.xiaomi.com"))
-        self.url = f"{base_url.rstrip('/')}/v3/message/regid"
-        self.headers = {"Authorization": f"key={settings.option('app_secret')}"}
-        self.client = make_client(
-            timeout=settings.timeout or context.timeout,
-            max_connections=int(settings.option("connections", 100)),
-        )
+        self.url = f"{base_url(settings, 'https://api.xmpush.xiaomi.com')}/v3/message/regid"
+        self.headers = {"Content-Type": FORM, "Authorization": f"key={app_secret}"}
+        self.client = ServiceClient(self.name, settings, context)
 
     def form(self, message: Message) -> dict[str, str]:
         """The ``/v3/message/regid`` form for one registration id."""
@@ -81,27 +83,20 @@ class XiaomiProvider:
 
     async def send(self, message: Message) -> Receipt:
         """Send one notification to one registration id."""
-        async with transport_errors(self.name):
-            response = await self.client.post(
-                self.url, data=self.form(message), headers=self.headers
-            )
-        body = json_object(response)
+        answer = await self.client.post(
+            self.url, urlencode(self.form(message)).encode(), self.headers
+        )
+        body = answer.body
         code = body.get("code")
-        if response.status_code == 200 and body.get("result") == "ok" and code == 0:
+        if answer.status == 200 and body.get("result") == "ok" and code == 0:
             data = body.get("data") or {}
             message_id = data.get("id") if isinstance(data, dict) else None
             return Receipt(provider_message_id=str(message_id) if message_id else None)
         reason = str(body.get("reason") or body.get("description") or "")
         reason = reason.replace(message.destination.address, "<regid>")[:200]
-        text = f"{self.name}: Xiaomi {response.status_code} code {code} {reason}".rstrip()
-        if code == NO_VALID_TARGETS:
-            raise DestinationGone(f"{text} (registration id no longer valid)", code=str(code))
-        if response.status_code == 429 or "limit" in reason.lower() or "quota" in reason.lower():
-            retry_after = retry_after_seconds(response.headers.get("retry-after"))
-            raise RateLimited(text, retry_after=retry_after or QUOTA_BACKOFF, code=str(code or 429))
-        if response.status_code >= 500:
-            raise TransientProviderError(text, code=str(code or response.status_code))
-        raise PermanentProviderError(text, code=str(code or response.status_code))
+        quota = "limit" in reason.lower() or "quota" in reason.lower()
+        label = "" if code is None else str(code)
+        OUTCOMES.fail(self.name, answer, label, reason, meaning="limit" if quota else None)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
