@@ -27,7 +27,7 @@ from tidings.clock import Clock
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.queue.inbox_hub import InboxHub
-from tidings.store import Store, audiences, schedule
+from tidings.store import Store, audiences, broadcast_recipients, schedule
 from tidings.store import broadcasts as rows
 from tidings.store import subscribers as subscriber_rows
 from tidings.store.tables import events
@@ -147,6 +147,8 @@ class Broadcaster:
         await rows.advance(conn, chunk, last, end, written.outcomes, now)
         if job.rate:
             await rows.pace(conn, job.broadcast_id, now + max(len(ids), 1) / job.rate)
+        if end:
+            await rows.finish(conn, now)  # the last chunk: done now, not a pace later
         return written
 
     async def _job(self, conn: AsyncConnection, row: Any) -> Job | str:
@@ -177,10 +179,13 @@ async def cancel_pending(conn: AsyncConnection, row: Any, now: float, limit: int
     rule_id = rows.rule_of(row)
     found = await rows.scheduled_notifications(conn, row.event_pk, rule_id, limit)
     reason = f"broadcast {row.id} cancelled"
-    won = await schedule.cancel(
-        conn,
-        [Cancellation(n.id, row.event_pk, rule_id, n.subscriber_id, reason) for n in found],
-        now,
+    won = set(
+        await schedule.cancel(
+            conn,
+            [Cancellation(n.id, row.event_pk, rule_id, n.subscriber_id, reason) for n in found],
+            now,
+        )
     )
-    await rows.mark_cancelled(conn, row.id, won, reason)
+    moves = {n.subscriber_id: ("cancelled", reason) for n in found if n.id in won}
+    await broadcast_recipients.settle(conn, row.id, moves)
     return len(found)

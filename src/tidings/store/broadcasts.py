@@ -41,6 +41,8 @@ from tidings.strategy.model import Decision
 PLAN_AHEAD = 50
 """Chunks planned per planning transaction."""
 ACTIVE = ("scheduled", "running", "paused")
+RECHECK = 60.0
+"""Seconds between looks at a decided broadcast whose deferred recipients still wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +256,14 @@ async def scheduled_notifications(
 
 
 async def anything_to_do(conn: AsyncConnection, now: float) -> bool:
-    """Whether a broadcast is running, or scheduled and due."""
+    """Whether a running broadcast has work now (not held until ``next_at``), or a
+    scheduled one is due."""
     rows = await rows_of(
         conn,
-        "SELECT id FROM broadcasts WHERE status = 'running'"
+        "SELECT id FROM broadcasts"
+        " WHERE (status = 'running' AND (next_at IS NULL OR next_at <= {}))"
         " OR (status = 'scheduled' AND send_at <= {}) LIMIT 1",
+        now,
         now,
     )
     return bool(rows)
@@ -398,7 +403,12 @@ async def pace(conn: AsyncConnection, broadcast_id: str, next_at: float) -> None
 
 
 async def finish(conn: AsyncConnection, now: float) -> list[str]:
-    """Running broadcasts fully planned with no chunk left: ``done``; their ids."""
+    """Running broadcasts fully decided with no recipient left deferred: ``done``; their ids.
+
+    One whose deferred recipients are still waiting (quiet hours, ``local_time``) stays
+    ``running`` — it can still be paused or cancelled — and is looked at again when the last
+    of them fires (:func:`tidings.store.broadcast_recipients.settle`), or in a minute.
+    """
     rows = await rows_of(
         conn,
         "SELECT b.id FROM broadcasts b WHERE b.status = 'running' AND b.planned = {}"
@@ -410,15 +420,19 @@ async def finish(conn: AsyncConnection, now: float) -> list[str]:
     if not ids:
         return []
     totals = await counts(conn, ids)
+    done = []
     for broadcast_id in ids:
+        total = totals[broadcast_id]
+        values: dict[str, Any] = {"next_at": now + RECHECK}
+        if total.get("deferred", 0) <= 0:
+            done.append(broadcast_id)
+            values = {"status": "done", "finished_at": now, "audience_size": sum(total.values())}
         await conn.execute(
             update(broadcasts)
             .where(broadcasts.c.id == broadcast_id, broadcasts.c.status == "running")
-            .values(
-                status="done", finished_at=now, audience_size=sum(totals[broadcast_id].values())
-            )
+            .values(**values)
         )
-    return ids
+    return done
 
 
 async def decided(conn: AsyncConnection, broadcast_id: str, ids: Sequence[str]) -> set[str]:
@@ -438,23 +452,6 @@ async def decided(conn: AsyncConnection, broadcast_id: str, ids: Sequence[str]) 
 async def insert_recipients(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Store recipients' decisions."""
     await bulk_insert(conn, broadcast_recipients, rows)
-
-
-async def mark_cancelled(
-    conn: AsyncConnection, broadcast_id: str, notification_ids: Sequence[str], reason: str
-) -> None:
-    """Recipients whose deferred notification was cancelled with the broadcast."""
-    for start in range(0, len(notification_ids), 500):
-        await conn.execute(
-            update(broadcast_recipients)
-            .where(
-                broadcast_recipients.c.broadcast_id == broadcast_id,
-                broadcast_recipients.c.notification_id.in_(
-                    list(notification_ids[start : start + 500])
-                ),
-            )
-            .values(outcome="cancelled", reason=reason, until=None)
-        )
 
 
 async def recipient(conn: AsyncConnection, broadcast_id: str, subscriber_id: str) -> Any | None:

@@ -1,4 +1,5 @@
-"""Deferred work in the store: the strategy's state, cancellation, firing, timed fallback, expiry.
+"""Deferred work in the store: cancellation, firing, timed fallback, expiry (and the
+strategy's state, :func:`load_state`, from :mod:`tidings.store.strategy_state`).
 
 A deferred notification (delay, digest, quiet hours, mute) is a ``notifications`` row with
 status ``scheduled`` and ``scheduled`` deliveries; nothing claims a ``scheduled`` delivery,
@@ -7,25 +8,28 @@ so the only ways out are :func:`fire_due` (``scheduled`` → ``created``, delive
 conditional ``UPDATE … WHERE status = 'scheduled'``, so exactly one of them wins, whatever
 runs concurrently; and :func:`fire_due` first looks for a ``cancel_on`` event of the subject
 *accepted* (processed or not), so a cancel accepted before the scheduled time always wins,
-also after a crash.
+also after a crash. A broadcast's deferred recipients wait while it is paused, are
+cancelled with it, and their decisions move on as they fire
+(:mod:`tidings.store.broadcast_recipients`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.ids import new_id
-from tidings.store.deliveries import rows_of
+from tidings.store import broadcast_recipients
+from tidings.store.strategy_state import load_state as load_state
 from tidings.store.tables import decisions, deliveries, events, inbox_items, notifications
 from tidings.strategy import lifecycle
-from tidings.strategy.model import Cancellation, OpenDigest, PastEvent, Scheduled, State
+from tidings.strategy.model import Cancellation
+from tidings.strategy.model import State as State
 
 READ_BEFORE_FALLBACK = "read in the in-app inbox before the fallback time"
 EXPIRED = "expired before it could be delivered"
@@ -36,130 +40,6 @@ def _for_update(conn: AsyncConnection, query: Any, *, skip_locked: bool = False)
     if conn.dialect.name != "postgresql":
         return query
     return query.with_for_update(skip_locked=skip_locked)
-
-
-async def load_state(
-    conn: AsyncConnection,
-    *,
-    subjects: Iterable[str],
-    exclude_pks: Sequence[str],
-    subscribers: Iterable[str],
-    caps: dict[str, float],
-    digest_rules: Iterable[str],
-    cancel_types: Iterable[str] = (),
-    now: float,
-) -> State:
-    """The strategy's state for a batch: subject history, cap counts, open digests, deferrals.
-
-    ``caps`` maps each capped category to its window in seconds; ``cancel_types`` are the
-    rules' ``cancel_on`` entries (the history holds those and the life cycle's types only, so
-    a subject with thousands of custom events costs nothing).
-    """
-    state = State()
-    wanted = sorted(set(subjects))
-    people = sorted(set(subscribers))
-    if wanted:
-        types = lifecycle.TRACKED | set(cancel_types)
-        exact = sorted(t for t in types if "*" not in t)
-        globs = [g.replace("*", "%") for g in sorted(t for t in types if "*" in t)]
-        matching = " OR ".join(["type IN ({})"] * bool(exact) + ["type LIKE {}"] * len(globs))
-        excluded = list(exclude_pks)
-        history = await rows_of(
-            conn,
-            _HISTORY.format(" AND id NOT IN ({})" * bool(excluded), matching or "0 = 1"),
-            wanted,
-            *([excluded] if excluded else []),
-            *([exact] if exact else []),
-            *globs,
-        )
-        for _pk, subject, event_type, event_id, time, envelope in history:
-            state.history.setdefault(subject, []).append(
-                PastEvent(event_type, event_id, time, _refund_id(envelope))
-            )
-        scheduled = await rows_of(
-            conn, _SCHEDULED + (" FOR UPDATE" if conn.dialect.name == "postgresql" else ""), wanted
-        )
-        for notification_id, event_pk, rule_id, subscriber_id, subject, cancel_on in scheduled:
-            cancel_on = _json(cancel_on)
-            if cancel_on:
-                state.scheduled.setdefault(subject, []).append(
-                    Scheduled(
-                        notification_id,
-                        event_pk,
-                        rule_id,
-                        subscriber_id,
-                        subject,
-                        tuple(cancel_on),
-                    )
-                )
-    if people:
-        for category, per in caps.items():
-            counted = await conn.execute(
-                select(notifications.c.subscriber_id, func.count())
-                .where(
-                    notifications.c.subscriber_id.in_(people),
-                    notifications.c.category == category,
-                    notifications.c.created_at > now - per,
-                    notifications.c.status.not_in(["cancelled", "suppressed"]),
-                )
-                .group_by(notifications.c.subscriber_id)
-            )
-            for subscriber_id, count in counted:
-                state.sent[(subscriber_id, category)] = int(count)
-        rules = sorted(set(digest_rules))
-        if rules:
-            open_digests = await conn.execute(
-                _for_update(
-                    conn,
-                    select(
-                        notifications.c.id,
-                        notifications.c.rule_id,
-                        notifications.c.subscriber_id,
-                        notifications.c.digest,
-                        notifications.c.due_at,
-                    ).where(
-                        notifications.c.rule_id.in_(rules),
-                        notifications.c.subscriber_id.in_(people),
-                        notifications.c.status == "scheduled",
-                        notifications.c.due_at > now,
-                    ),
-                )
-            )
-            for row in open_digests:
-                digest = row.digest or {}
-                state.digests[(row.rule_id, row.subscriber_id)] = OpenDigest(
-                    row.id, int(digest.get("count", 1)), list(digest.get("events", [])), row.due_at
-                )
-    return state
-
-
-_HISTORY = (
-    "SELECT id, subject, type, event_id, time, envelope FROM events"
-    " WHERE subject IN ({{}}) AND processed_at IS NOT NULL{} AND ({})"
-    " ORDER BY processed_at, id"
-)
-"""A batch's subjects' processed events of the given types, oldest first (the batch's own
-events excluded)."""
-_SCHEDULED = (
-    "SELECT id, event_pk, rule_id, subscriber_id, subject, cancel_on FROM notifications"
-    " WHERE subject IN ({}) AND status = 'scheduled'"
-)
-"""The deferred notifications of a batch's subjects (a cancel may take them)."""
-
-
-def _json(value: Any) -> Any:
-    """A JSON column's value as read by a plain statement (text on SQLite)."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _refund_id(envelope: Any) -> str | None:
-    """``data.refund_id`` of a stored envelope (parsed only if it can be there)."""
-    if isinstance(envelope, str):
-        if '"refund_id"' not in envelope:
-            return None
-        envelope = json.loads(envelope)
-    refund_id = ((envelope or {}).get("data") or {}).get("refund_id")
-    return None if refund_id is None else str(refund_id)
 
 
 async def cancel(
@@ -253,61 +133,106 @@ async def _cancel_events(conn: AsyncConnection, notes: Sequence[Any]) -> dict[st
 
 
 async def fire_due(conn: AsyncConnection, now: float, limit: int = 200) -> Fired:
-    """Fire deferred notifications that fell due (or cancel / expire them)."""
+    """Fire deferred notifications that fell due (or cancel / expire them).
+
+    Those of a paused broadcast wait for its resume; those of a cancelled one are cancelled.
+    A broadcast's recipients' decisions and counts move on with their notifications.
+    """
     fired = Fired()
-    notes = (
-        await conn.execute(
-            _for_update(
-                conn,
-                select(notifications)
-                .where(notifications.c.status == "scheduled", notifications.c.due_at <= now)
-                .order_by(notifications.c.due_at)
-                .limit(limit),
-                skip_locked=True,  # another worker is firing those
-            )
-        )
-    ).all()
+    notes = await _due(conn, now, limit)
     if not notes:
         return fired
-    cancelled_by = await _cancel_events(conn, notes)
-    cancels = [
-        Cancellation(
-            n.id,
-            n.event_pk,
-            n.rule_id,
-            n.subscriber_id,
-            f"cancelled by {cancelled_by[n.id][0]} {cancelled_by[n.id][1]}",
-        )
-        for n in notes
-        if n.id in cancelled_by
-    ]
-    fired.cancelled = await cancel(conn, cancels, now)
+    owners = await broadcast_recipients.of_notes(conn, notes)
+    reasons = await _cancel_reasons(conn, notes, owners)
+    fired.cancelled = await cancel(
+        conn,
+        [
+            Cancellation(n.id, n.event_pk, n.rule_id, n.subscriber_id, reasons[n.id])
+            for n in notes
+            if n.id in reasons
+        ],
+        now,
+    )
+    for reason in set(reasons.values()):
+        won = [n for n in notes if reasons.get(n.id) == reason and n.id in fired.cancelled]
+        await broadcast_recipients.settle_notes(conn, won, owners, "cancelled", reason)
     expiring = [
-        n.id
-        for n in notes
-        if n.id not in cancelled_by and n.expires_at is not None and n.expires_at < now
+        n for n in notes if n.id not in reasons and n.expires_at is not None and n.expires_at < now
     ]
-    if expiring:
-        fired.expired = list(
-            (
-                await conn.execute(
-                    update(notifications)
-                    .where(notifications.c.id.in_(expiring), notifications.c.status == "scheduled")
-                    .values(status="expired")
-                    .returning(notifications.c.id)
-                )
-            ).scalars()
+    stale = {n.id for n in expiring}
+    fired.expired = await _expire(conn, sorted(stale), now)
+    expired = set(fired.expired)
+    await broadcast_recipients.settle_notes(
+        conn, [n for n in expiring if n.id in expired], owners, "expired", EXPIRED
+    )
+    going = [n for n in notes if n.id not in reasons and n.id not in stale]
+    if going:
+        await _fire(conn, going, now, fired)
+        gone = set(fired.fired)
+        await broadcast_recipients.settle_notes(
+            conn,
+            [n for n in going if n.id in gone],
+            owners,
+            "sent",
+            broadcast_recipients.SENT_LATER,
         )
-        await conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.notification_id.in_(fired.expired), deliveries.c.status == "scheduled"
+    return fired
+
+
+async def _due(conn: AsyncConnection, now: float, limit: int) -> list[Any]:
+    """Deferred notifications due now, oldest first, none of a paused broadcast (locked on
+    PostgreSQL, skipping those another worker is firing)."""
+    held = await broadcast_recipients.held(conn)
+    query = (
+        select(notifications)
+        .where(notifications.c.status == "scheduled", notifications.c.due_at <= now, not_(held))
+        .order_by(notifications.c.due_at)
+        .limit(limit)
+    )
+    return list((await conn.execute(_for_update(conn, query, skip_locked=True))).all())
+
+
+async def _cancel_reasons(
+    conn: AsyncConnection, notes: Sequence[Any], owners: dict[str, tuple[str, str]]
+) -> dict[str, str]:
+    """Per notification to cancel instead of firing, why: a cancelled broadcast, or a
+    ``cancel_on`` event of its subject."""
+    reasons = {
+        n.id: f"broadcast {owners[n.id][0]} cancelled"
+        for n in notes
+        if n.id in owners and owners[n.id][1] == "cancelled"
+    }
+    cancelled_by = await _cancel_events(conn, [n for n in notes if n.id not in reasons])
+    for notification_id, (event_type, event_id) in cancelled_by.items():
+        reasons[notification_id] = f"cancelled by {event_type} {event_id}"
+    return reasons
+
+
+async def _expire(conn: AsyncConnection, ids: list[str], now: float) -> list[str]:
+    """Deferred notifications past ``expires_at`` → ``expired`` with their deliveries; which."""
+    if not ids:
+        return []
+    expired = list(
+        (
+            await conn.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(ids), notifications.c.status == "scheduled")
+                .values(status="expired")
+                .returning(notifications.c.id)
             )
-            .values(status="expired", finished_at=now, last_error=EXPIRED)
-        )
-    going = [n for n in notes if n.id not in cancelled_by and n.id not in expiring]
-    if not going:
-        return fired
+        ).scalars()
+    )
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.notification_id.in_(expired), deliveries.c.status == "scheduled")
+        .values(status="expired", finished_at=now, last_error=EXPIRED)
+    )
+    return expired
+
+
+async def _fire(conn: AsyncConnection, going: list[Any], now: float, fired: Fired) -> None:
+    """``scheduled`` → ``created`` for those still scheduled; their deliveries go (in-app ones
+    delivered at once with an inbox item, the others ``pending`` as tickets)."""
     won = set(
         (
             await conn.execute(
@@ -337,6 +262,23 @@ async def fire_due(conn: AsyncConnection, now: float, limit: int = 200) -> Fired
             )
         )
     ).all()
+    await _release(conn, rows, now)
+    subjects = {n.id: n.subject for n in going}
+    fired.tickets = [
+        (r.id, r.lane, subjects.get(r.notification_id)) for r in rows if r.channel != "inapp"
+    ]
+    with_inbox = {r.notification_id for r in rows if r.channel == "inapp"}
+    fired.inbox = [
+        inbox_row(n.id, n.subscriber_id, n.category, dict(n.content), now)
+        for n in going
+        if n.id in with_inbox
+    ]
+    if fired.inbox:
+        await conn.execute(insert(inbox_items), fired.inbox)
+
+
+async def _release(conn: AsyncConnection, rows: Sequence[Any], now: float) -> None:
+    """Fired deliveries: in-app ones ``delivered`` now, the others ``pending`` now."""
     inapp = [r.id for r in rows if r.channel == "inapp"]
     external = [r.id for r in rows if r.channel != "inapp"]
     if inapp:
@@ -360,19 +302,6 @@ async def fire_due(conn: AsyncConnection, now: float, limit: int = 200) -> Fired
             .where(deliveries.c.id.in_(external))
             .values(status="pending", due_at=now, enqueued_at=now)
         )
-    subjects = {n.id: n.subject for n in going}
-    fired.tickets = [
-        (r.id, r.lane, subjects.get(r.notification_id)) for r in rows if r.channel != "inapp"
-    ]
-    with_inbox = {r.notification_id for r in rows if r.channel == "inapp"}
-    fired.inbox = [
-        inbox_row(n.id, n.subscriber_id, n.category, dict(n.content), now)
-        for n in going
-        if n.id in with_inbox
-    ]
-    if fired.inbox:
-        await conn.execute(insert(inbox_items), fired.inbox)
-    return fired
 
 
 async def fallback_due(

@@ -324,6 +324,8 @@ broadcasts = Table(
     Column("finished_at", Float),
 )
 Index("ix_broadcasts_status", broadcasts.c.status, broadcasts.c.send_at)
+# a deferred notification's broadcast, found by its event (migration 0004i)
+Index("ix_broadcasts_event", broadcasts.c.event_pk)
 
 broadcast_chunks = Table(
     "broadcast_chunks",
