@@ -180,3 +180,30 @@ def test_topic_input_limits(server: Server) -> None:
     assert response.status_code == 422 and response.json()["field"] == "/key"
     assert client.delete("/v1/topics/campaign.1111").status_code == 204
     assert client.get("/v1/topics").json()["items"] == []
+
+
+def test_a_subscriber_follows_known_or_addressed_topics_only(server: Server) -> None:
+    client = server.client()
+    assert client.put("/v1/topics/seller.s-7.followers", json={"name": "S7"}).status_code == 201
+    headers = {"Authorization": f"Bearer {server.token('li')}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as li:
+        # a topic the shop made, and one the restock rule addresses (made by the follow)
+        assert li.put("/v1/inbox/topics/seller.s-7.followers").status_code == 200
+        assert li.put("/v1/inbox/topics/product.sku-3.restock").status_code == 200
+        assert client.get("/v1/topics/product.sku-3.restock").status_code == 200
+        # any other key makes no topic
+        for key in ("my.own.topic", "product.sku-3.restock.extra", "seller.s-8.followers"):
+            response = li.put(f"/v1/inbox/topics/{key}")
+            assert response.status_code == 404, response.text
+            assert response.json()["field"] == "/key"
+            assert client.get(f"/v1/topics/{key}").status_code == 404
+        # and a subscriber follows at most 1,000 topics
+        for i in range(998):
+            assert li.put(f"/v1/inbox/topics/product.p{i}.restock").status_code == 200
+        assert li.put("/v1/inbox/topics/product.sku-3.restock").status_code == 200  # again
+        response = li.put("/v1/inbox/topics/product.one-more.restock")
+        assert response.status_code == 409, response.text
+        assert response.json()["field"] == "/key"
+        assert client.get("/v1/topics/product.one-more.restock").status_code == 404
+        assert li.delete("/v1/inbox/topics/product.p0.restock").status_code == 200
+        assert li.put("/v1/inbox/topics/product.one-more.restock").status_code == 200

@@ -12,10 +12,12 @@ from tidings.api.deps import page, page_limit, read_json, require, service
 from tidings.api.inbox import subscriber
 from tidings.errors import InvalidInput, NotFound
 from tidings.store import topics as rows
-from tidings.strategy.topics import KEY
+from tidings.strategy.topics import KEY, addressed
 
 router = APIRouter(tags=["topics"])
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,256}$")
+MAX_FOLLOWED = 1000
+"""Topics one subscriber may follow with its inbox token."""
 
 
 class TopicIn(BaseModel):
@@ -190,13 +192,34 @@ async def my_topics(
 
 @router.put("/v1/inbox/topics/{key}", summary="Follow a topic")
 async def follow(key: str, request: Request, me: str = Depends(subscriber)) -> dict[str, Any]:
-    """Follow ``key`` ("notify me when it is back in stock"); made if nobody follows it yet."""
+    """Follow ``key`` ("notify me when it is back in stock").
+
+    A subscriber follows a topic the shop made, or one a topic rule addresses (``to:
+    topic:product.{sku}.restock`` lets it follow ``product.sku-1.restock`` before anyone made
+    it: the topic is made then); any other key is ``404``. At most
+    :data:`MAX_FOLLOWED` topics a subscriber (``409`` past it).
+    """
     check_key(key)
     svc = service(request)
     now = svc.clock.now()
+    address = addressed(svc.settings.rules, key)
 
     async def apply(conn: Any) -> None:
-        await rows.ensure(conn, key, now)
+        if await rows.follows(conn, key, me):
+            return
+        if await rows.get(conn, key) is None:
+            if address is None:
+                raise InvalidInput(
+                    f"no topic {key!r}: a subscriber follows a topic the shop made, or one a"
+                    " topic rule addresses",
+                    "/key",
+                    status=404,
+                )
+            await rows.ensure(conn, key, now)
+        if await rows.count_followed(conn, me) >= MAX_FOLLOWED:
+            raise InvalidInput(
+                f"a subscriber follows at most {MAX_FOLLOWED} topics", "/key", status=409
+            )
         await rows.add_members(conn, key, [me], now)
 
     await svc.store.write(apply)

@@ -139,3 +139,17 @@ async def count_members(conn: AsyncConnection, key: str) -> int:
     """How many subscribers follow ``key``."""
     query = select(func.count()).where(topic_subscribers.c.topic_key == key)
     return int((await conn.execute(query)).scalar_one())
+
+
+async def count_followed(conn: AsyncConnection, subscriber_id: str) -> int:
+    """How many topics ``subscriber_id`` follows."""
+    query = select(func.count()).where(topic_subscribers.c.subscriber_id == subscriber_id)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def follows(conn: AsyncConnection, key: str, subscriber_id: str) -> bool:
+    """Whether ``subscriber_id`` follows ``key``."""
+    query = select(topic_subscribers.c.created_at).where(
+        topic_subscribers.c.topic_key == key, topic_subscribers.c.subscriber_id == subscriber_id
+    )
+    return (await conn.execute(query)).first() is not None

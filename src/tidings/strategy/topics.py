@@ -7,8 +7,9 @@ whether a rule addresses a topic, which key an event gives it, and the decision 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tidings.config import RuleSettings, Settings
@@ -46,6 +47,25 @@ def topic_key(to: str, data: Mapping[str, Any]) -> str | None:
 
     key = _FIELD.sub(value, to.removeprefix(PREFIX))
     return None if missing or not KEY.match(key) else key
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(to: str) -> re.Pattern[str]:
+    """The keys ``to`` can give: its text with each ``{field}`` standing for any key part."""
+    parts = _FIELD.split(to.removeprefix(PREFIX))
+    # split() alternates text and field names: text, field, text, …
+    return re.compile(
+        "".join(re.escape(p) if i % 2 == 0 else "[A-Za-z0-9_.:@-]+" for i, p in enumerate(parts))
+    )
+
+
+def addressed(rules: Iterable[RuleSettings], key: str) -> str | None:
+    """The address of a topic rule that can give ``key`` (``topic:product.{sku}.restock`` for
+    ``product.sku-1.restock``), or ``None``."""
+    for rule in rules:
+        if addresses_topic(rule) and _shape(rule.to).fullmatch(key):
+            return rule.to
+    return None
 
 
 def fan_out(rule: RuleSettings, data: Mapping[str, Any]) -> Decision:
