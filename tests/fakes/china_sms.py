@@ -41,6 +41,8 @@ class SmsState:
         default_factory=lambda: {"SMS_100001": ["order", "amount"]}
     )
     limited: set[str] = field(default_factory=set)
+    answers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Number → the error code and message the service answers a send to it with."""
     signature_failures: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     sends: int = 0
@@ -130,6 +132,8 @@ class AliyunSmsServer(SmsState):
             return aliyun_answer("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
         if number in self.limited:
             return aliyun_answer("isv.BUSINESS_LIMIT_CONTROL", "触发分钟级流控Permits:1")
+        if number in self.answers:
+            return aliyun_answer(*self.answers[number])
         self.record(params)
         return aliyun_answer("OK", "OK", BizId=f"{secrets.randbelow(10**15)}^0")
 
@@ -235,13 +239,20 @@ class TencentSmsServer(SmsState):
             return tencent_error(
                 "InvalidParameterValue.TemplateParameterFormatError", "template params"
             )
+        numbers = body.get("PhoneNumberSet") or []
+        for number in numbers:  # a failure of the whole request is an Error answer
+            code, text = self.answers.get(number, ("", ""))
+            if code.startswith(("InternalError", "RequestLimitExceeded", "UnauthorizedOperation")):
+                return tencent_error(code, text)
         statuses = []
-        for number in body.get("PhoneNumberSet") or []:
+        for number in numbers:
             code, text = "Ok", "send success"
             if not E164.match(number):
                 code, text = "InvalidParameterValue.IncorrectPhoneNumber", "incorrect phone number"
             elif number in self.limited:
                 code, text = "LimitExceeded.PhoneNumberThirtySecondLimit", "30 second limit"
+            elif number in self.answers:
+                code, text = self.answers[number]
             else:
                 self.record(body)
             statuses.append(

@@ -35,6 +35,8 @@ class MakerState:
     token_lifetime: float = 3600.0
     dead: set[str] = field(default_factory=set)
     limited: set[str] = field(default_factory=set)
+    answers: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Device token → the result code and message the service answers a send to it with."""
     access_tokens: dict[str, float] = field(default_factory=dict)
     tokens_issued: int = 0
     auth_rejections: int = 0
@@ -134,10 +136,8 @@ class HmsServer(MakerState):
         if token in self.partial:  # one of several tokens illegal: Huawei names it in msg
             body = {"success": 0, "failure": 1, "illegal_tokens": [token]}
             return hms_answer("80100000", json.dumps(body), 200)
-        if token in self.limited:
-            return hms_answer(
-                "80300008", "Traffic control: the sending rate exceeds the limit", 503
-            )
+        if token in self.limited:  # flow control is HTTP 503, whatever the body says
+            return Response("Service Unavailable", status_code=503, media_type="text/plain")
         self.record(message)
         return hms_answer("80000000", "Success", 200)
 
@@ -283,7 +283,7 @@ class OppoServer(MakerState):
             return oppo_answer(14, "Invalid App Key")
         timestamp = form.get("timestamp", "")
         if not timestamp.isdigit() or abs(int(timestamp) / 1000 - time.time()) > 600:
-            return oppo_answer(28, "Invalid Timestamp")
+            return oppo_answer(19, "Invalid Timestamp")
         expected = hashlib.sha256((self.app_key + timestamp + self.master_secret).encode())
         if form.get("sign") != expected.hexdigest():
             self.auth_rejections += 1
@@ -298,15 +298,17 @@ class OppoServer(MakerState):
         try:
             message = json.loads((await form_of(request))["message"])
         except (KeyError, ValueError):
-            return oppo_answer(28, "Invalid Parameter: message")
+            return oppo_answer(40, "Missing Required Arguments: message")
         problem = self.check(message)
         if problem:
-            return oppo_answer(28, f"Invalid Parameter: {problem}")
+            return oppo_answer(41, f"Invalid Arguments: {problem}")
         target = message["target_value"]
         if target in self.dead:
             return oppo_answer(10000, "Invalid RegistrationId")
         if target in self.limited:
             return oppo_answer(-2, "Service in Flow Control")
+        if target in self.answers:
+            return oppo_answer(*self.answers[target])
         self.record(message)
         return oppo_answer(0, "Success", {"messageId": secrets.token_hex(12)})
 
@@ -385,7 +387,9 @@ class VivoServer(MakerState):
         if problem:
             return vivo_answer(10055, problem)
         if body["regId"] in self.dead:
-            return vivo_answer(10302, "regId 不合法")
+            return vivo_answer(
+                10302, "regId不合法", invalidUser={"status": 1, "userid": body["regId"]}
+            )
         if body["regId"] in self.limited:
             return vivo_answer(10070, "发送总量超出限制")
         self.record(body)

@@ -7,9 +7,12 @@ SHA-256 of the canonical request), and a key derived from ``"TC3" + secret_key``
 over the UTC date, the service (``sms``) and ``tc3_request``. The template's ``sms`` variant
 gives ``TemplateId`` and ``TemplateParamSet`` (its params' values, in order).
 An answer's ``SendStatusSet[0].Code`` is ``Ok`` on success; ``LimitExceeded.*`` are rate
-limits, ``InvalidParameterValue.IncorrectPhoneNumber`` a number that cannot take SMS; an
-``Error`` answer (``AuthFailure.*``, ``RequestLimitExceeded``, ``InternalError.*``) is mapped
-the same way (Tencent Cloud SMS's error codes).
+limits, ``InvalidParameterValue.IncorrectPhoneNumber`` a number that cannot take SMS and
+``FailedOperation.PhoneNumberInBlacklist`` one on the do-not-disturb list (suppressed); an
+``Error`` answer (``AuthFailure.*``, ``RequestLimitExceeded``, ``InternalError``) is mapped the
+same way (Tencent Cloud SMS's error codes): of the ``InternalError`` family only the bare code
+and ``InternalError.Timeout`` are retried — ``InternalError.SigVerificationFail`` and the
+like are faults of the request.
 """
 
 from __future__ import annotations
@@ -33,16 +36,17 @@ OUTCOMES = Outcomes(
     codes={
         "LimitExceeded.": "limit",
         "RequestLimitExceeded": "limit",
+        "RequestLimitExceeded.": "limit",
         "InvalidParameterValue.IncorrectPhoneNumber": "gone",
-        "InternalError.": "busy",
+        # the number is on the do-not-disturb list (the buyer unsubscribed, or the carrier's)
+        "FailedOperation.PhoneNumberInBlacklist": "suppressed",
         "InternalError": "busy",
+        "InternalError.Timeout": "busy",
+        # any other InternalError.* (SigVerificationFail, RestApiInterfaceNotExist …) is ours
     },
     statuses={429: "limit"},
     default_backoff=30.0,
-    backoff={
-        "LimitExceeded.PhoneNumberDailyLimit": 3600.0,
-        "LimitExceeded.DailyLimit": 3600.0,
-    },
+    backoff={"LimitExceeded.PhoneNumberDailyLimit": 3600.0, "LimitExceeded.DailyLimit": 3600.0},
     gone_reason="the number cannot take SMS",
 )
 
