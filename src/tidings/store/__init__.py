@@ -20,6 +20,7 @@ class Store:
         self.url = url
         self.engine = create_engine(url)
         self.is_sqlite = url.startswith("sqlite")
+        self.reader = self.engine if self.is_sqlite else create_engine(url, reads=True)
         self.write = Writer(self.engine, lanes=1 if self.is_sqlite else 4)
         self.cipher = cipher
 
@@ -53,11 +54,13 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads."""
-        async with self.engine.connect() as conn:
+        """A connection for reads (on PostgreSQL, in autocommit: see :func:`create_engine`)."""
+        async with self.reader.connect() as conn:
             yield conn
 
     async def aclose(self) -> None:
         """Flush the writer and dispose of the engine."""
         await self.write.aclose()
         await self.engine.dispose()
+        if self.reader is not self.engine:
+            await self.reader.dispose()
