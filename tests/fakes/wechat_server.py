@@ -91,9 +91,9 @@ class WeChatServer:
             return wx_error(40013, "invalid appid")
         if body.get("secret") != self.app_secret:
             return wx_error(40125, "invalid appsecret")
-        current = self.stable
-        if body.get("force_refresh") or self.access_tokens.get(current or "", 0.0) < time.time():
-            self.access_tokens.pop(current or "", None)
+        current = self.stable or ""
+        if body.get("force_refresh") or self.access_tokens.get(current, 0.0) < time.time():
+            self.access_tokens.pop(current, None)
             current = self.stable = self._issue()
         left = int(self.access_tokens[current] - time.time())
         return JSONResponse({"access_token": current, "expires_in": left})

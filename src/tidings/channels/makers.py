@@ -41,6 +41,8 @@ from tidings.errors import (
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
+_FORM_HEADERS = {"Content-Type": FORM}
+_JSON_HEADERS = {"Content-Type": JSON}
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 """``json.dumps`` without spaces, without building an encoder per call."""
 
@@ -128,9 +130,9 @@ class ServiceClient:
                 reply = await self._pool.post(url, body, headers)
             except TimeoutError as exc:
                 raise TransientProviderError(f"{self.name}: timed out", code="timeout") from exc
-            except ValueError as exc:
+            except ValueError as exc:  # not an http(s) URL, or control characters in a header
                 raise PermanentProviderError(
-                    f"{self.name}: invalid URL or header", code="invalid_url"
+                    f"{self.name}: invalid URL or header", code="invalid_request"
                 ) from exc
             except InvalidResponse as exc:
                 raise TransientProviderError(
@@ -147,13 +149,13 @@ class ServiceClient:
         self, url: str, fields: Mapping[str, str], headers: Mapping[str, str] | None = None
     ) -> Answer:
         """POST ``fields`` urlencoded."""
-        return await self.post(url, urlencode(fields).encode(), headers or {"Content-Type": FORM})
+        return await self.post(url, urlencode(fields).encode(), headers or _FORM_HEADERS)
 
     async def post_json(
         self, url: str, value: Any, headers: Mapping[str, str] | None = None
     ) -> Answer:
         """POST ``value`` as JSON."""
-        return await self.post(url, _encode(value).encode(), headers or {"Content-Type": JSON})
+        return await self.post(url, _encode(value).encode(), headers or _JSON_HEADERS)
 
     async def aclose(self) -> None:
         """Close the idle connections."""
