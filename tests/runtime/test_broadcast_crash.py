@@ -24,10 +24,10 @@ CONTENT = {"en-US": {"title": "Sale", "body": "Everything must go"}}
 CHECKS = {
     "recipients": "SELECT count(*), count(DISTINCT subscriber_id) FROM broadcast_recipients"
     " WHERE broadcast_id = :b",
-    "notifications": "SELECT count(*), count(DISTINCT subscriber_id) FROM notifications"
-    " WHERE rule_id = :r",
+    # an in-app recipient is one inbox item (no notification or delivery row)
     "inbox": "SELECT count(*), count(DISTINCT i.subscriber_id) FROM inbox_items i"
-    " JOIN notifications n ON n.id = i.notification_id WHERE n.rule_id = :r",
+    " JOIN broadcast_recipients r ON r.subscriber_id = i.subscriber_id"
+    " WHERE r.broadcast_id = :b AND i.notification_id IS NULL",
 }
 
 

@@ -160,11 +160,22 @@ async def test_every_member_of_the_audience_once_across_chunks(store: Store) -> 
         total = (await conn.execute(select(func.count()).select_from(inbox_items))).scalar_one()
     assert per_person == []
     assert total == 1203
-    # a delivery that fails for good is counted (the dispatcher's outcome, written here)
+    # in-app at once: each recipient is its inbox item alone (no notification, no delivery)
+    async with store.read() as conn:
+        for table in (notifications, deliveries):
+            assert (await conn.execute(select(func.count()).select_from(table))).scalar_one() == 0
+
+
+async def test_a_delivery_that_fails_for_good_is_counted(store: Store) -> None:
+    await add_subscribers(store, [{"id": "ny", "timezone": "America/New_York"}])
+    clock = clock_at(at("2026-03-10 12:00"))
+    broadcast_id = await start(store, clock, {"all": True}, local_time="10:00")
+    await run(rig(store, clock))
     async with store.read() as conn:
         row = await rows.get(conn, broadcast_id)
         assert row is not None
         assert await rows.failed(conn, row.event_pk, rows.rule_of(row)) == 0
+    # the dispatcher's outcome, written here
     await store.write(
         lambda conn: conn.execute(
             update(deliveries)

@@ -66,5 +66,7 @@ async def test_cap_counts_use_the_caps_index_and_count_the_window(tmp_path: Path
             plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + counts[0])
             details = " ".join(str(row[-1]) for row in plan)
             assert "ix_notifications_caps" in details, details
+            # broadcasts' in-app items (no notification) count too, through their own index
+            assert "ix_inbox_broadcast_caps" in details, details
     finally:
         await store.aclose()

@@ -2,10 +2,13 @@
 
 Every recipient goes through :func:`~tidings.strategy.decide.decide_for`, the decision any
 notification gets (preferences, required categories, quiet hours, mute, caps, ttl, channel
-fallback); ``local_time`` delays each one to that wall-clock time in their own zone. The
-rows are those the processor writes for any decision — a notification unique per event ×
-rule × recipient, its deliveries (in-app ones delivered at once, deferred ones
-``scheduled`` for the scheduler), an inbox item — plus the recipient's decision.
+fallback); ``local_time`` delays each one to that wall-clock time in their own zone. A
+recipient reached in-app only and at once is one inbox item (no notification or delivery
+row: it is delivered as it is written, and counts towards its category's cap as an item
+without a notification); any other plan gives the rows the processor writes for any decision
+— a notification unique per event × rule × recipient, its deliveries (deferred ones
+``scheduled`` for the scheduler), an inbox item if in-app now. Every recipient's decision is
+a ``broadcast_recipients`` row.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from tidings.broadcasts.job import Job, SharedRender, next_local
 from tidings.ids import new_id
 from tidings.queue.base import Ticket
 from tidings.store import broadcasts as broadcast_rows
-from tidings.store import schedule
-from tidings.store.db import bulk_insert
+from tidings.store.db import bulk_insert, sqlite_many
 from tidings.store.planned import delivery_rows
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
@@ -55,8 +57,55 @@ class ChunkRows:
         """Insert every row (in the caller's transaction)."""
         await bulk_insert(conn, notifications, self.notes)
         await bulk_insert(conn, deliveries, self.deliveries)
-        await bulk_insert(conn, inbox_items, self.inbox)
+        await _insert_inbox(conn, self.inbox)
         await broadcast_rows.insert_recipients(conn, self.recipients)
+
+
+_INBOX_COLUMNS = (
+    "id",
+    "subscriber_id",
+    "notification_id",
+    "category",
+    "title",
+    "body",
+    "data",
+    "created_at",
+)
+_INBOX_SQL = (
+    f"INSERT INTO inbox_items ({', '.join(_INBOX_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_INBOX_COLUMNS))})"
+)
+_JSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
+async def _insert_inbox(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert inbox items; on SQLite each distinct ``data`` is encoded once (recipients who
+    got the same message share it)."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        await bulk_insert(conn, inbox_items, rows)
+        return
+    encoded: dict[int, str] = {}
+    values = []
+    for row in rows:
+        data = row["data"]
+        text = encoded.get(id(data))
+        if text is None:
+            text = encoded[id(data)] = _JSON(data)
+        values.append(
+            (
+                row["id"],
+                row["subscriber_id"],
+                row["notification_id"],
+                row["category"],
+                row["title"],
+                row["body"],
+                text,
+                row["created_at"],
+            )
+        )
+    await sqlite_many(conn, _INBOX_SQL, values)
 
 
 def decide_chunk(
@@ -70,6 +119,7 @@ def decide_chunk(
     """Decide for each of ``ids`` and build the rows (pure: no I/O)."""
     out = ChunkRows(now)
     alike: dict[tuple[Any, ...], Decision] = {}
+    parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]] = {}
     shared = isinstance(job.policy.templates, SharedRender) and not job.policy.templates.personal(
         job.rule.template
     )
@@ -82,9 +132,12 @@ def decide_chunk(
         notification_id = None
         plan = decision.plan
         if plan is not None:
-            notification_id = new_id()
-            where = targets.get(subscriber_id)
-            _plan_rows(out, job, plan, subscriber_id, notification_id, where, now)
+            if _inbox_only(plan, now):
+                out.inbox.append(_item(plan, subscriber_id, None, now, parts))
+            else:
+                notification_id = new_id()
+                where = targets.get(subscriber_id)
+                _plan_rows(out, job, plan, subscriber_id, notification_id, where, now, parts)
             counted = (subscriber_id, plan.category)
             state.sent[counted] = state.sent.get(counted, 0) + 1
         out.outcomes[decision.outcome] += 1
@@ -158,6 +211,7 @@ def _plan_rows(
     notification_id: str,
     where: dict[Any, list[Target]] | None,
     now: float,
+    parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]],
 ) -> None:
     later = plan.due_at > now
     out.notes.append(
@@ -197,6 +251,43 @@ def _plan_rows(
             **common,
         )
     if "inapp" in plan.channels and not later:
-        out.inbox.append(
-            schedule.inbox_row(notification_id, subscriber_id, plan.category, plan.content, now)
+        out.inbox.append(_item(plan, subscriber_id, notification_id, now, parts))
+
+
+def _inbox_only(plan: Plan, now: float) -> bool:
+    """Whether the plan is an in-app message now and nothing else (no fallback either)."""
+    return plan.channels == ("inapp",) and not plan.fallback and plan.due_at <= now
+
+
+def _item(
+    plan: Plan,
+    subscriber_id: str,
+    notification_id: str | None,
+    now: float,
+    parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """An inbox item of ``plan`` (its title, body and data split once per shared content;
+    ``parts`` holds the content too, so its id is not reused while the chunk is built)."""
+    content = plan.content
+    found = parts.get(id(content))
+    if found is None:
+        found = parts[id(content)] = (
+            content,
+            str(content.get("title", "")),
+            str(content.get("body", "")),
+            {k: v for k, v in content.items() if k not in ("title", "body")},
         )
+    _, title, body, data = found
+    return {
+        "id": new_id(),
+        "subscriber_id": subscriber_id,
+        "notification_id": notification_id,
+        "category": plan.category,
+        "title": title,
+        "body": body,
+        "data": data,
+        "created_at": now,
+        "seen_at": None,
+        "read_at": None,
+        "archived_at": None,
+    }

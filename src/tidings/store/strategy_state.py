@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.store.deliveries import rows_of
@@ -97,18 +97,12 @@ async def _load_cancellable(conn: AsyncConnection, state: State, subjects: list[
 async def _load_cap_counts(
     conn: AsyncConnection, state: State, people: list[str], caps: dict[str, float], now: float
 ) -> None:
-    """Per subscriber and capped category, the notifications counted in the cap's window."""
+    """Per subscriber and capped category, the messages counted in the cap's window: its
+    notifications, and the inbox items broadcasts left without one."""
     for category, per in caps.items():
-        counted = await conn.execute(
-            select(notifications.c.subscriber_id, func.count())
-            .where(
-                notifications.c.subscriber_id.in_(people),
-                notifications.c.category == category,
-                notifications.c.created_at > now - per,
-                notifications.c.status.not_in(["cancelled", "suppressed"]),
-            )
-            .group_by(notifications.c.subscriber_id)
-        )
+        since = now - per
+        sql = _CAP_COUNTS_BY_DIALECT.get(conn.dialect.name, _CAP_COUNTS_BY_DIALECT["postgresql"])
+        counted = await rows_of(conn, sql, people, category, since, people, category, since)
         for subscriber_id, count in counted:
             state.sent[(subscriber_id, category)] = int(count)
 
@@ -141,6 +135,21 @@ async def _load_open_digests(
         )
 
 
+_CAP_COUNTS = (
+    "SELECT subscriber_id, count(*) FROM ("
+    "SELECT subscriber_id FROM notifications WHERE subscriber_id IN ({{}}) AND category = {{}}"
+    " AND created_at > {{}} AND status NOT IN ('cancelled', 'suppressed')"
+    " UNION ALL SELECT subscriber_id FROM inbox_items{} WHERE notification_id IS NULL"
+    " AND subscriber_id IN ({{}}) AND category = {{}} AND created_at > {{}}"
+    ") AS counted GROUP BY subscriber_id"
+)
+"""Messages in a cap's window per subscriber (``ix_notifications_caps``,
+``ix_inbox_broadcast_caps``: named on SQLite, whose planner would rather walk the unique index
+of ``notification_id`` through every null)."""
+_CAP_COUNTS_BY_DIALECT = {
+    "sqlite": _CAP_COUNTS.format(" INDEXED BY ix_inbox_broadcast_caps"),
+    "postgresql": _CAP_COUNTS.format(""),
+}
 _HISTORY = (
     "SELECT id, subject, type, event_id, time, envelope FROM events"
     " WHERE subject IN ({{}}) AND processed_at IS NOT NULL{} AND ({})"

@@ -232,7 +232,8 @@ inbox_items = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("subscriber_id", String(256), nullable=False),
-    Column("notification_id", String(36), nullable=False, unique=True),
+    # null: a broadcast's in-app recipient, reached with this item alone (migration 0004i)
+    Column("notification_id", String(36), unique=True),
     Column("category", String(64), nullable=False),
     Column("title", Text, nullable=False),
     Column("body", Text, nullable=False),
@@ -243,6 +244,15 @@ inbox_items = Table(
     Column("archived_at", Float),
 )
 Index("ix_inbox_subscriber", inbox_items.c.subscriber_id, inbox_items.c.id)
+# the items without a notification (broadcasts' in-app recipients) count towards the caps
+Index(
+    "ix_inbox_broadcast_caps",
+    inbox_items.c.subscriber_id,
+    inbox_items.c.category,
+    inbox_items.c.created_at,
+    sqlite_where=text("notification_id IS NULL"),
+    postgresql_where=text("notification_id IS NULL"),
+)
 
 # issue 14: status callbacks to the shop, their outbox, and the audit trail of API/CLI writes
 status_callbacks = Table(
