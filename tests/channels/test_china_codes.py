@@ -20,7 +20,7 @@ from tests.channels.test_china_sms import (
     tencent_provider,
 )
 from tests.fakes.china_sms import AliyunSmsServer, TencentSmsServer
-from tests.fakes.maker_push import OppoServer
+from tests.fakes.maker_push import OppoServer, XiaomiServer
 from tests.fakes.tls import BackgroundServer
 from tests.fakes.wechat_server import WeChatServer
 from tidings.channels.base import ProviderContext
@@ -60,6 +60,31 @@ async def test_oppo_call_limits_are_rate_limits(
         await p.aclose()
     assert caught.value.code == str(code) and caught.value.retry_after
     assert fake.sends == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "outcome"),
+    [
+        (10023, "用户请求频次超过上限", RateLimited),
+        (10028, "应用API调用总数太频繁", RateLimited),
+        (10009, "系统繁忙", TransientProviderError),
+        (10017, "参数值非法", PermanentProviderError),
+    ],
+)
+async def test_xiaomi_sdk_codes(code: int, text: str, outcome: type[Exception]) -> None:
+    fake = XiaomiServer()
+    fake.answers[TOKEN] = (code, text)
+    (spec,) = [m for m in MAKERS if m.kind == "xiaomi"]
+    with BackgroundServer(fake.app()) as server:
+        options = spec.settings(fake, server.url)
+        p = build_provider(ProviderSettings(kind="xiaomi", **options), ProviderContext())
+        try:
+            with pytest.raises(outcome) as caught:
+                await p.send(message("xiaomi", TOKEN))
+        finally:
+            await p.aclose()
+    assert type(caught.value) is outcome and caught.value.code == str(code)  # type: ignore[attr-defined]
+    assert TOKEN not in str(caught.value)
 
 
 async def test_aliyun_ram_permission_denied_is_permanent_not_retried(

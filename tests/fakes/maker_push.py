@@ -213,6 +213,9 @@ class XiaomiServer(MakerState):
             return mi_error(20301, "No valid targets!", "发送消息失败")
         if regid in self.limited:
             return mi_error(200002, "Exceeded the daily message limit for this app", "发送消息失败")
+        if regid in self.answers:
+            code, description = self.answers[regid]
+            return mi_error(code, description, description)
         self.record(form)
         return JSONResponse(
             {"result": "ok", "trace_id": secrets.token_hex(10), "code": 0,

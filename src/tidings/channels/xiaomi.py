@@ -6,8 +6,10 @@ one), ``time_to_live`` in milliseconds and the ``extra.*`` keys: ``notify_effect
 opens the app, ``2`` a deep link in ``extra.intent_uri``) and ``extra.channel_id``, the
 notification channel Xiaomi classifies by (``channel_id`` for transactional messages,
 ``marketing_channel_id`` for the rest). Answers are ``{"result", "code", "description",
-"reason"}``: ``code 0`` is success, ``20301`` (no valid targets) a dead registration id,
-HTTP 429 or a quota reason a rate limit.
+"reason"}``: ``code 0`` is success, ``20301`` (no valid targets) a dead registration id;
+the server SDK's error codes ``10022``-``10024``, ``10027``, ``10028`` (request and API call
+quotas), HTTP 429 or a quota reason are rate limits, ``10001``-``10003`` and ``10009``
+(system error, service paused, remote service error, system busy) are retried.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ from tidings.config import ProviderSettings
 NO_VALID_TARGETS = "20301"
 OUTCOMES = Outcomes(
     "Xiaomi",
-    codes={NO_VALID_TARGETS: "gone"},
+    codes={
+        NO_VALID_TARGETS: "gone",
+        **dict.fromkeys(("10022", "10023", "10024", "10027", "10028"), "limit"),
+        **dict.fromkeys(("10001", "10002", "10003", "10009"), "busy"),
+    },
     statuses={429: "limit", 503: "limit"},
     gone_reason="registration id no longer valid",
 )
