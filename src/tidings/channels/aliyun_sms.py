@@ -69,8 +69,11 @@ def rpc_signature(method: str, params: dict[str, str], secret: str) -> str:
 
 
 def _sign(key: hmac.HMAC, method: str, query: str) -> str:
+    # the query holds only unreserved characters, "%XX", "&" and "=": encoding it again is
+    # percent_encode(query), without quoting it byte by byte
+    again = query.replace("%", "%25").replace("&", "%26").replace("=", "%3D")
     mac = key.copy()
-    mac.update(f"{method}&%2F&{percent_encode(query)}".encode())
+    mac.update(f"{method}&%2F&{again}".encode())
     return base64.b64encode(mac.digest()).decode()
 
 
