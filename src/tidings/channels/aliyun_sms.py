@@ -28,7 +28,7 @@ from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
     FORM,
     Outcomes,
-    ServiceClient,
+    ServiceProvider,
     base_url,
     compact,
     required,
@@ -77,7 +77,7 @@ def _sign(key: hmac.HMAC, method: str, query: str) -> str:
     return base64.b64encode(mac.digest()).decode()
 
 
-class AliyunSmsProvider:
+class AliyunSmsProvider(ServiceProvider):
     """Send SMS through Alibaba Cloud SMS (Dysmsapi)."""
 
     kind: ClassVar[str] = "aliyun_sms"
@@ -85,13 +85,12 @@ class AliyunSmsProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"phone"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         self.access_key_id, self.secret, self.sign_name = required(
             settings, self.kind, ("access_key_id", "access_key_secret", "sign_name")
         )
         self.region = str(settings.option("region", "cn-hangzhou"))
         self.url = base_url(settings, "https://dysmsapi.aliyuncs.com") + "/"
-        self.client = ServiceClient(self.name, settings, context)
         self._key = hmac.new(f"{self.secret}&".encode(), digestmod=hashlib.sha1)
         """The HMAC state after the key: copied per request, not keyed again."""
         self._fixed = {
@@ -140,7 +139,3 @@ class AliyunSmsProvider:
             return Receipt(provider_message_id=str(biz) if biz else None)
         # Aliyun's messages may quote the number: keep them out of the error
         OUTCOMES.fail(self.name, answer, code)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()

@@ -20,7 +20,7 @@ from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
     Answer,
     Outcomes,
-    ServiceClient,
+    ServiceProvider,
     base_url,
     click_link,
     notify_id,
@@ -51,7 +51,7 @@ def category(message: Message) -> str:
     return "ACCOUNT"
 
 
-class HmsProvider:
+class HmsProvider(ServiceProvider):
     """Push to Huawei phones through Push Kit."""
 
     kind: ClassVar[str] = "hms"
@@ -59,7 +59,7 @@ class HmsProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"hms"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         self.app_id, client_id, client_secret = required(
             settings, self.kind, ("app_id", "client_id", "client_secret")
         )
@@ -71,7 +71,6 @@ class HmsProvider:
         }
         base = base_url(settings, "https://push-api.cloud.huawei.com")
         self.send_url = f"{base}/v1/{self.app_id}/messages:send"
-        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
@@ -130,7 +129,3 @@ class HmsProvider:
         # ... and the error never keeps it
         detail = msg.replace(device, "<token>")[:200]
         OUTCOMES.fail(self.name, answer, code, detail, meaning="gone" if dead else None)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()

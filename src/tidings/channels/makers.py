@@ -22,7 +22,7 @@ import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 from urllib.parse import urlencode
 
 from tidings.channels.base import Message, ProviderContext
@@ -160,6 +160,20 @@ class ServiceClient:
     async def aclose(self) -> None:
         """Close the idle connections."""
         await self._pool.aclose()
+
+
+class ServiceProvider:
+    """What every provider for mainland China has: a name and its :class:`ServiceClient`."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
+        self.name = settings.name or self.kind
+        self.client = ServiceClient(self.name, settings, context)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self.client.aclose()
 
 
 # --- what the codes mean -------------------------------------------------------------------

@@ -25,7 +25,7 @@ from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
     FORM,
     Outcomes,
-    ServiceClient,
+    ServiceProvider,
     base_url,
     click_link,
     clip,
@@ -59,7 +59,7 @@ def auth_sign(app_key: str, timestamp: str, master_secret: str) -> str:
     return hashlib.sha256(f"{app_key}{timestamp}{master_secret}".encode()).hexdigest()
 
 
-class OppoProvider:
+class OppoProvider(ServiceProvider):
     """Push to OPPO (and OnePlus, realme) phones through OPPO Push."""
 
     kind: ClassVar[str] = "oppo"
@@ -67,7 +67,7 @@ class OppoProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"oppo"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         self.app_key, self.master_secret = required(
             settings, self.kind, ("app_key", "master_secret")
         )
@@ -75,7 +75,6 @@ class OppoProvider:
         base = base_url(settings, "https://api.push.oppomobile.com")
         self.auth_url = f"{base}/server/v1/auth"
         self.send_url = f"{base}/server/v1/message/notification/unicast"
-        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
@@ -135,7 +134,3 @@ class OppoProvider:
             OUTCOMES.fail(self.name, answer, "" if code is None else str(code), detail)
 
         return await with_token(self.tokens, self.name, call)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.makers import Outcomes, ServiceClient, base_url, compact, required
+from tidings.channels.makers import Outcomes, ServiceProvider, base_url, compact, required
 from tidings.channels.variants import sms_template
 from tidings.config import ProviderSettings
 
@@ -86,7 +86,7 @@ def _authorization(
     )
 
 
-class TencentSmsProvider:
+class TencentSmsProvider(ServiceProvider):
     """Send SMS through Tencent Cloud SMS."""
 
     kind: ClassVar[str] = "tencent_sms"
@@ -94,14 +94,13 @@ class TencentSmsProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"phone"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         self.secret_id, self.secret_key, self.sdk_app_id, self.sign_name = required(
             settings, self.kind, ("secret_id", "secret_key", "sdk_app_id", "sign_name")
         )
         self.region = str(settings.option("region", "ap-guangzhou"))
         self.url = base_url(settings, "https://sms.tencentcloudapi.com") + "/"
         self.host = urlsplit(self.url).netloc
-        self.client = ServiceClient(self.name, settings, context)
         self._key: tuple[str, bytes] = ("", b"")
         """The signing key of the last UTC date signed for (derived once a day)."""
 
@@ -156,7 +155,3 @@ class TencentSmsProvider:
             serial = status.get("SerialNo")
             return Receipt(provider_message_id=str(serial) if serial else None)
         OUTCOMES.fail(self.name, answer, code)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()

@@ -23,7 +23,7 @@ from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
     JSON,
     Outcomes,
-    ServiceClient,
+    ServiceProvider,
     base_url,
     click_link,
     clip,
@@ -50,7 +50,7 @@ def auth_sign(app_id: str, app_key: str, timestamp: str, app_secret: str) -> str
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
-class VivoProvider:
+class VivoProvider(ServiceProvider):
     """Push to vivo (and iQOO) phones through vivo Push."""
 
     kind: ClassVar[str] = "vivo"
@@ -58,7 +58,7 @@ class VivoProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"vivo"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         self.app_id, self.app_key, self.app_secret = required(
             settings, self.kind, ("app_id", "app_key", "app_secret")
         )
@@ -67,7 +67,6 @@ class VivoProvider:
         base = base_url(settings, "https://api-push.vivo.com.cn")
         self.auth_url = f"{base}/message/auth"
         self.send_url = f"{base}/message/send"
-        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
@@ -124,7 +123,3 @@ class VivoProvider:
             OUTCOMES.fail(self.name, answer, "" if result is None else str(result), detail)
 
         return await with_token(self.tokens, self.name, call)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()

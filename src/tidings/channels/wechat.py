@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, NoReturn
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
-from tidings.channels.makers import Answer, Meaning, Outcomes, ServiceClient, base_url, required
+from tidings.channels.makers import Answer, Meaning, Outcomes, ServiceProvider, base_url, required
 from tidings.channels.tokens import AccessTokens, with_token
 from tidings.channels.variants import variant
 from tidings.config import ProviderSettings
@@ -44,7 +44,7 @@ OUTCOMES = Outcomes(
 )
 
 
-class WeChatProvider:
+class WeChatProvider(ServiceProvider):
     """Send WeChat subscribe messages to buyers of the shop's mini program."""
 
     kind: ClassVar[str] = "wechat"
@@ -52,13 +52,12 @@ class WeChatProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"wechat"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         self.app_id, self.app_secret = required(settings, self.kind, ("app_id", "app_secret"))
         self.state = str(settings.option("miniprogram_state", "formal"))
         base = base_url(settings, "https://api.weixin.qq.com")
         self.token_url = f"{base}/cgi-bin/stable_token"
         self.send_url = f"{base}/cgi-bin/message/subscribe/send"
-        self.client = ServiceClient(self.name, settings, context)
         self.tokens = AccessTokens(self._fetch_token)
 
     async def _fetch_token(self) -> tuple[str, float]:
@@ -110,7 +109,3 @@ class WeChatProvider:
         # an answer that is not WeChat's JSON (a proxy's error page) is a passing failure
         busy: Meaning | None = None if answer.body else "busy"
         OUTCOMES.fail(self.name, answer, label, detail, step=step, meaning=busy)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()

@@ -21,7 +21,7 @@ from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
     FORM,
     Outcomes,
-    ServiceClient,
+    ServiceProvider,
     base_url,
     click_link,
     clip,
@@ -44,7 +44,7 @@ OUTCOMES = Outcomes(
 )
 
 
-class XiaomiProvider:
+class XiaomiProvider(ServiceProvider):
     """Push to Xiaomi phones through MiPush."""
 
     kind: ClassVar[str] = "xiaomi"
@@ -52,7 +52,7 @@ class XiaomiProvider:
     destinations: ClassVar[frozenset[str]] = frozenset({"xiaomi"})
 
     def __init__(self, settings: ProviderSettings, context: ProviderContext) -> None:
-        self.name = settings.name or self.kind
+        super().__init__(settings, context)
         app_secret, self.package_name = required(
             settings, self.kind, ("app_secret", "package_name")
         )
@@ -60,7 +60,6 @@ class XiaomiProvider:
         self.marketing_channel_id = settings.option("marketing_channel_id")
         self.url = f"{base_url(settings, 'https://api.xmpush.xiaomi.com')}/v3/message/regid"
         self.headers = {"Content-Type": FORM, "Authorization": f"key={app_secret}"}
-        self.client = ServiceClient(self.name, settings, context)
 
     def form(self, message: Message) -> dict[str, str]:
         """The ``/v3/message/regid`` form for one registration id."""
@@ -103,7 +102,3 @@ class XiaomiProvider:
         quota = "limit" in reason.lower() or "quota" in reason.lower()
         label = "" if code is None else str(code)
         OUTCOMES.fail(self.name, answer, label, reason, meaning="limit" if quota else None)
-
-    async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()
