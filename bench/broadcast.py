@@ -11,6 +11,12 @@ For each audience size, on a fresh ``tidings serve --processes 1`` (SQLite):
   measured in the same run (``bench.baselines.raw_sqlite``);
 - the server's RSS, sampled while the broadcast runs (its peak), and its lifetime peak.
 
+Then ``--webhooks`` subscribers (default 100,000) each with a webhook endpoint on a local sink
+(``bench.webhook_sink``, its own process): a broadcast on the ``webhook`` channel to all of them,
+timed from the POST until the sink has counted every delivery (duplicates counted too), next to
+the sink's own ceiling (a bare keep-alive client, ``bench.delivery.ceiling``) measured in the
+same run.
+
 The bench drives the product as a user does (HTTP and the CLI); it never reads its tables.
 """
 
@@ -31,9 +37,12 @@ from typing import Any
 import httpx
 
 from bench.baselines import raw_sqlite
+from bench.delivery import Sink, Tidings, ceiling
 from bench.ingest import KEY, TidingsProcess
+from bench.webhook_sink import SECRET
 
 TOPIC = "campaign.bench"
+HOOKS_TOPIC = "sellers.bench"
 ZONES = ("Asia/Shanghai", "America/New_York", "Europe/London", "Asia/Tokyo")
 
 
@@ -129,6 +138,98 @@ def _broadcast(server: TidingsProcess, size: int) -> dict[str, Any]:
         reader.close()
 
 
+def _webhook_config(sink_port: int) -> dict[str, Any]:
+    """A category without quiet hours or caps and the webhook provider for a local sink."""
+    return {
+        "categories": {"announcements": {"description": "Shop announcements"}},
+        "providers": {
+            "webhook": [
+                {
+                    "kind": "webhook",
+                    "allow_private_networks": True,
+                    # one sink stands in for every subscriber's endpoint
+                    "per_endpoint_concurrency": 64,
+                    "max_connections": 64,
+                }
+            ]
+        },
+        "rules": [],
+    }
+
+
+async def _endpoints(base: str, size: int, sink_port: int) -> float:
+    """A topic of ``size`` subscribers, each with an endpoint on the sink; seconds it took."""
+    started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+        (await client.put(f"/v1/topics/{HOOKS_TOPIC}", json={"name": "hooks"})).raise_for_status()
+        for start in range(0, size, 10_000):
+            ids = [f"w-{i:07d}" for i in range(start, min(size, start + 10_000))]
+            added = await client.post(f"/v1/topics/{HOOKS_TOPIC}/subscribers", json={"add": ids})
+            added.raise_for_status()
+        queue = iter(range(size))
+
+        async def register() -> None:
+            for i in queue:
+                body = {"url": f"http://127.0.0.1:{sink_port}/hooks/{i}", "secret": SECRET}
+                got = await client.post(f"/v1/subscribers/w-{i:07d}/webhooks", json=body)
+                got.raise_for_status()
+
+        await asyncio.gather(*(register() for _ in range(32)))
+    return time.perf_counter() - started
+
+
+def webhooks(size: int) -> dict[str, Any]:
+    """A webhook broadcast to ``size`` subscribers against the sink, and the sink's ceiling."""
+    sink = Sink("webhook")
+    try:
+        bare = ceiling("webhook", sink.port, 4.0, 64)
+        with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
+            server = Tidings(Path(tmp), _webhook_config(sink.port))
+            try:
+                setup = asyncio.run(_endpoints(server.url, size, sink.port))
+                sink.reset()
+                body = {
+                    "id": "bench-webhooks",
+                    "audience": {"topic": HOOKS_TOPIC},
+                    "category": "announcements",
+                    "channels": ["webhook"],
+                    "content": {"en-US": {"title": "Double 11", "body": "{{ name }} starts now"}},
+                    "data": {"name": "The flash sale"},
+                }
+                posted = time.perf_counter()
+                server.client.post("/v1/broadcasts", json=body).raise_for_status()
+                decided_s = None
+                while sink.count.value < size and time.perf_counter() - posted < 1800:
+                    if decided_s is None:
+                        state = server.client.get("/v1/broadcasts/bench-webhooks").json()
+                        if state["status"] == "done":
+                            decided_s = time.perf_counter() - posted
+                    time.sleep(0.25)
+                wall = time.perf_counter() - posted
+                state = server.client.get("/v1/broadcasts/bench-webhooks").json()
+                if decided_s is None and state["status"] == "done":
+                    decided_s = wall  # decided before the first look
+            finally:
+                server.stop()
+    finally:
+        sink.stop()
+    delivered = int(sink.count.value)
+    return {
+        "subscribers": size,
+        "delivered": delivered,
+        "duplicates": int(sink.dups.value),
+        "bad_signatures": int(sink.bad.value),
+        "counts": state["counts"],
+        "seconds": round(wall, 2),
+        "all_decided_s": None if decided_s is None else round(decided_s, 2),
+        "recipients_per_second": round(delivered / wall),
+        "sink_ceiling_per_second": round(bare),
+        "vs_sink": round(delivered / wall / bare, 3) if bare else None,
+        "setup_s": round(setup, 1),
+    }
+
+
 def run(sizes: list[int], profiles: int) -> dict[str, Any]:
     """Every figure, with the raw SQLite ceiling measured in the same run."""
     ceiling = raw_sqlite.run(3.0, "NORMAL", 100)
@@ -164,8 +265,16 @@ def main() -> None:
         default=20_000,
         help="how many of the audience are also registered subscribers (default 20000)",
     )
+    parser.add_argument(
+        "--webhooks",
+        type=int,
+        default=100_000,
+        help="subscribers of the webhook broadcast (default 100000; 0 skips it)",
+    )
     args = parser.parse_args()
     outcome = run([int(s) for s in args.sizes.split(",")], args.profiles)
+    if args.webhooks:
+        outcome["webhooks"] = webhooks(args.webhooks)
     ceiling = outcome["raw_sqlite_rows_per_second"]
     print(
         "| audience | profiles | decided | recipients/s | vs raw SQLite 100-row inserts "
@@ -177,6 +286,19 @@ def main() -> None:
             f"| {r['audience']} | {r['profiles']} | {r['decided']} | {r['recipients_per_second']} "
             f"| {r['vs_raw_sqlite']:.0%} (of {ceiling} rows/s) | {r['first_inbox_item_s']} s "
             f"| {r['rss_during_mb']} MiB | {r['rss_lifetime_peak_mb']} MiB |"
+        )
+    hooks = outcome.get("webhooks")
+    if hooks:
+        print()
+        print(
+            "| webhook subscribers | delivered | duplicates | recipients/s (POST → last arrival) "
+            "| vs the sink alone | all decided after |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"| {hooks['subscribers']} | {hooks['delivered']} | {hooks['duplicates']} "
+            f"| {hooks['recipients_per_second']} | {hooks['vs_sink']:.0%} "
+            f"(of {hooks['sink_ceiling_per_second']} requests/s) | {hooks['all_decided_s']} s |"
         )
     print(json.dumps(outcome))
 
