@@ -7,7 +7,8 @@ process. For each one, from this one process at the same concurrency:
   same lean HTTP/1.1 pool the providers use (no provider logic: no payload building, no
   signing per message; Aliyun's requests, each with its own nonce, are all signed before the
   clock starts);
-- the provider: ``provider.send(message)`` for distinct messages (new ids, new orders).
+- the provider: ``provider.send(message)`` for distinct messages (new ids, new orders), built
+  before the clock as the raw requests are.
 
 It prints a Markdown table with the provider's share of the ceiling, the client's CPU per raw
 request and per send (what the provider itself adds, whatever the machine's load), and the
@@ -196,8 +197,10 @@ async def bench(kind: str, n: int, concurrency: int) -> Row:
             target, body, headers = request(i)
             accepted(kind, await raw.post(target, body, headers))
 
+        # distinct messages, built before the clock as the raw requests are
+        messages = [one_message(kind, i) for i in range(n + WARMUP)]
         await drive(WARMUP, concurrency, lambda i: raw_one(n + i))
-        await drive(WARMUP, concurrency, lambda i: provider.send(one_message(kind, n + i)))
+        await drive(WARMUP, concurrency, lambda i: provider.send(messages[n + i]))
         # alternate the two in rounds and keep each one's best: on a shared machine both then
         # meet the same neighbours, and a burst of someone else's work costs neither alone
         ceiling = rate = 0.0
@@ -210,7 +213,7 @@ async def bench(kind: str, n: int, concurrency: int) -> Row:
             ceiling = max(ceiling, raw_run)
             cpu = time.process_time()
             run = await drive(
-                size, concurrency, lambda i, at=start: provider.send(one_message(kind, at + i))
+                size, concurrency, lambda i, at=start: provider.send(messages[at + i])
             )
             send_cpu = min(send_cpu, (time.process_time() - cpu) / size)
             rate = max(rate, run)
