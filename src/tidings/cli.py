@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +140,7 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     from tidings.api.app import create_app
     from tidings.api.fastpath import EventsFastPath
     from tidings.runtime.service import Service
-    from tidings.runtime.supervisor import LISTEN_FD, Share
+    from tidings.runtime.supervisor import LISTEN_FD, Share, child_sockets
 
     share = Share.from_env()
     service = Service(settings, role=role, share=share)
@@ -164,8 +163,8 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
             )
         )
         inherited = os.environ.get(LISTEN_FD)
-        # one of several processes: they all accept on the socket their supervisor bound
-        sockets = None if inherited is None else [socket.socket(fileno=int(inherited))]
+        # one of several processes: on the socket their supervisor bound and one of its own
+        sockets = None if inherited is None else child_sockets(int(inherited))
         await server.serve(sockets=sockets)
     await service.aclose()
 
