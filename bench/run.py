@@ -14,7 +14,9 @@ stop the rest):
                 RabbitMQ publish/consume, raw SQLite commits, bare uvicorn
 - ``scaleout``  1 api + 2 workers on PostgreSQL + RabbitMQ, next to a raw aio-pika loop; MTTR
 - ``broadcast`` an in-app broadcast to 100,000 subscribers: recipients/s next to raw SQLite
-                batched inserts, RSS while it runs, POST → first inbox item
+                batched inserts, RSS while it runs, POST → first inbox item; then a webhook
+                broadcast to 100,000 subscribers' endpoints on a local sink, next to the sink's
+                own ceiling
 
 The broker suites need RabbitMQ (and PostgreSQL): with ``TIDINGS_TEST_AMQP_URL`` unset, the
 throwaway nodes of ``scripts/services.sh`` are started for the run and stopped afterwards.
