@@ -172,7 +172,13 @@ async def _endpoints(base: str, size: int, sink_port: int) -> float:
         async def register() -> None:
             for i in queue:
                 body = {"url": f"http://127.0.0.1:{sink_port}/hooks/{i}", "secret": SECRET}
-                got = await client.post(f"/v1/subscribers/w-{i:07d}/webhooks", json=body)
+                for attempt in range(5):
+                    try:
+                        got = await client.post(f"/v1/subscribers/w-{i:07d}/webhooks", json=body)
+                        break
+                    except httpx.TransportError:  # a kept-alive connection closed under us
+                        if attempt == 4:
+                            raise
                 got.raise_for_status()
 
         await asyncio.gather(*(register() for _ in range(32)))
@@ -257,7 +263,9 @@ def main() -> None:
     """Print a Markdown table and the JSON."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--sizes", default="100000", help="audience sizes, comma-separated (default 100000)"
+        "--sizes",
+        default="100000",
+        help="in-app audience sizes, comma-separated (default 100000; 0 skips them)",
     )
     parser.add_argument(
         "--profiles",
@@ -272,9 +280,7 @@ def main() -> None:
         help="subscribers of the webhook broadcast (default 100000; 0 skips it)",
     )
     args = parser.parse_args()
-    outcome = run([int(s) for s in args.sizes.split(",")], args.profiles)
-    if args.webhooks:
-        outcome["webhooks"] = webhooks(args.webhooks)
+    outcome = run([int(s) for s in args.sizes.split(",") if int(s) > 0], args.profiles)
     ceiling = outcome["raw_sqlite_rows_per_second"]
     print(
         "| audience | profiles | decided | recipients/s | vs raw SQLite 100-row inserts "
@@ -285,10 +291,11 @@ def main() -> None:
         print(
             f"| {r['audience']} | {r['profiles']} | {r['decided']} | {r['recipients_per_second']} "
             f"| {r['vs_raw_sqlite']:.0%} (of {ceiling} rows/s) | {r['first_inbox_item_s']} s "
-            f"| {r['rss_during_mb']} MiB | {r['rss_lifetime_peak_mb']} MiB |"
+            f"| {r['rss_during_mb']} MiB | {r['rss_lifetime_peak_mb']} MiB |",
+            flush=True,
         )
-    hooks = outcome.get("webhooks")
-    if hooks:
+    if args.webhooks:
+        hooks = outcome["webhooks"] = webhooks(args.webhooks)
         print()
         print(
             "| webhook subscribers | delivered | duplicates | recipients/s (POST → last arrival) "
