@@ -68,3 +68,17 @@ def test_monotonic_ids_keep_the_version_and_variant_bits() -> None:
     for made in (new_id() for _ in range(2_000)):
         parsed = uuid.UUID(made)
         assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_batch_of_ids_follows_the_ids_before_and_precedes_those_after() -> None:
+    from tidings.ids import new_ids
+
+    before = new_id()
+    batch = new_ids(1000)
+    after = new_id()
+    assert len(set(batch)) == 1000
+    assert [before, *batch, after] == sorted([before, *batch, after])
+    for made in (batch[0], batch[-1]):
+        parsed = uuid.UUID(made)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    assert new_ids(0) == []

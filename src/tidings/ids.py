@@ -68,16 +68,32 @@ class _Sequence:
     def next(self, millis: int) -> tuple[int, int]:
         """The (millisecond, 74 random bits) of the next id: after the last one, always."""
         with self._lock:
-            if millis > self._millis:
-                self._millis = millis
-                # the top bit stays clear: 2**73 increments of room before the bits overflow
+            return self._step(millis)
+
+    def reserve(self, millis: int, count: int) -> tuple[int, int]:
+        """As :meth:`next`, for ``count`` (≥ 1) ids that follow one another: the first's
+        (millisecond, random bits); the others add 1, 2, … to the bits."""
+        with self._lock:
+            first = self._step(millis)
+            if (self._rand + count) >> _RAND_BITS:  # no room left in this millisecond
+                self._millis += 1
                 self._rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big") >> 7
-            else:  # same millisecond, or the clock stepped back: count on from the last id
-                self._rand += 1
-                if self._rand >> _RAND_BITS:
-                    self._millis += 1
-                    self._rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big") >> 7
-            return self._millis, self._rand
+                first = (self._millis, self._rand)
+            self._rand += count - 1
+            return first
+
+    def _step(self, millis: int) -> tuple[int, int]:
+        # under the lock
+        if millis > self._millis:
+            self._millis = millis
+            # the top bit stays clear: 2**73 increments of room before the bits overflow
+            self._rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big") >> 7
+        else:  # same millisecond, or the clock stepped back: count on from the last id
+            self._rand += 1
+            if self._rand >> _RAND_BITS:
+                self._millis += 1
+                self._rand = int.from_bytes(_entropy.take(_RANDOM_BYTES), "big") >> 7
+        return self._millis, self._rand
 
 
 _RAND_BITS = 74
@@ -98,3 +114,19 @@ def new_id() -> str:
     value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | high << 64 | 0x2 << 62 | low
     h = f"{value:032x}"  # formatting by hand is 4x cheaper than str(uuid.UUID(int=…))
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` fresh ids in order, as many :func:`new_id` calls would give (one lock for all:
+    a broadcast's chunk mints hundreds at once)."""
+    if count <= 0:
+        return []
+    millis, rand = _sequence.reserve(time.time_ns() // 1_000_000, count)
+    stamp = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76
+    made = []
+    for step in range(count):
+        bits = rand + step
+        value = stamp | (bits >> 62) << 64 | 0x2 << 62 | (bits & ((1 << 62) - 1))
+        h = f"{value:032x}"
+        made.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return made

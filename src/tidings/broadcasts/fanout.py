@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.broadcasts.job import Job, SharedRender, next_local
-from tidings.ids import new_id
+from tidings.ids import new_id, new_ids
 from tidings.queue.base import Ticket
 from tidings.store import broadcasts as broadcast_rows
 from tidings.store.db import bulk_insert, sqlite_many
@@ -120,6 +120,7 @@ def decide_chunk(
     out = ChunkRows(now)
     alike: dict[tuple[Any, ...], Decision] = {}
     parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]] = {}
+    item_ids = iter(new_ids(len(ids)))  # an inbox item a recipient at most
     shared = isinstance(job.policy.templates, SharedRender) and not job.policy.templates.personal(
         job.rule.template
     )
@@ -133,11 +134,15 @@ def decide_chunk(
         plan = decision.plan
         if plan is not None:
             if _inbox_only(plan, now):
-                out.inbox.append(_item(plan, subscriber_id, None, now, parts))
+                out.inbox.append(_item(plan, subscriber_id, None, now, parts, next(item_ids)))
             else:
                 notification_id = new_id()
                 where = targets.get(subscriber_id)
-                _plan_rows(out, job, plan, subscriber_id, notification_id, where, now, parts)
+                _plan_rows(out, job, plan, subscriber_id, notification_id, where, now)
+                if "inapp" in plan.channels and plan.due_at <= now:
+                    out.inbox.append(
+                        _item(plan, subscriber_id, notification_id, now, parts, next(item_ids))
+                    )
             counted = (subscriber_id, plan.category)
             state.sent[counted] = state.sent.get(counted, 0) + 1
         out.outcomes[decision.outcome] += 1
@@ -211,7 +216,6 @@ def _plan_rows(
     notification_id: str,
     where: dict[Any, list[Target]] | None,
     now: float,
-    parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]],
 ) -> None:
     later = plan.due_at > now
     out.notes.append(
@@ -250,8 +254,6 @@ def _plan_rows(
             is_fallback=True,
             **common,
         )
-    if "inapp" in plan.channels and not later:
-        out.inbox.append(_item(plan, subscriber_id, notification_id, now, parts))
 
 
 def _inbox_only(plan: Plan, now: float) -> bool:
@@ -265,6 +267,7 @@ def _item(
     notification_id: str | None,
     now: float,
     parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]],
+    item_id: str,
 ) -> dict[str, Any]:
     """An inbox item of ``plan`` (its title, body and data split once per shared content;
     ``parts`` holds the content too, so its id is not reused while the chunk is built)."""
@@ -279,7 +282,7 @@ def _item(
         )
     _, title, body, data = found
     return {
-        "id": new_id(),
+        "id": item_id,
         "subscriber_id": subscriber_id,
         "notification_id": notification_id,
         "category": plan.category,
