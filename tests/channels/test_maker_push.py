@@ -160,6 +160,7 @@ async def test_a_dead_token_is_gone_with_the_makers_reason(maker: tuple[Maker, A
     reason = {"hms": "80300007", "xiaomi": "20301", "oppo": "10000", "vivo": "10302"}[spec.kind]
     assert caught.value.code == reason
     assert reason in str(caught.value)
+    assert TOKEN not in str(caught.value)  # vivo's invalidUser names it: never kept
 
 
 async def test_a_rate_limit_answer_is_rate_limited(maker: tuple[Maker, Any, str]) -> None:
