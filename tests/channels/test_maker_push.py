@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.channels.china import MAKERS, TOKEN, Maker, message, one_byte_off
 from tests.fakes.maker_push import HmsServer
 from tests.fakes.tls import BackgroundServer
 from tidings.channels.base import ProviderContext
+from tidings.channels.makers import form_body
 from tidings.channels.registry import build_provider
 from tidings.config import ProviderSettings
 from tidings.errors import DestinationGone, PermanentProviderError, RateLimited
@@ -198,3 +200,14 @@ async def test_huawei_names_the_illegal_token_and_the_error_does_not() -> None:
             await p.aclose()
     assert caught.value.code == "80100000"
     assert "illegal_tokens" in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_form_bodies_are_what_urlencode_makes() -> None:
+    fields = {
+        "registration_id": "abc-DEF_1.2~3",
+        "title": "支付成功 & 退款 = ¥99.00 + 运费",
+        "extra.intent_uri": "shop://orders/ord-42?x=1&y=a b",
+        "notify_id": "1234567",
+        "empty": "",
+    }
+    assert form_body(fields) == urlencode(fields).encode()

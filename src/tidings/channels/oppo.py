@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import time
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
@@ -30,6 +29,7 @@ from tidings.channels.makers import (
     click_link,
     clip,
     compact,
+    form_body,
     required,
     transactional,
 )
@@ -120,7 +120,7 @@ class OppoProvider(ServiceProvider):
 
     async def send(self, message: Message) -> Receipt:
         """Send one notification to one registration id."""
-        body = urlencode({"message": compact(self.message_json(message))}).encode()
+        body = form_body({"message": compact(self.message_json(message))})
 
         async def call(token: str) -> Receipt:
             headers = {"Content-Type": FORM, "auth_token": token}

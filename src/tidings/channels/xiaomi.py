@@ -15,7 +15,6 @@ quotas), HTTP 429 or a quota reason are rate limits, ``10001``-``10003`` and ``1
 from __future__ import annotations
 
 from typing import ClassVar
-from urllib.parse import urlencode
 
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.makers import (
@@ -25,6 +24,7 @@ from tidings.channels.makers import (
     base_url,
     click_link,
     clip,
+    form_body,
     notify_id,
     required,
     transactional,
@@ -88,9 +88,7 @@ class XiaomiProvider(ServiceProvider):
 
     async def send(self, message: Message) -> Receipt:
         """Send one notification to one registration id."""
-        answer = await self.client.post(
-            self.url, urlencode(self.form(message)).encode(), self.headers
-        )
+        answer = await self.client.post(self.url, form_body(self.form(message)), self.headers)
         body = answer.body
         code = body.get("code")
         if answer.status == 200 and body.get("result") == "ok" and code == 0:
