@@ -36,6 +36,8 @@ from tidings.strategy.model import Cancellation
 
 log = logging.getLogger(__name__)
 
+_DESTINED = {"push", "webhook"}
+"""The channels that deliver to a device or an endpoint (looked up per recipient)."""
 _MAX_QUEUED = 4096
 """Tickets waiting in this process's lanes past which no chunk is started."""
 
@@ -131,7 +133,10 @@ class Broadcaster:
         ids, last, end = await audiences.page(conn, audience, chunk.after_id, chunk.upto_id, size)
         known = await rows.decided(conn, job.broadcast_id, ids)
         fresh = [i for i in ids if i not in known]
-        recipients, targets = await subscriber_rows.recipients(conn, fresh)
+        channels = {*job.rule.channels, *job.rule.fallback}
+        recipients, targets = await subscriber_rows.recipients(
+            conn, fresh, destinations=bool(channels & _DESTINED)
+        )
         category = self.policy.settings.categories[job.rule.category]
         state = await schedule.load_state(
             conn,

@@ -245,9 +245,11 @@ Target = tuple[str, str | None]
 
 
 async def recipients(
-    conn: AsyncConnection, ids: Iterable[str]
+    conn: AsyncConnection, ids: Iterable[str], *, destinations: bool = True
 ) -> tuple[dict[str, Recipient], dict[str, dict[Channel, list[Target]]]]:
-    """What the decision needs of each subscriber, and where each channel would deliver.
+    """What the decision needs of each subscriber, and where each channel would deliver
+    (devices and webhook endpoints not looked up with ``destinations=False``: a decision on
+    the in-app, email, SMS and WeChat channels only needs none).
 
     Two plain statements per 500 ids (:func:`~tidings.store.deliveries.rows_of`: on SQLite
     on the ``sqlite3`` connection itself, where SQLAlchemy's statement building, expanding
@@ -260,12 +262,13 @@ async def recipients(
     targets: dict[str, dict[Channel, list[Target]]] = {
         subscriber_id: {"inapp": [("inapp", None)]} for subscriber_id in wanted
     }
-    destinations: list[Any] = []
+    places: list[Any] = []
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         for row in await rows_of(conn, _PROFILES, chunk):
             found[row[0]] = row
-        destinations += await rows_of(conn, _DESTINATIONS, chunk, chunk)
+        if destinations:
+            places += await rows_of(conn, _DESTINATIONS, chunk, chunk)
     for subscriber_id, row in found.items():
         if row[4]:
             targets[subscriber_id]["email"] = [("email", None)]
@@ -274,7 +277,7 @@ async def recipients(
         if row[6]:
             targets[subscriber_id]["wechat"] = [("wechat", None)]
     # devices first (as "push"), then endpoints, each in id order (see _DESTINATIONS)
-    for is_endpoint, subscriber_id, kind, destination_id in destinations:
+    for is_endpoint, subscriber_id, kind, destination_id in places:
         channel: Channel = "webhook" if is_endpoint else "push"
         targets[subscriber_id].setdefault(channel, []).append((kind, destination_id))
     result: dict[str, Recipient] = {}
