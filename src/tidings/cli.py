@@ -138,7 +138,7 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     import uvicorn
 
     from tidings.api.app import create_app
-    from tidings.api.fastpath import EventsFastPath
+    from tidings.api.intake import ExpressLane
     from tidings.runtime.service import Service
     from tidings.runtime.supervisor import LISTEN_FD, Share, child_sockets
 
@@ -153,7 +153,7 @@ async def _serve(settings: Settings, host: str, port: int, role: str) -> None:
     else:
         server = uvicorn.Server(
             uvicorn.Config(
-                EventsFastPath(create_app(service, manage=False), service),
+                ExpressLane(create_app(service, manage=False)),
                 host=host,
                 port=port,
                 log_level="warning",

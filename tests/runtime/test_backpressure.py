@@ -189,7 +189,7 @@ def test_the_dashboard_shows_the_backlog(tmp_path: Path) -> None:
 
 
 async def test_the_fastapi_route_refuses_alike(tmp_path: Path) -> None:
-    """The route the app itself serves (without the ASGI fast path in front): same 503."""
+    """The route the app itself serves (without the express lane in front): same 503."""
     key = "route-test-admin-key-0123456789"
     settings = build_settings(
         {

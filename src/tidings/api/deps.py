@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from tidings import json_input
 from tidings.api.problems import ApiError
@@ -98,17 +100,41 @@ def _rate_limit(svc: Service, digest: str) -> None:
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The request body, refusing more than ``limit`` bytes with ``413``."""
-    declared = request.headers.get("content-length")
+    return await bounded_body(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def receive_body(
+    headers: Mapping[str, str], receive: Receive, limit: int = MAX_BODY
+) -> bytes:
+    """The body of a plain ASGI request, as :func:`read_body` reads a :class:`Request`'s.
+
+    Raises :class:`~starlette.requests.ClientDisconnect` if the client goes away first.
+    """
+    return await bounded_body(headers.get("content-length"), _chunks(receive), limit)
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def bounded_body(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """``chunks`` joined, refusing more than ``limit`` bytes (``declared`` first) with ``413``."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes", "/")
-    chunks = []
+    parts = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes", "/")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 async def read_json(request: Request, limit: int = MAX_BODY) -> Any:

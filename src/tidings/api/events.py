@@ -1,8 +1,8 @@
-"""``POST /v1/events`` (structured, binary, batch CloudEvents) and ``GET /v1/events/{id}``."""
+"""Events: accepting them (structured, binary, batch CloudEvents: the work of ``POST /v1/events``,
+served by :mod:`tidings.api.intake`), listing them and explaining what each caused."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,11 +11,9 @@ from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
-from starlette.responses import Response
 
 from tidings import json_input
-from tidings.api.deps import page, page_limit, read_body, require, service
-from tidings.api.openapi import EVENTS_OPENAPI
+from tidings.api.deps import page, page_limit, require, service
 from tidings.api.problems import ApiError, problem_body
 from tidings.api.views import notifications_json
 from tidings.clock import iso
@@ -61,10 +59,6 @@ _STRUCTURED = {"application/cloudevents+json", "application/json"}
 _BATCH = "application/cloudevents-batch+json"
 
 
-def _json(body: Any, status: int) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False), status, media_type="application/json")
-
-
 def _decode(body: bytes) -> Any:
     return json_input.decode(body)
 
@@ -72,8 +66,8 @@ def _decode(body: bytes) -> Any:
 async def ingest(svc: Service, headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
     """Accept one event (structured or binary mode) or a batch: ``(status, JSON body)``.
 
-    Transport-independent: the FastAPI route and the ASGI fast path both call it.
-    Raises :class:`ApiError` / :class:`InvalidInput` for the problem responses.
+    Transport-independent (:mod:`tidings.api.intake` serves the route with it). Raises
+    :class:`ApiError` / :class:`InvalidInput` for the problem responses.
     """
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     raw, refused = json_input.decode_batch(body) if content_type == _BATCH else (None, {})
@@ -118,19 +112,6 @@ async def _single(
         "status": status,
         "duplicate": result.duplicate,
     }
-
-
-@router.post(
-    "/v1/events", status_code=202, summary="Accept CloudEvents", openapi_extra=EVENTS_OPENAPI
-)
-async def post_events(request: Request, _: str = Depends(require("events"))) -> Response:
-    """Accept one event (structured or binary mode) or a batch; ``202`` once durable.
-
-    (Served by :mod:`tidings.api.fastpath` ahead of the router; this route documents it and
-    answers when the app runs without the fast path.)
-    """
-    status, body = await ingest(service(request), request.headers, await read_body(request))
-    return _json(body, status)
 
 
 async def _batch(svc: Service, raw: Any, refused: dict[int, InvalidInput]) -> tuple[int, Any]:

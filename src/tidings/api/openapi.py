@@ -31,7 +31,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 _PROBLEMS = {
     "400": "The body is not JSON, or holds what cannot be stored (a lone surrogate, NUL, "
-    "NaN/Infinity, a number past 4,300 digits, nesting past 64 levels); `field` says where",
+    "NaN/Infinity, a number past 4,300 digits, nesting past 64 levels); `field` says where. "
+    "A URL holding NUL (`%00`, in the path or the query) is refused the same way",
     "401": "Missing or invalid API key",
     "403": "The API key lacks the scope",
     "404": "Not found",

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidings.api.openapi import document_problems
 from tidings.errors import Conflict, InvalidInput, NotFound, TidingsError
@@ -76,10 +78,35 @@ class ApiError(Exception):
         super().__init__(detail)
 
 
+class RefuseNul:
+    """ASGI middleware: a URL holding NUL (``%00``) is a ``400`` before any route reads it.
+
+    An id with NUL would reach PostgreSQL, whose text cannot hold it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer ``400`` to a URL holding NUL; pass everything else on."""
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            refused = problem(400, "a URL may not contain NUL (%00)", field="/")
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers that render every error as a problem (and document
-    those answers in the app's OpenAPI)."""
+    those answers in the app's OpenAPI); refuse URLs holding NUL."""
     document_problems(app)
+    app.add_middleware(RefuseNul)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        return problem(400, "the client went away before sending its whole body")
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
