@@ -39,9 +39,9 @@ _NOUNS = {
     "wechat": "WeChat openid",
 }
 DIGEST_KEEP = 100
+"""Events a digest keeps for its template (``count`` still counts them all)."""
 NO_RULE = ""
 """The ``rule_id`` of the decision that says why no rule took an event."""
-"""Events a digest keeps for its template (``count`` still counts them all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +175,57 @@ def _decide_one(
     now: float,
     state: State,
 ) -> Decision:
+    """Whether (opted out? cancelled? stale? reachable?), then how and when: one decision."""
     category = policy.settings.categories[rule.category]
-    prefs = recipient.preferences
+    refused = _refused(rule, category, event, recipient, state)
+    if refused is not None:
+        return refused
+    route = _route(rule, recipient)
+    if isinstance(route, Decision):
+        return route
+    open_digest = state.digests.get((rule.id, recipient.id)) if rule.digest is not None else None
+    if open_digest is not None and open_digest.due_at > now:
+        return _fold(policy, rule, recipient, event, open_digest)
+    if category.cap is not None and (
+        state.sent.get((recipient.id, rule.category), 0) >= category.cap.count
+    ):
+        return _suppressed(
+            rule,
+            recipient,
+            f"over the cap of {category.cap.count} per "
+            f"{timing.duration(category.cap.per)} for {rule.category}",
+        )
+    due, why = _when(rule, category, recipient, now)
+    intended = now + (rule.delay or 0.0) + (rule.digest.window if rule.digest else 0.0)
+    expires_at = None if rule.ttl is None else intended + rule.ttl
+    if expires_at is not None and due > expires_at:
+        ttl = timing.duration(rule.ttl or 0)
+        return _suppressed(rule, recipient, f"would expire (ttl {ttl}) before {why[-1]}")
+    plan = _plan(policy, rule, event, recipient, route, due, expires_at, now)
+    where = route.described(rule)
+    if due > now:
+        reason = "; ".join(why) + f"; then on {where}"
+        return Decision(rule.id, recipient.id, "deferred", reason, until=due, plan=plan)
+    return Decision(rule.id, recipient.id, "sent", "sent on " + where, plan=plan)
 
-    def suppressed(reason: str) -> Decision:
-        return Decision(rule.id, recipient.id, "suppressed", reason)
 
-    if not category.required and not preferences.category_enabled(prefs, rule.category):
-        return suppressed(f"opted out of {rule.category}")
+def _suppressed(rule: RuleSettings, recipient: Recipient, reason: str) -> Decision:
+    return Decision(rule.id, recipient.id, "suppressed", reason)
+
+
+def _refused(
+    rule: RuleSettings,
+    category: CategorySettings,
+    event: Event,
+    recipient: Recipient,
+    state: State,
+) -> Decision | None:
+    """The decision when the recipient opted out, or the subject's history cancelled or
+    superseded the event; ``None`` when none of these holds."""
+    if not category.required and not preferences.category_enabled(
+        recipient.preferences, rule.category
+    ):
+        return _suppressed(rule, recipient, f"opted out of {rule.category}")
     history = state.history.get(event.subject or "", []) if event.subject else []
     cancelled_by = next((p for p in history if lifecycle.cancels(rule.cancel_on, p.type)), None)
     if cancelled_by is not None:
@@ -197,14 +240,48 @@ def _decide_one(
         event.type, None if refund_id is None else str(refund_id), history
     )
     if newer is not None:
-        return suppressed(
+        return _suppressed(
+            rule,
+            recipient,
             f"stale: {newer.type} {newer.id} was already processed for "
-            f"{event.subject}, so this {event.type} is no longer news"
+            f"{event.subject}, so this {event.type} is no longer news",
         )
+    return None
+
+
+@dataclass(slots=True)
+class _Route:
+    """The channels a notification goes on, its fallback, and the channels skipped (why)."""
+
+    channels: list[Channel]
+    fallback: list[Channel]
+    skipped: list[str]
+    timed_fallback: bool
+    """The fallback waits ``rule.fallback_after`` for the in-app item to be read."""
+
+    def described(self, rule: RuleSettings) -> str:
+        """``inapp; sms after 10m if still unread (no email address on file for email)``."""
+        where = ", ".join(self.channels)
+        if self.timed_fallback and rule.fallback_after and self.fallback:
+            where += (
+                f"; {', '.join(self.fallback)} after {timing.duration(rule.fallback_after)}"
+                " if still unread"
+            )
+        if self.skipped:
+            where += " (" + "; ".join(self.skipped) + ")"
+        return where
+
+
+def _route(rule: RuleSettings, recipient: Recipient) -> _Route | Decision:
+    """Where the notification goes; a suppression when no channel reaches the recipient.
+
+    When none of the rule's external channels can be reached and the fallback is not timed,
+    the fallback channels join at once.
+    """
     channels, skipped = _channels(rule.channels, rule.category, recipient)
     fallback, _ = _channels(rule.fallback, rule.category, recipient)
     if not channels and not fallback:
-        return suppressed("; ".join(skipped) or "no channel left")
+        return _suppressed(rule, recipient, "; ".join(skipped) or "no channel left")
     external = [c for c in rule.channels if c != "inapp"]
     timed_fallback = rule.fallback_after is not None and "inapp" in channels
     if (
@@ -212,66 +289,47 @@ def _decide_one(
         and fallback
         and (not channels or (external and not set(external) & set(channels)))
     ):
-        # the channels the rule relies on cannot be reached: fall back at once
         channels = [*channels, *fallback]
         fallback = []
         skipped.append("falling back to " + ", ".join(rule.fallback))
+    return _Route(channels, fallback, skipped, timed_fallback)
+
+
+def _plan(
+    policy: Policy,
+    rule: RuleSettings,
+    event: Event,
+    recipient: Recipient,
+    route: _Route,
+    due: float,
+    expires_at: float | None,
+    now: float,
+) -> Plan:
+    """The notification to create: its content rendered, its channels and times."""
     context = _context(event, recipient)
-    key = (rule.id, recipient.id)
-    open_digest = state.digests.get(key) if rule.digest is not None else None
-    if rule.digest is not None and open_digest is not None and open_digest.due_at > now:
-        return _fold(policy, rule, recipient, context, event, open_digest)
-    if category.cap is not None:
-        sent = state.sent.get((recipient.id, rule.category), 0)
-        if sent >= category.cap.count:
-            return suppressed(
-                f"over the cap of {category.cap.count} per "
-                f"{timing.duration(category.cap.per)} for {rule.category}"
-            )
-    due, why = _when(rule, category, recipient, now)
-    intended = now + (rule.delay or 0.0) + (rule.digest.window if rule.digest else 0.0)
-    expires_at = None if rule.ttl is None else intended + rule.ttl
-    if expires_at is not None and due > expires_at:
-        return suppressed(f"would expire (ttl {timing.duration(rule.ttl or 0)}) before {why[-1]}")
     digest: list[dict[str, Any]] | None = None
     if rule.digest is not None:
         digest = [dict(event.data)]
         context = {**context, "count": 1, "events": digest}
     locale, content = policy.templates.render(rule.template, recipient.locale, context)
-    plan = Plan(
+    return Plan(
         rule_id=rule.id,
         subscriber_id=recipient.id,
         category=rule.category,
         priority=rule.priority,
-        channels=tuple(channels),
-        fallback=tuple(fallback),
+        channels=tuple(route.channels),
+        fallback=tuple(route.fallback),
         locale=locale,
         content=content,
         due_at=due,
         expires_at=expires_at,
         subject=event.subject,
-        fallback_at=due + rule.fallback_after if timed_fallback and rule.fallback_after else None,
+        fallback_at=(
+            due + rule.fallback_after if route.timed_fallback and rule.fallback_after else None
+        ),
         cancel_on=tuple(rule.cancel_on) if due > now else (),
         digest=digest,
     )
-    where = ", ".join(channels)
-    if plan.fallback_at is not None and fallback:
-        where += (
-            f"; {', '.join(fallback)} after {timing.duration(rule.fallback_after or 0)}"
-            " if still unread"
-        )
-    if skipped:
-        where += " (" + "; ".join(skipped) + ")"
-    if due > now:
-        return Decision(
-            rule.id,
-            recipient.id,
-            "deferred",
-            "; ".join(why) + f"; then on {where}",
-            until=due,
-            plan=plan,
-        )
-    return Decision(rule.id, recipient.id, "sent", "sent on " + where, plan=plan)
 
 
 def _when(
@@ -313,15 +371,13 @@ def _fold(
     policy: Policy,
     rule: RuleSettings,
     recipient: Recipient,
-    context: dict[str, Any],
     event: Event,
     digest: OpenDigest,
 ) -> Decision:
     count = digest.count + 1
     events = [*digest.events, dict(event.data)][-DIGEST_KEEP:]
-    _, content = policy.templates.render(
-        rule.template, recipient.locale, {**context, "count": count, "events": events}
-    )
+    context = {**_context(event, recipient), "count": count, "events": events}
+    _, content = policy.templates.render(rule.template, recipient.locale, context)
     limit = rule.digest.max if rule.digest is not None else None
     close = limit is not None and count >= limit
     reason = f"folded into digest {digest.notification_id} ({count} events so far"
