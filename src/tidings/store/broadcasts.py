@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.events.cloudevents import Event
 from tidings.ids import new_id
 from tidings.store.audiences import audience_size, boundary
+from tidings.store.broadcast_recipients import rule_of as _rule_of
 from tidings.store.db import bulk_insert
 from tidings.store.deliveries import rows_of
 from tidings.store.tables import (
@@ -88,7 +89,7 @@ async def create(conn: AsyncConnection, row: dict[str, Any], event: Event) -> An
 
 def rule_of(row: Any) -> str:
     """The rule id a broadcast's notifications carry."""
-    return str(row.rule_id or f"broadcast:{row.id}")
+    return _rule_of(str(row.id), row.rule_id)
 
 
 def new_row(
