@@ -4,53 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from sqlalchemy import func, select, text
+from fastapi import APIRouter, Request
+from sqlalchemy import text
 from starlette.responses import Response
 
-from tidings.api.deps import page, page_limit, require, service
+from tidings.api.deps import Admin, Listed, Reader, service
 from tidings.clock import iso
 from tidings.errors import NotFound
+from tidings.store import dead_letters as dead_letter_rows
 from tidings.store import deliveries as delivery_rows
-from tidings.store.tables import dead_letters
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/v1/dlq", summary="Dead letters")
-async def list_dlq(
-    request: Request,
-    cursor: str | None = None,
-    limit: int | None = None,
-    _: str = Depends(require("read")),
-) -> dict[str, Any]:
+async def list_dlq(listed: Listed) -> dict[str, Any]:
     """Deliveries whose retry budget is spent, waiting for replay."""
-    svc = service(request)
-    size = page_limit(limit)
-    async with svc.store.read() as conn:
-        found, next_cursor = page(
-            await delivery_rows.list_dead_letters(conn, cursor, size + 1), size
-        )
-    items = [
-        {
-            "id": r.id,
-            "delivery_id": r.delivery_id,
-            "channel": r.channel,
-            "provider": r.provider,
-            "reason": r.reason,
-            "created_at": iso(r.created_at),
-        }
-        for r in found
-    ]
-    return {"items": items, "next_cursor": next_cursor}
+    return listed.answer(await listed.rows(delivery_rows.list_dead_letters), dead_letter_json)
+
+
+def dead_letter_json(row: Any) -> dict[str, Any]:
+    """A dead letter as the API shows it."""
+    return {
+        "id": row.id,
+        "delivery_id": row.delivery_id,
+        "channel": row.channel,
+        "provider": row.provider,
+        "reason": row.reason,
+        "created_at": iso(row.created_at),
+    }
 
 
 @router.post("/v1/dlq/{dead_id}/replay", status_code=202, summary="Replay a dead letter")
-async def replay(
-    dead_id: str, request: Request, _: str = Depends(require("admin"))
-) -> dict[str, Any]:
+async def replay(dead_id: str, svc: Admin) -> dict[str, Any]:
     """Give the delivery a fresh retry budget and queue it now."""
-    svc = service(request)
     now = svc.clock.now()
     delivery_id = await svc.store.write(
         lambda conn: delivery_rows.replay_dead_letter(conn, dead_id, now)
@@ -84,18 +71,10 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request, _: str = Depends(require("read"))) -> Response:
+async def metrics(svc: Reader) -> Response:
     """The Prometheus text exposition (an API key with ``read``: scrape with a bearer token)."""
-    svc = service(request)
     async with svc.store.read() as conn:
-        waiting = (
-            await conn.execute(
-                select(func.count())
-                .select_from(dead_letters)
-                .where(dead_letters.c.replayed_at.is_(None))
-            )
-        ).scalar_one()
-    svc.metrics.dead_letters.set(waiting)
+        svc.metrics.dead_letters.set(await dead_letter_rows.waiting(conn))
     for lane, depth in svc.broker.depth().items():
         svc.metrics.queue_depth.labels(lane).set(depth)
     svc.dispatcher.refresh_gauges()  # a breaker turns half-open by time alone

@@ -11,12 +11,12 @@ intake's writes — and the subscriber-facing inbox routes, which carry no API k
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidings.api.deps import page, page_limit, require, service
+from tidings.api.deps import Listing, listing
 from tidings.api.events import since_time
 from tidings.clock import iso
 from tidings.crypto import hash_api_key
@@ -81,35 +81,23 @@ class AuditTrail:
 
 @router.get("/v1/audit", summary="The audit trail")
 async def list_audit(
-    request: Request,
+    listed: Annotated[Listing, Depends(listing("admin"))],
     key_id: str | None = None,
     resource: str | None = None,
     since: str | None = None,
-    cursor: str | None = None,
-    limit: int | None = None,
-    _: str = Depends(require("admin")),
 ) -> dict[str, Any]:
     """Who (key id, or ``cli``) did what (method and route) to which resource, when."""
-    svc = service(request)
-    size = page_limit(limit)
-    async with svc.store.read() as conn:
-        found = await audit_rows.listed(
-            conn,
-            key_id=key_id,
-            resource=resource,
-            since=since_time(since),
-            after=cursor,
-            limit=size + 1,
-        )
-    shown, next_cursor = page(found, size)
-    items = [
-        {
-            "id": row.id,
-            "key_id": row.key_id,
-            "action": row.action,
-            "resource": row.resource,
-            "at": iso(row.at),
-        }
-        for row in shown
-    ]
-    return {"items": items, "next_cursor": next_cursor}
+    found = await listed.rows(
+        audit_rows.listed, key_id=key_id, resource=resource, since=since_time(since)
+    )
+    return listed.answer(found, _entry_json)
+
+
+def _entry_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "key_id": row.key_id,
+        "action": row.action,
+        "resource": row.resource,
+        "at": iso(row.at),
+    }

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tidings.api.deps import read_json, require, service
+from tidings.api.deps import Admin, read_json
 from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.delivery.callbacks import CallbackSender, watch
 from tidings.errors import InvalidInput, NotFound
@@ -73,10 +73,9 @@ def _parse(body: Any) -> CallbackIn:
 
 
 @router.post("/v1/callbacks", status_code=201, summary="Register a status callback")
-async def add_callback(request: Request, _: str = Depends(require("admin"))) -> dict[str, Any]:
+async def add_callback(request: Request, svc: Admin) -> dict[str, Any]:
     """POST every status change of ``types`` to ``url``; the signing secret is returned once."""
     callback = _parse(await read_json(request))
-    svc = service(request)
     try:
         check_url(callback.url, _allow_private(svc))
     except ForbiddenDestination as exc:
@@ -92,20 +91,16 @@ async def add_callback(request: Request, _: str = Depends(require("admin"))) -> 
 
 
 @router.get("/v1/callbacks", summary="List status callbacks")
-async def list_callbacks(request: Request, _: str = Depends(require("admin"))) -> dict[str, Any]:
+async def list_callbacks(svc: Admin) -> dict[str, Any]:
     """Every registered callback (without its secret)."""
-    svc = service(request)
     async with svc.store.read() as conn:
         items = await rows.listed(conn, svc.store.cipher)
     return {"items": items, "next_cursor": None}
 
 
 @router.get("/v1/callbacks/{callback_id}", summary="A status callback")
-async def get_callback(
-    callback_id: str, request: Request, _: str = Depends(require("admin"))
-) -> dict[str, Any]:
+async def get_callback(callback_id: str, svc: Admin) -> dict[str, Any]:
     """One callback, with how many of its messages are pending, sent and dead."""
-    svc = service(request)
     async with svc.store.read() as conn:
         found = await rows.get(conn, svc.store.cipher, callback_id)
     if found is None:
@@ -114,11 +109,8 @@ async def get_callback(
 
 
 @router.delete("/v1/callbacks/{callback_id}", status_code=204, summary="Remove a status callback")
-async def remove_callback(
-    callback_id: str, request: Request, _: str = Depends(require("admin"))
-) -> Response:
+async def remove_callback(callback_id: str, svc: Admin) -> Response:
     """Stop calling back (what was still to send is dropped)."""
-    svc = service(request)
     if not await svc.store.write(lambda conn: rows.remove(conn, callback_id)):
         raise NotFound(f"no callback {callback_id!r}")
     await watch(svc.store).refresh()

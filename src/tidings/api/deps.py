@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
@@ -47,6 +48,21 @@ def require(scope: str) -> Callable[[Request], Awaitable[str]]:
         return digest
 
     return check
+
+
+def scoped(scope: str) -> Callable[..., Awaitable[Service]]:
+    """A dependency: the service, once the request's key has ``scope`` (see :func:`require`)."""
+
+    async def scoped_service(request: Request, _: str = Depends(require(scope))) -> Service:
+        return service(request)
+
+    return scoped_service
+
+
+Reader = Annotated[Service, Depends(scoped("read"))]
+"""A route parameter: the service, for a key with the ``read`` scope."""
+Admin = Annotated[Service, Depends(scoped("admin"))]
+"""A route parameter: the service, for a key with the ``admin`` scope."""
 
 
 def reveals_pii(request: Request) -> bool:
@@ -157,6 +173,51 @@ def page(
         return list(found), None
     last: Any = found[size - 1]
     return list(found[:size]), (cursor(last) if cursor else str(last.id))
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of a list endpoint: the service, the page's size and its ``cursor``."""
+
+    svc: Service
+    size: int
+    cursor: str | None
+
+    @property
+    def fetch(self) -> int:
+        """How many rows to fetch: one more than the page, to know whether another follows."""
+        return self.size + 1
+
+    def page(
+        self, found: Sequence[T], cursor: Callable[[T], str] | None = None
+    ) -> tuple[list[T], str | None]:
+        """The rows shown and the next cursor (:func:`page`)."""
+        return page(found, self.size, cursor)
+
+    async def rows(self, query: Callable[..., Awaitable[Sequence[T]]], **filters: Any) -> list[T]:
+        """``query(conn, after=cursor, limit=fetch, **filters)`` on a read connection."""
+        async with self.svc.store.read() as conn:
+            return list(await query(conn, after=self.cursor, limit=self.fetch, **filters))
+
+    def answer(self, found: Sequence[T], item: Callable[[T], Any]) -> dict[str, Any]:
+        """The list endpoint's answer: ``{"items": [...], "next_cursor": ...}``."""
+        shown, next_cursor = page(found, self.size)
+        return {"items": [item(row) for row in shown], "next_cursor": next_cursor}
+
+
+def listing(scope: str = "read") -> Callable[..., Awaitable[Listing]]:
+    """A dependency: ``?cursor=`` and ``?limit=`` of a list endpoint for a key with ``scope``."""
+
+    async def listed(
+        svc: Service = Depends(scoped(scope)), cursor: str | None = None, limit: int | None = None
+    ) -> Listing:
+        return Listing(svc, page_limit(limit), cursor)
+
+    return listed
+
+
+Listed = Annotated[Listing, Depends(listing())]
+"""A route parameter: the page a ``read`` key asks of a list endpoint."""
 
 
 def page_limit(value: int | None, default: int = 50, maximum: int = 500) -> int:

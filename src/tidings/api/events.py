@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import json_input
-from tidings.api.deps import page, page_limit, require, service
+from tidings.api.deps import Listed, Reader
 from tidings.api.problems import ApiError, problem_body
 from tidings.api.views import notifications_json
 from tidings.clock import iso
@@ -185,10 +185,7 @@ async def explain(
     )
     by_note = await _channel_outcomes(conn, [n.id for n in notes])
     story: dict[str, Any] = {
-        "pk": row.id,
-        "event": row.envelope,
-        "received_at": iso(row.received_at),
-        "processed_at": iso(row.processed_at),
+        **_event_json(row),
         "decisions": [
             {
                 "rule": d.rule_id or None,
@@ -211,32 +208,25 @@ async def explain(
 
 @router.get("/v1/events", summary="List events")
 async def list_events(
-    request: Request,
+    listed: Listed,
     type: str | None = None,
     subject: str | None = None,
     since: str | None = None,
-    cursor: str | None = None,
-    limit: int | None = None,
-    _: str = Depends(require("read")),
 ) -> dict[str, Any]:
     """Accepted events, oldest first: of a ``type``, of a ``subject``, received ``since``."""
-    svc = service(request)
-    size = page_limit(limit)
-    async with svc.store.read() as conn:
-        found = await event_rows.listed(
-            conn, type=type, subject=subject, since=since_time(since), after=cursor, limit=size + 1
-        )
-    shown, next_cursor = page(found, size)
-    items = [
-        {
-            "pk": row.id,
-            "event": row.envelope,
-            "received_at": iso(row.received_at),
-            "processed_at": iso(row.processed_at),
-        }
-        for row in shown
-    ]
-    return {"items": items, "next_cursor": next_cursor}
+    found = await listed.rows(
+        event_rows.listed, type=type, subject=subject, since=since_time(since)
+    )
+    return listed.answer(found, _event_json)
+
+
+def _event_json(row: Any) -> dict[str, Any]:
+    return {
+        "pk": row.id,
+        "event": row.envelope,
+        "received_at": iso(row.received_at),
+        "processed_at": iso(row.processed_at),
+    }
 
 
 def since_time(value: str | None) -> float | None:
@@ -265,10 +255,7 @@ async def _channel_outcomes(
 
 
 @router.get("/v1/events/{event_id}", summary="Explain what an event caused")
-async def get_event(
-    event_id: str, request: Request, source: str | None = None, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def get_event(event_id: str, svc: Reader, source: str | None = None) -> dict[str, Any]:
     """The event and one decision per matched rule and recipient, with reasons."""
-    svc = service(request)
     async with svc.store.read() as conn:
         return await explain(conn, await find_event(conn, event_id, source), svc.clock.now())

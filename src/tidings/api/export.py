@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
-from tidings.api.deps import require, service
+from tidings.api.deps import Admin
 from tidings.api.views import notifications_json
 from tidings.clock import iso
 from tidings.errors import NotFound
@@ -19,12 +19,9 @@ router = APIRouter(tags=["subscribers"])
 
 
 @router.get("/v1/subscribers/{subscriber_id}/export", summary="Export a subscriber's data")
-async def export_subscriber(
-    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
-) -> dict[str, Any]:
+async def export_subscriber(subscriber_id: str, svc: Admin) -> dict[str, Any]:
     """Profile, preferences, devices (tokens), webhooks, inbox, decisions and notifications
     with their deliveries and attempts — PII decrypted (a data subject's access request)."""
-    svc = service(request)
     now = svc.clock.now()
     async with svc.store.read() as conn:
         found = await privacy.export(conn, svc.store.cipher, subscriber_id)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 
 from tidings.api.deps import page, page_limit, read_json, require, service
+from tidings.api.openapi import PREFERENCES_BODY
 from tidings.api.problems import ApiError
 from tidings.clock import iso
 from tidings.config import Settings
@@ -47,28 +48,6 @@ _TOKEN_BODY: dict[str, Any] = {
                                 {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$"},
                             ],
                         }
-                    },
-                }
-            }
-        },
-    }
-}
-_PREFERENCES_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "channels": {"type": "object", "additionalProperties": {"type": "boolean"}},
-                        "categories": {"type": "object"},
-                        "quiet_hours": {
-                            "type": "object",
-                            "properties": {"start": {"type": "string"}, "end": {"type": "string"}},
-                        },
-                        "muted_until": {"type": "string", "format": "date-time"},
                     },
                 }
             }
@@ -242,7 +221,7 @@ async def my_preferences(request: Request, me: str = Depends(subscriber)) -> dic
 @router.put(
     "/v1/inbox/preferences",
     summary="Replace the subscriber's own preferences",
-    openapi_extra=_PREFERENCES_BODY,
+    openapi_extra=PREFERENCES_BODY,
 )
 async def put_my_preferences(request: Request, me: str = Depends(subscriber)) -> dict[str, Any]:
     """Replace them (the body of SPEC §3); switching off a ``required`` category is ``409``."""

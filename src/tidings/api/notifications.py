@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
-from tidings.api.deps import page, page_limit, require, service
+from tidings.api.deps import Listed, Reader
 from tidings.api.views import notifications_json
 from tidings.errors import NotFound
 from tidings.store import deliveries as delivery_rows
@@ -17,18 +17,14 @@ router = APIRouter(tags=["notifications"])
 
 @router.get("/v1/notifications", summary="List notifications")
 async def list_notifications(
-    request: Request,
+    listed: Listed,
     subscriber_id: str | None = None,
     event_id: str | None = None,
     source: str | None = None,
     status: str | None = None,
-    cursor: str | None = None,
-    limit: int | None = None,
-    _: str = Depends(require("read")),
 ) -> dict[str, Any]:
     """Notifications, filtered by subscriber, event (CloudEvents id) or status."""
-    svc = service(request)
-    size = page_limit(limit)
+    svc = listed.svc
     async with svc.store.read() as conn:
         event_pk = None
         if event_id:
@@ -41,20 +37,17 @@ async def list_notifications(
             subscriber_id=subscriber_id,
             event_pk=event_pk,
             status=status,
-            after=cursor,
-            limit=size + 1,
+            after=listed.cursor,
+            limit=listed.fetch,
         )
-        shown, next_cursor = page(rows, size)
+        shown, next_cursor = listed.page(rows)
         items = await notifications_json(conn, shown, svc.clock.now())
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/v1/notifications/{notification_id}", summary="One notification")
-async def get_notification(
-    notification_id: str, request: Request, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def get_notification(notification_id: str, svc: Reader) -> dict[str, Any]:
     """A notification with every delivery, attempt and the Tp/Tc/Td latency split."""
-    svc = service(request)
     async with svc.store.read() as conn:
         rows = await delivery_rows.notifications_by_id(conn, [notification_id])
         if notification_id not in rows:

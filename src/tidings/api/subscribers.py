@@ -8,10 +8,10 @@ import secrets
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tidings.api.deps import page, page_limit, read_json, require, reveals_pii, service
+from tidings.api.deps import Admin, Listed, Reader, read_json, reveals_pii
 from tidings.api.openapi import PREFERENCES_BODY, json_body
 from tidings.api.views import profile_json
 from tidings.channels.ssrf import ForbiddenDestination, check_url
@@ -128,12 +128,11 @@ def _check_id(subscriber_id: str) -> None:
     openapi_extra=json_body(Profile),
 )
 async def put_subscriber(
-    subscriber_id: str, request: Request, response: Response, _: str = Depends(require("admin"))
+    subscriber_id: str, request: Request, response: Response, svc: Admin
 ) -> dict[str, Any]:
     """Create or replace the profile; PII is encrypted before it is stored."""
     _check_id(subscriber_id)
     profile: Profile = _parse(Profile, await read_json(request))
-    svc = service(request)
     now = svc.clock.now()
     created = await svc.store.write(
         lambda conn: rows.upsert(conn, svc.store.cipher, subscriber_id, profile.model_dump(), now)
@@ -146,17 +145,11 @@ async def put_subscriber(
 
 
 @router.get("/v1/subscribers", summary="List subscribers")
-async def list_subscribers(
-    request: Request,
-    cursor: str | None = None,
-    limit: int | None = None,
-    _: str = Depends(require("read")),
-) -> dict[str, Any]:
+async def list_subscribers(listed: Listed, request: Request) -> dict[str, Any]:
     """Subscriber ids, paged."""
-    svc = service(request)
-    size = page_limit(limit)
+    svc = listed.svc
     async with svc.store.read() as conn:
-        ids, next_cursor = page(await rows.list_ids(conn, cursor, size + 1), size, str)
+        ids, next_cursor = listed.page(await rows.list_ids(conn, listed.cursor, listed.fetch), str)
         found = [await rows.get(conn, svc.store.cipher, i) for i in ids]
     reveal = reveals_pii(request)
     items = [profile_json(profile, reveal) for profile in found if profile is not None]
@@ -164,11 +157,8 @@ async def list_subscribers(
 
 
 @router.get("/v1/subscribers/{subscriber_id}", summary="A subscriber")
-async def get_subscriber(
-    subscriber_id: str, request: Request, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def get_subscriber(subscriber_id: str, request: Request, svc: Reader) -> dict[str, Any]:
     """The profile, decrypted (name, email and phone masked without the ``pii`` scope)."""
-    svc = service(request)
     async with svc.store.read() as conn:
         found = await rows.get(conn, svc.store.cipher, subscriber_id)
     if found is None:
@@ -177,12 +167,9 @@ async def get_subscriber(
 
 
 @router.delete("/v1/subscribers/{subscriber_id}", status_code=204, summary="Erase a subscriber")
-async def delete_subscriber(
-    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
-) -> Response:
+async def delete_subscriber(subscriber_id: str, svc: Admin) -> Response:
     """Erase PII, devices, endpoints, inbox and preferences (the audit trail keeps ids), blank
     the content of their notifications and cancel whatever is still pending for them."""
-    svc = service(request)
     now = svc.clock.now()
     erased = await svc.store.write(lambda conn: privacy.erase(conn, subscriber_id, now))
     if not erased:
@@ -196,9 +183,7 @@ async def delete_subscriber(
     summary="Add a device",
     openapi_extra=json_body(DeviceIn),
 )
-async def add_device(
-    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
-) -> dict[str, Any]:
+async def add_device(subscriber_id: str, request: Request, svc: Admin) -> dict[str, Any]:
     """Register an FCM/APNs token or a Web Push subscription; ``{device_id}``."""
     _check_id(subscriber_id)
     device: DeviceIn = _parse(DeviceIn, await read_json(request))
@@ -212,7 +197,6 @@ async def add_device(
         if not device.token:
             raise InvalidInput(f"a {device.kind} device needs `token`", "/token")
         token = device.token
-    svc = service(request)
     now = svc.clock.now()
     device_id = await svc.store.write(
         lambda conn: rows.add_device(
@@ -223,11 +207,8 @@ async def add_device(
 
 
 @router.get("/v1/subscribers/{subscriber_id}/devices", summary="List devices")
-async def list_devices(
-    subscriber_id: str, request: Request, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def list_devices(subscriber_id: str, svc: Reader) -> dict[str, Any]:
     """The subscriber's devices (tokens are never shown)."""
-    svc = service(request)
     async with svc.store.read() as conn:
         items = await rows.list_devices(conn, subscriber_id)
     return {"items": items, "next_cursor": None}
@@ -238,11 +219,8 @@ async def list_devices(
     status_code=204,
     summary="Remove a device",
 )
-async def remove_device(
-    subscriber_id: str, device_id: str, request: Request, _: str = Depends(require("admin"))
-) -> Response:
+async def remove_device(subscriber_id: str, device_id: str, svc: Admin) -> Response:
     """Forget one device."""
-    svc = service(request)
     if not await svc.store.write(lambda conn: rows.remove_device(conn, subscriber_id, device_id)):
         raise NotFound(f"no device {device_id!r} for {subscriber_id!r}")
     return Response(status_code=204)
@@ -254,13 +232,10 @@ async def remove_device(
     summary="Add a webhook endpoint",
     openapi_extra=json_body(EndpointIn),
 )
-async def add_webhook(
-    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
-) -> dict[str, Any]:
+async def add_webhook(subscriber_id: str, request: Request, svc: Admin) -> dict[str, Any]:
     """Register an endpoint for the ``webhook`` channel; the signing secret is returned once."""
     _check_id(subscriber_id)
     endpoint: EndpointIn = _parse(EndpointIn, await read_json(request))
-    svc = service(request)
     # a URL that any configured webhook provider may reach; the send-time guard re-checks DNS
     allow_private = any(
         bool(entry.option("allow_private_networks", False))
@@ -281,22 +256,16 @@ async def add_webhook(
 
 
 @router.get("/v1/subscribers/{subscriber_id}/webhooks", summary="List webhook endpoints")
-async def list_webhooks(
-    subscriber_id: str, request: Request, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def list_webhooks(subscriber_id: str, svc: Reader) -> dict[str, Any]:
     """The subscriber's webhook endpoints."""
-    svc = service(request)
     async with svc.store.read() as conn:
         items = await rows.list_endpoints(conn, svc.store.cipher, subscriber_id)
     return {"items": items, "next_cursor": None}
 
 
 @router.get("/v1/subscribers/{subscriber_id}/preferences", summary="Preferences")
-async def get_preferences(
-    subscriber_id: str, request: Request, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def get_preferences(subscriber_id: str, svc: Reader) -> dict[str, Any]:
     """The stored preferences (empty for a subscriber with none)."""
-    svc = service(request)
     async with svc.store.read() as conn:
         found = await rows.get_preferences(conn, subscriber_id)
     if found is None:
@@ -309,12 +278,9 @@ async def get_preferences(
     summary="Replace preferences",
     openapi_extra=PREFERENCES_BODY,
 )
-async def put_preferences(
-    subscriber_id: str, request: Request, _: str = Depends(require("admin"))
-) -> dict[str, Any]:
+async def put_preferences(subscriber_id: str, request: Request, svc: Admin) -> dict[str, Any]:
     """Replace the preferences; switching off a ``required`` category is ``409``."""
     _check_id(subscriber_id)
-    svc = service(request)
     document = preferences.validate(await read_json(request), svc.settings.categories)
     now = svc.clock.now()
     await svc.store.write(lambda conn: rows.put_preferences(conn, subscriber_id, document, now))

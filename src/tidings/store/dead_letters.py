@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.store.tables import dead_letters, deliveries
@@ -42,6 +42,12 @@ async def list_dead_letters(
     if not include_replayed:
         query = query.where(dead_letters.c.replayed_at.is_(None))
     return list((await conn.execute(query)).all())
+
+
+async def waiting(conn: AsyncConnection) -> int:
+    """How many dead letters wait for replay."""
+    query = select(func.count()).select_from(dead_letters)
+    return int((await conn.execute(query.where(dead_letters.c.replayed_at.is_(None)))).scalar_one())
 
 
 async def replay_dead_letter(conn: AsyncConnection, dead_id: str, now: float) -> str | None:

@@ -16,18 +16,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import func, select, text
 from starlette.responses import FileResponse, Response
 
 from tidings import __version__
-from tidings.api.deps import page_limit, require, reveals_pii, service
+from tidings.api.admin import dead_letter_json
+from tidings.api.deps import Reader, page_limit, reveals_pii
 from tidings.api.events import backlog_of, find_event
 from tidings.api.events import explain as explain_event
 from tidings.api.views import notifications_json, profile_json
 from tidings.clock import iso
 from tidings.errors import NotFound
 from tidings.runtime.service import Service
+from tidings.store import dead_letters as dead_letter_rows
 from tidings.store import deliveries as delivery_rows
 from tidings.store import inbox as inbox_rows
 from tidings.store import subscribers as subscriber_rows
@@ -124,23 +126,14 @@ async def asset(name: str) -> Response:
 
 
 @admin.get("/overview", summary="Live figures for the dashboard")
-async def overview(
-    request: Request, since: float | None = None, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def overview(request: Request, svc: Reader, since: float | None = None) -> dict[str, Any]:
     """Rates and latencies per second, deliveries by status, queues, providers, console."""
-    svc = service(request)
     sampler = _sampler_of(request.app, svc)
     wall = time.time()
     if sampler.last_at is None or wall - sampler.last_at >= 0.9:
         sampler.sample(wall)  # also keeps the series going where no lifespan sampler runs
     async with svc.store.read() as conn:
-        waiting = (
-            await conn.execute(
-                select(func.count())
-                .select_from(dead_letters)
-                .where(dead_letters.c.replayed_at.is_(None))
-            )
-        ).scalar_one()
+        waiting = await dead_letter_rows.waiting(conn)
         by_status = await _deliveries_by_status(request.app, conn, wall)
         sent = await _console_sends(conn) if _has_console(svc) else []
     return {
@@ -230,13 +223,11 @@ async def _deliveries_by_status(app: Any, conn: Any, wall: float) -> list[dict[s
 
 @admin.get("/events/recent", summary="The latest events with their outcomes")
 async def recent_events(
-    request: Request,
+    svc: Reader,
     limit: int | None = None,
     type: str | None = None,
-    _: str = Depends(require("read")),
 ) -> dict[str, Any]:
     """The newest events first, each with a count of its decisions per outcome."""
-    svc = service(request)
     size = page_limit(limit, 25, 200)
     query = select(events).order_by(events.c.id.desc()).limit(size)
     if type:
@@ -270,22 +261,16 @@ async def recent_events(
 
 
 @admin.get("/events/{event_pk}/explain", summary="Event → decisions → notifications → attempts")
-async def explain(
-    event_pk: str, request: Request, source: str | None = None, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def explain(event_pk: str, svc: Reader, source: str | None = None) -> dict[str, Any]:
     """The whole story of one event (by row id, or CloudEvents id and optional source)."""
-    svc = service(request)
     async with svc.store.read() as conn:
         row = await find_event(conn, event_pk, source)
         return await explain_event(conn, row, svc.clock.now(), with_notifications=True)
 
 
 @admin.get("/dead-letters", summary="Dead letters with their event and recipient")
-async def dead_letter_list(
-    request: Request, limit: int | None = None, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def dead_letter_list(svc: Reader, limit: int | None = None) -> dict[str, Any]:
     """Dead letters waiting for replay, newest first, with what they were about."""
-    svc = service(request)
     size = page_limit(limit, 50, 200)
     query = (
         select(
@@ -308,12 +293,7 @@ async def dead_letter_list(
     return {
         "items": [
             {
-                "id": r.id,
-                "delivery_id": r.delivery_id,
-                "channel": r.channel,
-                "provider": r.provider,
-                "reason": r.reason,
-                "created_at": iso(r.created_at),
+                **dead_letter_json(r),
                 "subscriber_id": r.subscriber_id,
                 "rule": r.rule_id,
                 "event_pk": r.event_pk,
@@ -326,12 +306,9 @@ async def dead_letter_list(
 
 
 @admin.get("/subscribers/{subscriber_id}", summary="A subscriber at a glance")
-async def subscriber_view(
-    subscriber_id: str, request: Request, _: str = Depends(require("read"))
-) -> dict[str, Any]:
+async def subscriber_view(subscriber_id: str, request: Request, svc: Reader) -> dict[str, Any]:
     """Profile (masked without the ``pii`` scope), devices, webhooks, preferences, inbox and
     notifications."""
-    svc = service(request)
     async with svc.store.read() as conn:
         profile = await subscriber_rows.get(conn, svc.store.cipher, subscriber_id)
         if profile is None:
