@@ -1,23 +1,26 @@
 """What the sync and async clients share: request building, retry policy, result parsing.
 
-The clients differ only in how they send and sleep; every decision is made here, as plain
-functions of a response.
+The clients differ only in how they send and sleep; every decision is made here. Each
+operation is a generator of :data:`Step` s (:func:`emit`, :func:`emit_many` …): it yields a
+:class:`Call` to make or seconds to sleep, is sent back the response (or the transport
+error), and returns the result — so the client's only code is running it
+(``Client._run``, ``AsyncClient._run``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from tidings.client.errors import TidingsError
+from tidings.client.errors import TidingsConnectionError, TidingsError
 from tidings.ids import new_id
 
 BATCH_EVENTS = 1000
@@ -251,3 +254,131 @@ def ttl_text(ttl: str | float | timedelta | None) -> str | float | None:
 
 def _encode(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+T = TypeVar("T")
+Step = Call | float
+"""What an operation asks of its client: make this call, or sleep this many seconds."""
+Outcome = httpx.Response | httpx.TransportError | None
+"""What the client sends back: the call's response or transport error (``None`` after a
+sleep)."""
+Steps = Generator[Step, Outcome, T]
+"""An operation in progress, returning ``T``."""
+
+
+class EventFields(TypedDict, total=False):
+    """The optional attributes of an event :meth:`~tidings.client.Client.emit` takes."""
+
+    source: str | None
+    id: str | None
+    subject: str | None
+    time: datetime | str | None
+
+
+class Options(TypedDict, total=False):
+    """The options of both clients besides their transport: the events' default ``source``
+    (``/tidings-client``), the ``timeout`` in seconds (10), the ``retry`` policy."""
+
+    source: str
+    timeout: float
+    retry: Retry | None
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """A client's settings: the default event source, the retry policy, the HTTP options."""
+
+    source: str
+    retry: Retry
+    http: dict[str, Any]
+
+    @classmethod
+    def of(cls, url: str, api_key: str, options: Options) -> Setup:
+        """The settings of a client of ``url`` with ``api_key``."""
+        headers = {"authorization": f"Bearer {api_key}", "user-agent": "tidings-client"}
+        timeout = options.get("timeout", 10.0)
+        http = {"base_url": url.rstrip("/"), "timeout": timeout, "headers": headers}
+        return cls(options.get("source", "/tidings-client"), options.get("retry") or Retry(), http)
+
+
+def exchange(call: Call, retry: Retry) -> Steps[httpx.Response]:
+    """Make ``call``, again after a transient failure; the last answer.
+
+    :class:`TidingsConnectionError` once the attempts are spent on transport errors.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = yield call
+        if isinstance(outcome, httpx.TransportError):
+            if attempt >= retry.attempts:
+                raise TidingsConnectionError(f"{type(outcome).__name__}: {outcome}") from outcome
+            wait = None
+        else:
+            assert outcome is not None
+            if not transient(outcome.status_code) or attempt >= retry.attempts:
+                return outcome
+            wait = retry_after(outcome)
+        yield retry.delay(attempt, wait)
+
+
+def emit(
+    setup: Setup, event_type: str, data: Mapping[str, Any], fields: EventFields
+) -> Steps[Accepted]:
+    """Send one event."""
+    event = envelope(
+        event_type,
+        data,
+        source=fields.get("source") or setup.source,
+        id=fields.get("id"),
+        subject=fields.get("subject"),
+        time=fields.get("time"),
+    )
+    return accepted(checked((yield from exchange(emit_call(event), setup.retry))))
+
+
+def emit_many(setup: Setup, events: Iterable[Mapping[str, Any]]) -> Steps[list[ItemResult]]:
+    """Send events in batches; one result per event, in input order."""
+    results: list[ItemResult] = []
+    for start, count, call in batches(envelopes(events, setup.source)):
+        response = yield from exchange(call, setup.retry)
+        results += item_results(start, response.status_code, checked(response), count)
+    return results
+
+
+def inbox_token(
+    setup: Setup, subscriber_id: str, ttl: str | float | timedelta | None
+) -> Steps[InboxToken]:
+    """Mint an inbox token for ``subscriber_id``."""
+    body = {} if ttl is None else {"ttl": ttl_text(ttl)}
+    path = f"/v1/subscribers/{segment(subscriber_id)}/inbox-token"
+    found = yield from requested(setup, "POST", path, body)
+    return InboxToken(str(found["token"]), str(found["expires_at"]))
+
+
+def requested(setup: Setup, method: str, path: str, body: Any = None) -> Steps[Any]:
+    """Any API call with a JSON body; the JSON answer (``None`` for ``204``)."""
+    return checked((yield from exchange(json_call(method, path, body), setup.retry)))
+
+
+def device(
+    setup: Setup,
+    subscriber_id: str,
+    kind: str,
+    token: str | None,
+    subscription: Mapping[str, Any] | None,
+) -> Steps[str]:
+    """Register a push device; its id."""
+    body: dict[str, Any] = {"kind": kind}
+    if token is not None:
+        body["token"] = token
+    if subscription is not None:
+        body["subscription"] = dict(subscription)
+    path = f"/v1/subscribers/{segment(subscriber_id)}/devices"
+    found = yield from requested(setup, "POST", path, body)
+    return str(found["device_id"])
+
+
+def subscriber_path(subscriber_id: str) -> str:
+    """``/v1/subscribers/{id}``."""
+    return f"/v1/subscribers/{segment(subscriber_id)}"
