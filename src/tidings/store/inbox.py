@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.store.tables import inbox_items
 
 
-def item_json(row: Any) -> dict[str, Any]:
-    """The API form of an inbox row."""
+def item_content(row: Any) -> dict[str, Any]:
+    """What an inbox row says (without its seen/read/archived state)."""
     return {
         "id": row.id,
         "notification_id": row.notification_id,
@@ -20,6 +20,13 @@ def item_json(row: Any) -> dict[str, Any]:
         "body": row.body,
         "data": row.data,
         "created_at": row.created_at,
+    }
+
+
+def item_json(row: Any) -> dict[str, Any]:
+    """The API form of an inbox row."""
+    return {
+        **item_content(row),
         "seen": row.seen_at is not None,
         "read": row.read_at is not None,
         "archived": row.archived_at is not None,

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.crypto import Cipher
+from tidings.store import inbox as inbox_rows
 from tidings.store import schedule
 from tidings.store import subscribers as subscriber_rows
 from tidings.store import topics as topic_rows
@@ -108,13 +109,7 @@ async def export(conn: AsyncConnection, cipher: Cipher, subscriber_id: str) -> d
         "topics": await topic_rows.of_subscriber(conn, subscriber_id, None, 100_000),
         "inbox": [
             {
-                "id": row.id,
-                "notification_id": row.notification_id,
-                "category": row.category,
-                "title": row.title,
-                "body": row.body,
-                "data": row.data,
-                "created_at": row.created_at,
+                **inbox_rows.item_content(row),
                 "seen_at": row.seen_at,
                 "read_at": row.read_at,
                 "archived_at": row.archived_at,
