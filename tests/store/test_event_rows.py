@@ -17,26 +17,20 @@ def event(event_id: str, source: str = "/shop") -> Event:
     return Event(id=event_id, source=source, type="order.paid", data={"order_id": "o"})
 
 
-async def test_duplicates_within_and_across_batches(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
-    await store.start()
-    try:
-        first = await store.write(
-            lambda c: event_rows.insert_events(c, [event("a"), event("b"), event("a")], 1.0)
-        )
-        assert [r.duplicate for r in first] == [False, False, True]
-        assert first[2].pk == first[0].pk
-        second = await store.write(
-            lambda c: event_rows.insert_events(
-                c, [event("b"), event("a", "/other"), event("c")], 2.0
-            )
-        )
-        assert [r.duplicate for r in second] == [True, False, False]
-        assert second[0].pk == first[1].pk
-        async with store.read() as conn:
-            assert len(await event_rows.unprocessed(conn, 100, 10.0)) == 4
-    finally:
-        await store.aclose()
+async def test_duplicates_within_and_across_batches(store: Store) -> None:
+    """On each backend (the ``store`` fixture: SQLite and PostgreSQL)."""
+    first = await store.write(
+        lambda c: event_rows.insert_events(c, [event("a"), event("b"), event("a")], 1.0)
+    )
+    assert [r.duplicate for r in first] == [False, False, True]
+    assert first[2].pk == first[0].pk
+    second = await store.write(
+        lambda c: event_rows.insert_events(c, [event("b"), event("a", "/other"), event("c")], 2.0)
+    )
+    assert [r.duplicate for r in second] == [True, False, False]
+    assert second[0].pk == first[1].pk
+    async with store.read() as conn:
+        assert len(await event_rows.unprocessed(conn, 100, 10.0)) == 4
 
 
 async def test_duplicate_lookup_searches_the_unique_index(tmp_path: Path) -> None:
@@ -68,23 +62,29 @@ async def test_duplicate_lookup_searches_the_unique_index(tmp_path: Path) -> Non
         await store.aclose()
 
 
-async def test_claim_takes_each_event_once(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
-    await store.start()
-    try:
-        accepted = await store.write(
-            lambda c: event_rows.insert_events(c, [event("a"), event("b")], 1.0)
-        )
-        pks = [a.pk for a in accepted]
-        first = await store.write(lambda c: event_rows.claim(c, [pks[0], "missing"], 2.0))
-        second = await store.write(lambda c: event_rows.claim(c, pks, 3.0))
-        assert first == {pks[0]} and second == {pks[1]}
-        async with store.read() as conn:
-            assert await event_rows.unprocessed(conn, 100, 10.0) == []
-            (row,) = await event_rows.find(conn, "a", "/shop")
-        assert row.processed_at == 2.0
-    finally:
-        await store.aclose()
+async def test_claim_takes_each_event_once(store: Store) -> None:
+    """On each backend; a batch past one statement's ids (500) is claimed whole."""
+    accepted = await store.write(
+        lambda c: event_rows.insert_events(c, [event("a"), event("b")], 1.0)
+    )
+    pks = [a.pk for a in accepted]
+    first = await store.write(lambda c: event_rows.claim(c, [pks[0], "missing"], 2.0))
+    second = await store.write(lambda c: event_rows.claim(c, pks, 3.0))
+    assert first == {pks[0]} and second == {pks[1]}
+    async with store.read() as conn:
+        assert await event_rows.unprocessed(conn, 100, 10.0) == []
+        (row,) = await event_rows.find(conn, "a", "/shop")
+    assert row.processed_at == 2.0
+    many = await store.write(
+        lambda c: event_rows.insert_events(c, [event(f"m{i}") for i in range(1200)], 4.0)
+    )
+    assert [r.duplicate for r in many] == [False] * 1200
+    again = await store.write(
+        lambda c: event_rows.insert_events(c, [event(f"m{i}") for i in range(1200)], 5.0)
+    )
+    assert all(r.duplicate for r in again) and [r.pk for r in again] == [r.pk for r in many]
+    claimed = await store.write(lambda c: event_rows.claim(c, [r.pk for r in many], 6.0))
+    assert claimed == {r.pk for r in many}
 
 
 async def test_the_processing_claim_looks_its_rows_up_by_id_not_through_the_backlog(
