@@ -125,11 +125,11 @@ def decide_chunk(
         job.rule.template
     )
     for subscriber_id in ids:
-        recipient = recipients.get(subscriber_id) or Recipient(id=subscriber_id)
+        recipient = recipients.get(subscriber_id)
         if shared:
-            decision = _decide_alike(job, recipient, now, state, alike)
+            decision = _decide_alike(job, subscriber_id, recipient, now, state, alike)
         else:
-            decision = _decide(job, recipient, now, state)
+            decision = _decide(job, recipient or Recipient(id=subscriber_id), now, state)
         notification_id = None
         plan = decision.plan
         if plan is not None:
@@ -162,7 +162,8 @@ def decide_chunk(
 
 def _decide_alike(
     job: Job,
-    recipient: Recipient,
+    subscriber_id: str,
+    recipient: Recipient | None,
     now: float,
     state: State,
     alike: dict[tuple[Any, ...], Decision],
@@ -171,20 +172,29 @@ def _decide_alike(
 
     A broadcast's decision reads of a recipient only its locale, zone, preferences,
     reachable channels and cap count (the event and content are the same for all), so most
-    of a large audience falls into a few such shapes: each is decided once a chunk.
+    of a large audience falls into a few such shapes: each is decided once a chunk. A
+    subscriber ``None`` stands for is unknown and reachable in-app only (made only if its
+    shape is new).
     """
-    prefs = recipient.preferences
-    key = (
-        recipient.locale,
-        recipient.timezone,
-        json.dumps(prefs, sort_keys=True) if prefs else "",
-        recipient.reachable,
-        state.sent.get((recipient.id, job.rule.category), 0),
-    )
+    sent = state.sent.get((subscriber_id, job.rule.category), 0)
+    if recipient is None:
+        key: tuple[Any, ...] = (None, None, "", _IN_APP, sent)
+    else:
+        prefs = recipient.preferences
+        key = (
+            recipient.locale,
+            recipient.timezone,
+            json.dumps(prefs, sort_keys=True) if prefs else "",
+            recipient.reachable,
+            sent,
+        )
     found = alike.get(key)
     if found is None:
-        found = alike[key] = _decide(job, recipient, now, state)
+        found = alike[key] = _decide(job, recipient or Recipient(id=subscriber_id), now, state)
     return found  # its plan names the first recipient: rows take the subscriber id apart
+
+
+_IN_APP = frozenset({"inapp"})
 
 
 def _decide(job: Job, recipient: Recipient, now: float, state: State) -> Decision:

@@ -135,7 +135,7 @@ class Broadcaster:
         fresh = [i for i in ids if i not in known]
         channels = {*job.rule.channels, *job.rule.fallback}
         recipients, targets = await subscriber_rows.recipients(
-            conn, fresh, destinations=bool(channels & _DESTINED)
+            conn, fresh, destinations=bool(channels & _DESTINED), blank=False
         )
         category = self.policy.settings.categories[job.rule.category]
         state = await schedule.load_state(

@@ -245,11 +245,13 @@ Target = tuple[str, str | None]
 
 
 async def recipients(
-    conn: AsyncConnection, ids: Iterable[str], *, destinations: bool = True
+    conn: AsyncConnection, ids: Iterable[str], *, destinations: bool = True, blank: bool = True
 ) -> tuple[dict[str, Recipient], dict[str, dict[Channel, list[Target]]]]:
     """What the decision needs of each subscriber, and where each channel would deliver
     (devices and webhook endpoints not looked up with ``destinations=False``: a decision on
-    the in-app, email, SMS and WeChat channels only needs none).
+    the in-app, email, SMS and WeChat channels only needs none). With ``blank=False`` an id
+    with neither a profile nor a device or endpoint is left out of both (its recipient is
+    ``Recipient(id)``, in-app only): a broadcast's audience is mostly such ids.
 
     Two plain statements per 500 ids (:func:`~tidings.store.deliveries.rows_of`: on SQLite
     on the ``sqlite3`` connection itself, where SQLAlchemy's statement building, expanding
@@ -259,9 +261,6 @@ async def recipients(
     if not wanted:
         return {}, {}
     found: dict[str, tuple[Any, ...]] = {}
-    targets: dict[str, dict[Channel, list[Target]]] = {
-        subscriber_id: {"inapp": [("inapp", None)]} for subscriber_id in wanted
-    }
     places: list[Any] = []
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
@@ -269,6 +268,10 @@ async def recipients(
             found[row[0]] = row
         if destinations:
             places += await rows_of(conn, _DESTINATIONS, chunk, chunk)
+    targets: dict[str, dict[Channel, list[Target]]] = {
+        subscriber_id: {"inapp": [("inapp", None)]}
+        for subscriber_id in (wanted if blank else {*found, *(p[1] for p in places)})
+    }
     for subscriber_id, row in found.items():
         if row[4]:
             targets[subscriber_id]["email"] = [("email", None)]
@@ -282,8 +285,7 @@ async def recipients(
         targets[subscriber_id].setdefault(channel, []).append((kind, destination_id))
     result: dict[str, Recipient] = {}
     loads = json.loads
-    for subscriber_id in wanted:
-        channels = targets[subscriber_id]
+    for subscriber_id, channels in targets.items():
         known = found.get(subscriber_id)
         if known is None:
             result[subscriber_id] = Recipient(
