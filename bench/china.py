@@ -34,7 +34,8 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.channels.china import (  # noqa: E402
+from bench.providers_push import drive, start_fake  # noqa: E402
+from fakes.china import (  # noqa: E402
     MAKERS,
     OPENID,
     TOKEN,
@@ -43,12 +44,10 @@ from tests.channels.china import (  # noqa: E402
     tencent_settings,
     wechat_settings,
 )
-from tests.fakes.china_sms import AliyunSmsServer, TencentSmsServer  # noqa: E402
-from tests.fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer  # noqa: E402
-from tests.fakes.tls import BackgroundServer, free_port  # noqa: E402
-from tests.fakes.wechat_server import WeChatServer  # noqa: E402
-
-from bench.providers_push import drive, start_fake  # noqa: E402
+from fakes.china_sms import AliyunSmsServer, TencentSmsServer  # noqa: E402
+from fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer  # noqa: E402
+from fakes.tls import BackgroundServer, free_port  # noqa: E402
+from fakes.wechat_server import WeChatServer  # noqa: E402
 from tidings.channels.base import Message, ProviderContext  # noqa: E402
 from tidings.channels.http1 import Http1Pool, Reply  # noqa: E402
 from tidings.channels.makers import compact  # noqa: E402

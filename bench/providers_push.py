@@ -32,12 +32,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
-from tests.fakes.apns_server import ApnsServer, device_token, write_p8  # noqa: E402
-from tests.fakes.fcm_server import FcmServer, ServiceAccount, write_service_account  # noqa: E402
-from tests.fakes.tls import BackgroundServer, TestPki, free_port, make_pki  # noqa: E402
-from tests.fakes.twilio_server import TwilioServer  # noqa: E402
-from tests.fakes.webpush_service import WebPushService  # noqa: E402
 
+from fakes.apns_server import ApnsServer, device_token, write_p8  # noqa: E402
+from fakes.fcm_server import FcmServer, ServiceAccount, write_service_account  # noqa: E402
+from fakes.tls import BackgroundServer, TestPki, free_port, make_pki  # noqa: E402
+from fakes.twilio_server import TwilioServer  # noqa: E402
+from fakes.webpush_service import WebPushService  # noqa: E402
 from tidings.channels.apns import ApnsProvider  # noqa: E402
 from tidings.channels.base import Destination, Message, ProviderContext  # noqa: E402
 from tidings.channels.fcm import FcmProvider  # noqa: E402

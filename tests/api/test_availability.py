@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.smtp_sink import SmtpSink
+from fakes.smtp_sink import SmtpSink
 from tests.harness import Server, cloudevent, wait_for
 
 CONFIG: dict[str, Any] = {

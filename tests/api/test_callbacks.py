@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.harness import Server, cloudevent, free_port, wait_for
 
 CONFIG: dict[str, Any] = {

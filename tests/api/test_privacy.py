@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.harness import Server, cloudevent, wait_for
 
 CONFIG: dict[str, Any] = {

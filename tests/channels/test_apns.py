@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.apns_server import ApnsServer, device_token, write_p8
-from tests.fakes.tls import BackgroundServer, make_pki
+from fakes.apns_server import ApnsServer, device_token, write_p8
+from fakes.tls import BackgroundServer, make_pki
 from tidings.channels.apns import ApnsProvider, apns_id, collapse_id
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.config import ProviderSettings

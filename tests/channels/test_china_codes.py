@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.channels.china import MAKERS, OPENID, TOKEN, message, wechat_settings
+from fakes.china import MAKERS, OPENID, TOKEN, message, wechat_settings
+from fakes.china_sms import AliyunSmsServer, TencentSmsServer
+from fakes.maker_push import OppoServer, XiaomiServer
+from fakes.tls import BackgroundServer
+from fakes.wechat_server import WeChatServer
 from tests.channels.test_china_sms import (
     PHONE,
     aliyun,  # noqa: F401  (fixture)
@@ -19,10 +23,6 @@ from tests.channels.test_china_sms import (
     tencent_message,
     tencent_provider,
 )
-from tests.fakes.china_sms import AliyunSmsServer, TencentSmsServer
-from tests.fakes.maker_push import OppoServer, XiaomiServer
-from tests.fakes.tls import BackgroundServer
-from tests.fakes.wechat_server import WeChatServer
 from tidings.channels.base import ProviderContext
 from tidings.channels.registry import build_provider
 from tidings.channels.wechat import WeChatProvider

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.channels.china import aliyun_settings, message, one_byte_off, tencent_settings
-from tests.fakes.china_sms import AliyunSmsServer, TencentSmsServer
-from tests.fakes.tls import BackgroundServer
+from fakes.china import aliyun_settings, message, one_byte_off, tencent_settings
+from fakes.china_sms import AliyunSmsServer, TencentSmsServer
+from fakes.tls import BackgroundServer
 from tidings.channels.aliyun_sms import AliyunSmsProvider
 from tidings.channels.base import ProviderContext
 from tidings.channels.tencent_sms import TencentSmsProvider, tc3_authorization

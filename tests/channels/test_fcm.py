@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fcm_server import FcmServer, write_service_account
-from tests.fakes.tls import BackgroundServer, free_port
+from fakes.fcm_server import FcmServer, write_service_account
+from fakes.tls import BackgroundServer, free_port
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.fcm import FcmProvider
 from tidings.config import ProviderSettings

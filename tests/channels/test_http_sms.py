@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.tls import BackgroundServer, free_port
+from fakes.tls import BackgroundServer, free_port
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.http_sms import HttpSmsProvider
 from tidings.config import ProviderSettings

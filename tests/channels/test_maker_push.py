@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.channels.china import MAKERS, TOKEN, Maker, message, one_byte_off
-from tests.fakes.maker_push import HmsServer
-from tests.fakes.tls import BackgroundServer
+from fakes.china import MAKERS, TOKEN, Maker, message, one_byte_off
+from fakes.maker_push import HmsServer
+from fakes.tls import BackgroundServer
 from tidings.channels.base import ProviderContext
 from tidings.channels.makers import form_body
 from tidings.channels.registry import build_provider

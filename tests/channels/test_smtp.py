@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.smtp_sink import SmtpSink
-from tests.fakes.tls import TestPki, make_pki
+from fakes.smtp_sink import SmtpSink
+from fakes.tls import TestPki, make_pki
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.smtp import SmtpProvider
 from tidings.config import ProviderSettings

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fakes.webhook_receiver import new_secret
 from tests.channels.test_webhook import message, provider
-from tests.fakes.webhook_receiver import new_secret
 from tidings.channels.http1 import Http1Pool
 from tidings.errors import TransientProviderError
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.tls import BackgroundServer
-from tests.fakes.twilio_server import TwilioServer
+from fakes.tls import BackgroundServer
+from fakes.twilio_server import TwilioServer
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.twilio import TwilioProvider
 from tidings.config import ProviderSettings

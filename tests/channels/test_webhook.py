@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver, new_secret
+from fakes.webhook_receiver import Reply, WebhookReceiver, new_secret
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.ssrf import ForbiddenDestination
 from tidings.channels.webhook import WebhookProvider, secret_key, sign

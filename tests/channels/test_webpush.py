@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.fakes.tls import BackgroundServer, free_port
-from tests.fakes.webpush_service import WebPushService, b64url
+from fakes.tls import BackgroundServer, free_port
+from fakes.webpush_service import WebPushService, b64url
 from tidings.channels.base import Destination, Message, ProviderContext
 from tidings.channels.webpush import MAX_PLAINTEXT, WebPushProvider, topic_for
 from tidings.config import ProviderSettings

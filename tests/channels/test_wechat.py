@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.channels.china import OPENID, message, one_byte_off, wechat_settings
-from tests.fakes.tls import BackgroundServer
-from tests.fakes.wechat_server import WeChatServer
+from fakes.china import OPENID, message, one_byte_off, wechat_settings
+from fakes.tls import BackgroundServer
+from fakes.wechat_server import WeChatServer
 from tidings.channels.base import ProviderContext
 from tidings.channels.wechat import WeChatProvider
 from tidings.config import ProviderSettings

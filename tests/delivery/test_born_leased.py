@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.services import create_database, drop_database
 from tidings.clock import SystemClock
 from tidings.config import build_settings

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.delivery.test_lanes import add, rows
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 from tidings.clock import SystemClock
 from tidings.config import build_settings
 from tidings.delivery.dispatcher import Dispatcher

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fakes.tls import free_port
+from fakes.webhook_receiver import WebhookReceiver, new_secret
 from tests.delivery.test_lanes import add, rows
-from tests.fakes.tls import free_port
-from tests.fakes.webhook_receiver import WebhookReceiver, new_secret
 from tidings.clock import SystemClock
 from tidings.config import build_settings
 from tidings.delivery.breaker import Breaker, EndpointBreakers

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.tls import make_pki
+from fakes.tls import make_pki
 from tidings.channels.http1 import Http1Pool, InvalidResponse
 
 Answer = Callable[[bytes], bytes | None]

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tidings.clock import SystemClock
 from tidings.config import build_settings
 from tidings.delivery.dispatcher import Dispatcher

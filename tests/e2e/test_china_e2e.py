@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.channels.china import aliyun_settings, tencent_settings, wechat_settings
-from tests.fakes.china_sms import AliyunSmsServer, TencentSmsServer
-from tests.fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer
-from tests.fakes.tls import BackgroundServer
-from tests.fakes.wechat_server import WeChatServer
+from fakes.china import aliyun_settings, tencent_settings, wechat_settings
+from fakes.china_sms import AliyunSmsServer, TencentSmsServer
+from fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer
+from fakes.tls import BackgroundServer
+from fakes.wechat_server import WeChatServer
 from tests.harness import Server, cloudevent, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,7 +73,7 @@ def fakes() -> Iterator[tuple[Fakes, dict[str, Any]]]:
         for server in servers.values():
             started.append(server.start())
         url = {name: server.url for name, server in servers.items()}
-        from tests.channels.china import MAKERS
+        from fakes.china import MAKERS
 
         push = [{"kind": m.kind, **m.settings(getattr(found, m.kind), url[m.kind])} for m in MAKERS]
         providers = {

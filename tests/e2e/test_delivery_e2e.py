@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.smtp_sink import SmtpSink
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.smtp_sink import SmtpSink
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.harness import Server, cloudevent, wait_for
 
 pytestmark = pytest.mark.timeout(90)

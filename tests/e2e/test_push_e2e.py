@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.apns_server import ApnsServer, device_token, write_p8
-from tests.fakes.fcm_server import FcmServer, write_service_account
-from tests.fakes.tls import BackgroundServer, TestPki, free_port, make_pki
-from tests.fakes.twilio_server import TwilioServer
-from tests.fakes.webpush_service import WebPushService, b64url
+from fakes.apns_server import ApnsServer, device_token, write_p8
+from fakes.fcm_server import FcmServer, write_service_account
+from fakes.tls import BackgroundServer, TestPki, free_port, make_pki
+from fakes.twilio_server import TwilioServer
+from fakes.webpush_service import WebPushService, b64url
 from tests.harness import Server, cloudevent, wait_for
 from tidings.channels.apns import apns_id
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.harness import Server, cloudevent, wait_for
 
 pytestmark = pytest.mark.timeout(120)

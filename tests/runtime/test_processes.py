@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.webhook_receiver import WebhookReceiver
+from fakes.webhook_receiver import WebhookReceiver
 from tests.harness import Server, cloudevent, wait_for
 
 CONFIG: dict[str, Any] = {

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.webhook_receiver import WebhookReceiver
+from fakes.webhook_receiver import WebhookReceiver
 from tests.harness import cloudevent
 from tests.scaleout.cluster import Cluster, fresh_database
 from tests.services import Services

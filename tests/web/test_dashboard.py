@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.fakes.webhook_receiver import Reply, WebhookReceiver
+from fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.harness import REPO, Server, cloudevent, wait_for
 
 # a webhook provider that dead-letters at the first transient failure, and lets loopback through

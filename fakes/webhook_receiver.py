@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.tls import BackgroundServer
+from fakes.tls import BackgroundServer
 
 
 def new_secret() -> str:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakes.china_sms import AliyunSmsServer, TencentSmsServer
-from tests.fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer
-from tests.fakes.wechat_server import WeChatServer
+from fakes.china_sms import AliyunSmsServer, TencentSmsServer
+from fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer
+from fakes.wechat_server import WeChatServer
 from tidings.channels.base import Destination, Message
 
 OPENID = "oABCD1234efgh5678ijkl9012mno"

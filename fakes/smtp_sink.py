@@ -18,7 +18,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.fakes.tls import TestPki, free_port
+from fakes.tls import TestPki, free_port
 
 
 @dataclass

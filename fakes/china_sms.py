@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.maker_push import form_of
+from fakes.maker_push import form_of
 
 MAINLAND = re.compile(r"^1\d{10}$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
