@@ -120,7 +120,7 @@ def decide(
             continue
         for recipient_id in ids:
             recipient = recipients.get(recipient_id) or Recipient(id=recipient_id)
-            decisions.append(_decide_one(policy, rule, event, recipient, now, state))
+            decisions.append(decide_for(policy, rule, event, recipient, now, state))
     return decisions or [unmatched(policy, event)]
 
 
@@ -163,19 +163,8 @@ def decide_for(
     now: float,
     state: State,
 ) -> Decision:
-    """One rule × recipient: how a broadcast decides each member of its audience."""
-    return _decide_one(policy, rule, event, recipient, now, state)
-
-
-def _decide_one(
-    policy: Policy,
-    rule: RuleSettings,
-    event: Event,
-    recipient: Recipient,
-    now: float,
-    state: State,
-) -> Decision:
-    """Whether (opted out? cancelled? stale? reachable?), then how and when: one decision."""
+    """One rule × recipient (how :func:`decide` and a broadcast decide each one): whether
+    (opted out? cancelled? stale? reachable?), then how and when."""
     category = policy.settings.categories[rule.category]
     refused = _refused(rule, category, event, recipient, state)
     if refused is not None:
