@@ -6,30 +6,26 @@ the outbox rows it sends are written where delivery outcomes are committed.
 
 from __future__ import annotations
 
-import base64
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tidings.api.deps import Admin, read_json
-from tidings.channels.ssrf import ForbiddenDestination, check_url
+from tidings.api.deps import (
+    Admin,
+    parsed,
+    private_allowed,
+    reachable_url,
+    read_json,
+    signing_secret,
+)
 from tidings.delivery.callbacks import CallbackSender, watch
-from tidings.errors import InvalidInput, NotFound
+from tidings.errors import NotFound
 from tidings.runtime.service import Service
 from tidings.store import callbacks as rows
 from tidings.store.callbacks import TYPES, StatusType
-
-
-def _allow_private(svc: Service) -> bool:
-    """Whether callback URLs may name private addresses (as the webhook providers allow)."""
-    return any(
-        bool(entry.option("allow_private_networks", False))
-        for entry in svc.settings.providers.get("webhook") or []
-    )
 
 
 @asynccontextmanager
@@ -42,7 +38,7 @@ async def _sending(app: FastAPI) -> AsyncIterator[None]:
         svc.clock,
         delivery.retry,
         timeout=float(delivery.timeout),
-        allow_private=_allow_private(svc),
+        allow_private=private_allowed(svc),
     )
     sender.start()
     try:
@@ -64,23 +60,12 @@ class CallbackIn(BaseModel):
     secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")
 
 
-def _parse(body: Any) -> CallbackIn:
-    try:
-        return CallbackIn.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInput(first["msg"], "/" + "/".join(str(p) for p in first["loc"])) from exc
-
-
 @router.post("/v1/callbacks", status_code=201, summary="Register a status callback")
 async def add_callback(request: Request, svc: Admin) -> dict[str, Any]:
     """POST every status change of ``types`` to ``url``; the signing secret is returned once."""
-    callback = _parse(await read_json(request))
-    try:
-        check_url(callback.url, _allow_private(svc))
-    except ForbiddenDestination as exc:
-        raise InvalidInput(str(exc), "/url") from exc
-    secret = callback.secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    callback = parsed(CallbackIn, await read_json(request))
+    reachable_url(svc, callback.url)
+    secret = signing_secret(callback.secret)
     types = list(dict.fromkeys(callback.types))
     now = svc.clock.now()
     callback_id = await svc.store.write(

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from tidings import json_input
 from tidings.api.problems import ApiError
+from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.crypto import hash_api_key
 from tidings.errors import InvalidInput, PayloadTooLarge
 from tidings.runtime.service import Service
@@ -156,6 +160,43 @@ async def bounded_body(declared: str | None, chunks: AsyncIterator[bytes], limit
 async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
     """The body decoded strictly (:func:`tidings.json_input.decode`): ``400`` naming where."""
     return json_input.decode(await read_body(request, limit))
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parsed(model: type[Model], body: Any) -> Model:
+    """``body`` as ``model``; the first validation error as :class:`InvalidInput` (``422``)
+    naming its field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(first["msg"], "/" + "/".join(str(p) for p in first["loc"])) from exc
+
+
+def private_allowed(svc: Service) -> bool:
+    """Whether webhook and callback URLs may name private addresses: a configured
+    ``webhook`` provider has ``allow_private_networks``."""
+    return any(
+        bool(entry.option("allow_private_networks", False))
+        for entry in svc.settings.providers.get("webhook") or []
+    )
+
+
+def reachable_url(svc: Service, url: str) -> str:
+    """``url`` if the webhook providers may call it (:func:`private_allowed`); ``422`` at
+    ``/url`` otherwise. The send-time guard re-checks the DNS answer."""
+    try:
+        check_url(url, private_allowed(svc))
+    except ForbiddenDestination as exc:
+        raise InvalidInput(str(exc), "/url") from exc
+    return url
+
+
+def signing_secret(given: str | None) -> str:
+    """``given``, or a new ``whsec_`` secret (24 random bytes) to sign with."""
+    return given or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 T = TypeVar("T")

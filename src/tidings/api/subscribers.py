@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tidings.api.deps import Admin, Listed, Reader, read_json, reveals_pii
+from tidings.api.deps import (
+    Admin,
+    Listed,
+    Reader,
+    parsed,
+    reachable_url,
+    read_json,
+    reveals_pii,
+    signing_secret,
+)
 from tidings.api.openapi import PREFERENCES_BODY, json_body
 from tidings.api.views import profile_json
-from tidings.channels.ssrf import ForbiddenDestination, check_url
 from tidings.errors import InvalidInput, NotFound
 from tidings.store import privacy
 from tidings.store import subscribers as rows
@@ -108,15 +114,6 @@ class EndpointIn(BaseModel):
     secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")
 
 
-def _parse(model: type[BaseModel], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "/" + "/".join(str(p) for p in first["loc"])
-        raise InvalidInput(first["msg"], field) from exc
-
-
 def _check_id(subscriber_id: str) -> None:
     if not re.match(_ID, subscriber_id):
         raise InvalidInput("a subscriber id is 1-256 characters of A-Z a-z 0-9 _ . : @ -", "/id")
@@ -132,7 +129,7 @@ async def put_subscriber(
 ) -> dict[str, Any]:
     """Create or replace the profile; PII is encrypted before it is stored."""
     _check_id(subscriber_id)
-    profile: Profile = _parse(Profile, await read_json(request))
+    profile = parsed(Profile, await read_json(request))
     now = svc.clock.now()
     created = await svc.store.write(
         lambda conn: rows.upsert(conn, svc.store.cipher, subscriber_id, profile.model_dump(), now)
@@ -186,7 +183,7 @@ async def delete_subscriber(subscriber_id: str, svc: Admin) -> Response:
 async def add_device(subscriber_id: str, request: Request, svc: Admin) -> dict[str, Any]:
     """Register an FCM/APNs token or a Web Push subscription; ``{device_id}``."""
     _check_id(subscriber_id)
-    device: DeviceIn = _parse(DeviceIn, await read_json(request))
+    device = parsed(DeviceIn, await read_json(request))
     keys = None
     if device.kind == "webpush":
         if device.subscription is None:
@@ -235,17 +232,9 @@ async def remove_device(subscriber_id: str, device_id: str, svc: Admin) -> Respo
 async def add_webhook(subscriber_id: str, request: Request, svc: Admin) -> dict[str, Any]:
     """Register an endpoint for the ``webhook`` channel; the signing secret is returned once."""
     _check_id(subscriber_id)
-    endpoint: EndpointIn = _parse(EndpointIn, await read_json(request))
-    # a URL that any configured webhook provider may reach; the send-time guard re-checks DNS
-    allow_private = any(
-        bool(entry.option("allow_private_networks", False))
-        for entry in svc.settings.providers.get("webhook") or []
-    )
-    try:
-        check_url(endpoint.url, allow_private)
-    except ForbiddenDestination as exc:
-        raise InvalidInput(str(exc), "/url") from exc
-    secret = endpoint.secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    endpoint = parsed(EndpointIn, await read_json(request))
+    reachable_url(svc, endpoint.url)
+    secret = signing_secret(endpoint.secret)
     now = svc.clock.now()
     endpoint_id = await svc.store.write(
         lambda conn: rows.add_endpoint(
