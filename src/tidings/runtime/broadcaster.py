@@ -2,8 +2,9 @@
 
 Each round it starts the scheduled broadcasts whose time came, plans the next chunks of a
 running one, then claims chunks and decides them, one transaction each
-(:mod:`tidings.store.broadcasts`): the recipients' notifications, deliveries, inbox items and
-decisions commit with the chunk's progress, so after a ``kill -9`` the next round (in this
+(:mod:`tidings.store.broadcasts`): the recipients' rows (an in-app-only recipient's inbox
+item; any other's notification, deliveries and inbox item) and decisions commit with the
+chunk's progress, so after a ``kill -9`` the next round (in this
 process after its restart, or in any other) goes on from the last commit — no recipient lost,
 none notified twice. Memory holds one chunk at a time, whatever the audience. After each
 commit the due deliveries go to the broker and the inbox items to the live streams.
