@@ -33,8 +33,8 @@ test: setup
 	bash scripts/test.sh
 
 check: setup
-	$(BIN)/ruff format --check src tests bench fakes
-	$(BIN)/ruff check src tests bench fakes
+	$(BIN)/ruff format --check src tests bench fakes testbed
+	$(BIN)/ruff check src tests bench fakes testbed
 	$(BIN)/mypy
 
 bench: setup

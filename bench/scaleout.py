@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.scaleout.cluster import Cluster, fresh_database, fresh_vhost
-from tests.scaleout.test_faults import CONFIG, SELLERS
-from tests.services import Services, arun_script, read_env_file
 
 from bench.baselines import raw_rabbitmq
 from fakes.webhook_receiver import WebhookReceiver
+from testbed.cluster import CONFIG, SELLERS, Cluster, fresh_database, fresh_vhost
+from testbed.services import Services, arun_script, read_env_file
 
 
 def _events(start: int, n: int, run: str) -> list[dict[str, Any]]:

@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server
+from testbed.harness import Server
 from tidings.crypto import Cipher
 from tidings.store import Store
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["testbed.services"]
 
 
 @pytest.fixture(scope="session")
 def vhosts(services: Any) -> Iterator[Any]:
     """Fresh RabbitMQ vhosts, made ahead of the tests that take them."""
-    from tests.scaleout.cluster import VhostPool
+    from testbed.cluster import VhostPool
 
     pool = VhostPool(services)
     yield pool
@@ -35,7 +35,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     if request.param == "embedded":
         running = Server(tmp_path).start()
     else:
-        from tests.scaleout.cluster import Cluster, fresh_database
+        from testbed.cluster import Cluster, fresh_database
 
         database = fresh_database(request.getfixturevalue("services"))
         vhost = request.getfixturevalue("vhosts").take()
@@ -52,7 +52,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database on each backend (a module may define its own ``database_url``)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 't.db'}"
-    from tests.scaleout.cluster import fresh_database
+    from testbed.cluster import fresh_database
 
     database = fresh_database(request.getfixturevalue("services"))
     request.addfinalizer(database.drop)

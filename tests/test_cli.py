@@ -193,7 +193,7 @@ def test_dlq_lists_whole_ids_at_80_columns_and_replay_of_an_unknown_id_fails(
 def test_demo_takes_the_admin_key_the_readme_exports(tmp_path: Path) -> None:
     import os
 
-    from tests.harness import Server
+    from testbed.harness import Server
 
     server = Server(tmp_path).start()
     try:
@@ -216,7 +216,7 @@ def test_start_up_prints_no_alembic_lines_before_the_banner(tmp_path: Path) -> N
     import os
     import time
 
-    from tests.harness import free_port, kill_process, track
+    from testbed.harness import free_port, kill_process, track
 
     for processes in (["--processes", "1"], []):  # [] = the default: every core
         log = tmp_path / f"serve{len(processes)}.log"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import READY_WAIT, REPO, Server
-from tests.scaleout.cluster import Cluster, Worker
+from testbed.cluster import Cluster, Worker
+from testbed.harness import READY_WAIT, REPO, Server
 
 
 def test_every_start_waits_at_least_a_minute_by_default() -> None:
@@ -33,7 +33,7 @@ def test_a_server_left_running_by_a_test_is_killed_when_the_suite_exits(tmp_path
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from tests.harness import Server\n"
+        "from testbed.harness import Server\n"
         "leaked = Server(Path(sys.argv[1]))  # a test that forgets to stop what it started\n"
         "leaked.start()\n"
         "print(leaked.process.pid, flush=True)\n"

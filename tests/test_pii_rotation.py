@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tests.harness import Server
+from testbed.harness import Server
 from tidings.crypto import Cipher
 from tidings.errors import StoreError
 from tidings.runtime.rotation import rotate_pii

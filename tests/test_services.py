@@ -10,7 +10,7 @@ import pytest
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
 
-from tests.services import Services, create_database, drop_database, unique_name
+from testbed.services import Services, create_database, drop_database, unique_name
 
 pytestmark = pytest.mark.scaleout
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.harness import Server
+from testbed.harness import Server
 
 
 def keys(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

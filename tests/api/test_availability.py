@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from fakes.smtp_sink import SmtpSink
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 CONFIG: dict[str, Any] = {
     "categories": {"order_updates": {"required": True}},

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.harness import Server, cloudevent, free_port, wait_for
+from testbed.harness import Server, cloudevent, free_port, wait_for
 
 CONFIG: dict[str, Any] = {
     "delivery": {"retry": {"attempts": 8, "backoff": "100ms", "max_backoff": "500ms"}},
@@ -231,7 +231,7 @@ def test_a_fallback_read_in_the_inbox_is_a_suppressed_callback(tmp_path: Path) -
 @pytest.mark.scaleout
 def test_callbacks_scaled_out(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Workers write the outbox (PostgreSQL), the API process sends it."""
-    from tests.scaleout.cluster import Cluster, fresh_database
+    from testbed.cluster import Cluster, fresh_database
 
     database = fresh_database(request.getfixturevalue("services"))
     request.addfinalizer(database.drop)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 ORDER = {"buyer_id": "buyer-1", "seller_id": "seller-1", "amount": "9.00", "currency": "CNY"}
 CONFIG = {

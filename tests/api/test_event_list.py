@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server, cloudevent
+from testbed.harness import Server, cloudevent
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server
+from testbed.harness import Server
 from tidings.crypto import generate_key
 
 EXAMPLES = int(os.environ.get("TIDINGS_FUZZ_EXAMPLES", "10"))

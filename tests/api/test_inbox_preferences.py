@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.harness import Server
+from testbed.harness import Server
 
 
 @pytest.fixture(scope="module")

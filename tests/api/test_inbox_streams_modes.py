@@ -9,8 +9,8 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from testbed.harness import Server, wait_for
 from tests.api.test_inbox_tokens import open_stream
-from tests.harness import Server, wait_for
 
 
 def test_streams_are_capped_and_end_with_their_token(server: Server) -> None:

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.harness import Server, wait_for
+from testbed.harness import Server, wait_for
 from tidings.api.inbox import mint_token
 
 EVENTS_KEY = "events-only-key-0123456789abcdef"

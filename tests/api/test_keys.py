@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.harness import Server, wait_for
 from tests.api.keys_cli import create, key_id, keys, private
-from tests.harness import Server, wait_for
 from tidings.crypto import load_or_create_key
 
 EXTRA = "extra-configured-key-0123456789"

@@ -7,8 +7,8 @@ import uuid
 
 import httpx
 
+from testbed.harness import Server, wait_for
 from tests.api.keys_cli import create, key_id, keys
-from tests.harness import Server, wait_for
 
 
 def test_a_made_key_works_masks_pii_and_stops_once_revoked(server: Server) -> None:

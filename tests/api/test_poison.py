@@ -14,7 +14,7 @@ import random
 
 import httpx
 
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 BUYER = "poison-buyer"
 STRUCTURED = {"content-type": "application/cloudevents+json"}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 CONFIG: dict[str, Any] = {
     "categories": {"order_updates": {"required": True}, "reminders": {}},

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.harness import Server, wait_for
 from tests.api.keys_cli import create, key_id, keys
 from tests.api.scope_table import CREDENTIALS, ROUTES, expected
-from tests.harness import Server, wait_for
 
 CONFIG = {"providers": {"webhook": [{"kind": "webhook", "allow_private_networks": True}]}}
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from fakes.smtp_sink import SmtpSink
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 ORDER = {"order_id": "o-1", "buyer_id": "b-1", "seller_id": "s-1", "amount": "1", "currency": "CNY"}
 

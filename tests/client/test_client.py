@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import Server, wait_for
+from testbed.harness import Server, wait_for
 from tidings.client import AsyncClient, Client, Retry, TidingsError
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.services import create_database, drop_database
+from testbed.services import create_database, drop_database
 from tidings.clock import SystemClock
 from tidings.config import build_settings
 from tidings.crypto import generate_key

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 CONTENT = {
     "en-US": {"title": "Flash sale", "body": "{{ name }} starts now"},

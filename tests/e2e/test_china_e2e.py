@@ -18,7 +18,7 @@ from fakes.china_sms import AliyunSmsServer, TencentSmsServer
 from fakes.maker_push import HmsServer, OppoServer, VivoServer, XiaomiServer
 from fakes.tls import BackgroundServer
 from fakes.wechat_server import WeChatServer
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 PARAMS = ["order", "amount"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 
 def test_kill_9_mid_load_then_restart(tmp_path: Path) -> None:

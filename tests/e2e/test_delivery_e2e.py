@@ -19,7 +19,7 @@ import pytest
 
 from fakes.smtp_sink import SmtpSink
 from fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

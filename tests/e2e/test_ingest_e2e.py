@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 PAID = {
     "order_id": "o-1",

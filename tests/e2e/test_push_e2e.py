@@ -28,7 +28,7 @@ from fakes.fcm_server import FcmServer, write_service_account
 from fakes.tls import BackgroundServer, TestPki, free_port, make_pki
 from fakes.twilio_server import TwilioServer
 from fakes.webpush_service import WebPushService, b64url
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 from tidings.channels.apns import apns_id
 
 SENDER = "+15550000000"

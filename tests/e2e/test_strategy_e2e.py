@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from tests.harness import Server, cloudevent, free_port, wait_for
+from testbed.harness import Server, cloudevent, free_port, wait_for
 
 ORDER = {
     "order_id": "o-1",

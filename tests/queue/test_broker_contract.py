@@ -16,7 +16,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustChannel
 
-from tests.scaleout.cluster import fresh_vhost
+from testbed.cluster import fresh_vhost
 from tidings.queue.amqp import DEAD
 from tidings.queue.base import LANES, Broker, Handler, Lane, Ticket
 from tidings.queue.embedded import EmbeddedBroker

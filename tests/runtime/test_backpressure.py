@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Server, cloudevent, wait_for
-from tests.scaleout.cluster import Cluster, fresh_database
-from tests.services import Services
+from testbed.cluster import Cluster, fresh_database
+from testbed.harness import Server, cloudevent, wait_for
+from testbed.services import Services
 from tidings.api.app import create_app
 from tidings.config import build_settings
 from tidings.runtime.service import Service

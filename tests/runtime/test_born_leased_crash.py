@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.harness import Server, wait_for
+from testbed.harness import Server, wait_for
 from tests.runtime.test_processes import alive, children
 from tidings.config import sqlalchemy_url
 
@@ -127,7 +127,7 @@ async def pg_counts(url: str, broadcast_id: str) -> list[tuple[int, int]]:
 def test_kill_9_of_a_worker_mid_broadcast_in_scale_out(
     tmp_path: Path, services: Any, vhosts: Any
 ) -> None:
-    from tests.scaleout.cluster import Cluster, fresh_database
+    from testbed.cluster import Cluster, fresh_database
 
     size = 10_000
     database = fresh_database(services)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from fakes.webhook_receiver import WebhookReceiver
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 CONFIG: dict[str, Any] = {
     "categories": {"order_updates": {"required": True}},

@@ -11,9 +11,9 @@ import httpx
 import pika
 import pytest
 
-from tests.harness import cloudevent, wait_for
-from tests.scaleout.cluster import Cluster, fresh_database
-from tests.services import Services
+from testbed.cluster import Cluster, fresh_database
+from testbed.harness import cloudevent, wait_for
+from testbed.services import Services
 
 pytestmark = pytest.mark.scaleout
 PAID = {

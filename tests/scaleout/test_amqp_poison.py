@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.harness import cloudevent, wait_for
-from tests.scaleout.cluster import Cluster, fresh_database
+from testbed.cluster import Cluster, fresh_database
+from testbed.harness import cloudevent, wait_for
+from testbed.services import Services
 from tests.scaleout.test_amqp_ingest import dead_letters, inbox, publish
-from tests.services import Services
 
 pytestmark = pytest.mark.scaleout
 

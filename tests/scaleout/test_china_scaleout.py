@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.cluster import Cluster, fresh_database
+from testbed.services import Services
 from tests.e2e.test_china_e2e import (
     FAST_RETRY,
     RULE,
@@ -27,8 +29,6 @@ from tests.e2e.test_china_e2e import (
     openid,
     pay,
 )
-from tests.scaleout.cluster import Cluster, fresh_database
-from tests.services import Services
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(240)]
 

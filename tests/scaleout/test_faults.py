@@ -20,28 +20,11 @@ import httpx
 import pytest
 
 from fakes.webhook_receiver import WebhookReceiver
-from tests.harness import cloudevent
-from tests.scaleout.cluster import Cluster, fresh_database
-from tests.services import Services
+from testbed.cluster import CONFIG, SELLERS, Cluster, fresh_database
+from testbed.harness import cloudevent
+from testbed.services import Services
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(240)]
-SELLERS = [f"seller-{i}" for i in range(4)]
-CONFIG: dict[str, Any] = {
-    "categories": {"order_updates": {"required": True}},
-    "templates": {"paid": {"en-US": {"title": "Paid {{ order_id }}", "body": "{{ amount }}"}}},
-    "providers": {"webhook": [{"kind": "webhook", "allow_private_networks": True}]},
-    "delivery": {"retry": {"attempts": 20, "backoff": "200ms", "max_backoff": "1s"}},
-    "rules": [
-        {
-            "id": "paid-seller",
-            "on": "order.paid",
-            "to": "seller",
-            "category": "order_updates",
-            "channels": ["webhook"],
-            "template": "paid",
-        }
-    ],
-}
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.services import create_database, drop_database
+from testbed.services import create_database, drop_database
 from tidings.config import sqlalchemy_url
 from tidings.store import migrations
 from tidings.store.tables import metadata

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.services import create_database, drop_database
+from testbed.services import create_database, drop_database
 from tests.strategy.helpers import TEMPLATES, event
 from tests.strategy.test_engine_state import Engine
 from tidings.clock import OffsetClock

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.services import create_database, drop_database
+from testbed.services import create_database, drop_database
 from tests.strategy.helpers import TEMPLATES, event
 from tidings.clock import OffsetClock
 from tidings.config import build_settings

@@ -12,7 +12,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.harness import REPO, Server, cloudevent, wait_for
+from testbed.harness import REPO, Server, cloudevent, wait_for
 from tests.web.browser import chromium
 
 DOCS = REPO / "docs"

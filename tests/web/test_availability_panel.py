@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.harness import Server
+from testbed.harness import Server
 
 
 @pytest.fixture

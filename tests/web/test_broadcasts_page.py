@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.harness import Server, cloudevent, wait_for
+from testbed.harness import Server, cloudevent, wait_for
 
 VIEWPORT = {"width": 1400, "height": 1000}
 

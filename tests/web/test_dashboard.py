@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from fakes.webhook_receiver import Reply, WebhookReceiver
-from tests.harness import REPO, Server, cloudevent, wait_for
+from testbed.harness import REPO, Server, cloudevent, wait_for
 
 # a webhook provider that dead-letters at the first transient failure, and lets loopback through
 CONFIG: dict[str, Any] = {

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.harness import Server, cloudevent
+from testbed.harness import Server, cloudevent
 
 
 @pytest.fixture(scope="module")

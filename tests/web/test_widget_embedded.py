@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.harness import Server, cloudevent, free_port, wait_for
+from testbed.harness import Server, cloudevent, free_port, wait_for
 
 TOKENS_KEY = "shop-backend-tokens-key-0123456789"
 VIEWPORT = {"width": 1100, "height": 800}

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.harness import READY_WAIT, Server, kill_process, track
-from tests.services import (
+from testbed.harness import READY_WAIT, Server, kill_process, track
+from testbed.services import (
     Services,
     create_database,
     drop_database,
@@ -201,3 +201,23 @@ class VhostPool:
         self._stop = True
         self._wanted.release()
         self._thread.join(30)
+
+
+# The scale-out workload of the fault tests and bench.scaleout: paid orders, one webhook each.
+SELLERS = [f"seller-{i}" for i in range(4)]
+CONFIG: dict[str, Any] = {
+    "categories": {"order_updates": {"required": True}},
+    "templates": {"paid": {"en-US": {"title": "Paid {{ order_id }}", "body": "{{ amount }}"}}},
+    "providers": {"webhook": [{"kind": "webhook", "allow_private_networks": True}]},
+    "delivery": {"retry": {"attempts": 20, "backoff": "200ms", "max_backoff": "1s"}},
+    "rules": [
+        {
+            "id": "paid-seller",
+            "on": "order.paid",
+            "to": "seller",
+            "category": "order_updates",
+            "channels": ["webhook"],
+            "template": "paid",
+        }
+    ],
+}
