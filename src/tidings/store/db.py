@@ -243,18 +243,17 @@ class Writer:
 
     async def _attempt(self, lane: int, batch: list[tuple[Operation, Any]]) -> list[Any]:
         """Run ``batch`` in one transaction; once more on a new connection if it was lost."""
-        for last in (False, True):
-            try:
-                results = []
-                async with self._transaction(lane) as conn:
-                    for operation, _ in batch:
-                        results.append(await operation(conn))
-                return results
-            except DBAPIError as exc:
-                if last or not exc.connection_invalidated:
-                    raise
-                log.warning("database connection lost; retrying the batch on a new one")
-        raise AssertionError("unreachable")
+        try:
+            return await self._run_batch(lane, batch)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("database connection lost; retrying the batch on a new one")
+        return await self._run_batch(lane, batch)
+
+    async def _run_batch(self, lane: int, batch: list[tuple[Operation, Any]]) -> list[Any]:
+        async with self._transaction(lane) as conn:
+            return [await operation(conn) for operation, _ in batch]
 
     @asynccontextmanager
     async def _transaction(self, lane: int) -> AsyncIterator[AsyncConnection]:
