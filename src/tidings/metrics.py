@@ -15,6 +15,7 @@ once the supervisor reports it dead (:func:`process_died`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -86,6 +87,15 @@ class Metrics:
             ["channel", "provider", "status"],
             registry=self.registry,
         )
+        # A broadcast recipient is counted when decided, and again when a deferred decision
+        # settles (fired: sent, expired, cancelled): "deferred" counts deferrals, and each
+        # later outcome the recipients that reached it.
+        self.broadcast_recipients = Counter(
+            "tidings_broadcast_recipients",
+            "Broadcast recipients decided, and deferred ones settled, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "tidings_latency_seconds",
             "Latency per stage (Tp produce, Tc queue, Td deliver, total)",
@@ -148,6 +158,12 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def count_recipients(self, outcomes: Mapping[str, int]) -> None:
+        """Count broadcast recipients by outcome (decided, or settled later)."""
+        for outcome, count in outcomes.items():
+            if count:
+                self.child(self.broadcast_recipients, outcome).inc(count)
 
     def _source(self) -> CollectorRegistry:
         if self.shared_dir is None:

@@ -108,7 +108,8 @@ async def test_a_cancel_drops_deferred_recipients_even_those_due(store: Store) -
     row, _ = await store.write(lambda conn: rows.change_status(conn, broadcast_id, "cancel", now))
     # the API cancels the deferred notifications at once; one left behind (a crash before
     # that ran) is cancelled by the scheduler when it comes due, not sent
-    assert await store.write(lambda conn: cancel_pending(conn, row, now, limit=2)) == 2
+    cancelled = await store.write(lambda conn: cancel_pending(conn, row, now, limit=2))
+    assert (cancelled.found, cancelled.settled) == (2, {"cancelled": 2})
     fired = await store.write(lambda conn: schedule.fire_due(conn, now + 2 * 86_400))
     assert fired.inbox == [] and len(fired.cancelled) == 1
     made = await decisions(store, broadcast_id)

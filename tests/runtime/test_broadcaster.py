@@ -284,7 +284,7 @@ async def test_pause_resume_and_cancel(store: Store) -> None:
     later = await start(store, clock, {"all": True}, local_time="23:00")
     assert await broadcaster.round()
     row, _ = await store.write(lambda conn: rows.change_status(conn, later, "cancel", now))
-    assert await store.write(lambda conn: cancel_pending(conn, row, now)) == 500
+    assert (await store.write(lambda conn: cancel_pending(conn, row, now))).found == 500
     assert await run(broadcaster) == 0
     made = await decisions(store, later)
     assert len(made) == 500

@@ -269,8 +269,11 @@ async def change_broadcast(
     if problem is not None:
         raise InvalidInput(problem, "/status", status=409)
     if action == "cancel":
-        while await svc.store.write(lambda conn: cancel_pending(conn, row, now)) >= 500:
-            pass
+        while True:
+            cancelled = await svc.store.write(lambda conn: cancel_pending(conn, row, now))
+            svc.metrics.count_recipients(cancelled.settled)
+            if cancelled.found < 500:
+                break
     if action == "resume":
         _wake(svc)
     async with svc.store.read() as conn:

@@ -126,6 +126,7 @@ class Scheduler:
                 self.metrics.child(self.metrics.deliveries, "inapp", "inbox", "delivered").inc(
                     len(fired.inbox)
                 )
+            self.metrics.count_recipients(fired.settled)  # a broadcast's deferred ones
             done = len(fired.fired) + len(fired.cancelled) + len(fired.expired)
             moved += done
             if done < 200:

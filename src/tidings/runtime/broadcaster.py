@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from typing import Any
+from collections import Counter, OrderedDict
+from typing import Any, NamedTuple
 
-from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -62,13 +61,8 @@ class Broadcaster:
         self.policy = policy
         self.clock = clock
         self.hub = hub
+        self.metrics = metrics
         self.tick = tick
-        self.recipients = Counter(
-            "tidings_broadcast_recipients",
-            "Broadcast recipients decided, by outcome",
-            ["outcome"],
-            registry=metrics.registry,
-        )
         self._jobs: OrderedDict[str, Job | str] = OrderedDict()
         self._wake = asyncio.Event()
 
@@ -113,8 +107,7 @@ class Broadcaster:
             await self.broker.publish(tickets)
         for row in written.inbox:
             self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
-        for outcome, count in written.outcomes.items():
-            self.recipients.labels(outcome).inc(count)
+        self.metrics.count_recipients(written.outcomes)
         return True
 
     async def _chunk(self, conn: AsyncConnection) -> ChunkRows | None:
@@ -180,8 +173,19 @@ class Broadcaster:
         return made
 
 
-async def cancel_pending(conn: AsyncConnection, row: Any, now: float, limit: int = 500) -> int:
-    """Cancel a cancelled broadcast's deferred notifications not fired yet; how many."""
+class Cancelled(NamedTuple):
+    """What one :func:`cancel_pending` pass did."""
+
+    found: int
+    """Deferred notifications it found (fewer than asked: none left)."""
+    settled: Counter[str]
+    """Recipients whose decision moved on, by their new outcome (``cancelled``)."""
+
+
+async def cancel_pending(
+    conn: AsyncConnection, row: Any, now: float, limit: int = 500
+) -> Cancelled:
+    """Cancel a cancelled broadcast's deferred notifications not fired yet."""
     rule_id = rows.rule_of(row)
     found = await rows.scheduled_notifications(conn, row.event_pk, rule_id, limit)
     reason = f"broadcast {row.id} cancelled"
@@ -193,5 +197,4 @@ async def cancel_pending(conn: AsyncConnection, row: Any, now: float, limit: int
         )
     )
     moves = {n.subscriber_id: ("cancelled", reason) for n in found if n.id in won}
-    await broadcast_recipients.settle(conn, row.id, moves)
-    return len(found)
+    return Cancelled(len(found), await broadcast_recipients.settle(conn, row.id, moves))

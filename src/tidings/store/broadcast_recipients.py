@@ -77,15 +77,16 @@ async def of_notes(conn: AsyncConnection, notes: Sequence[Any]) -> dict[str, tup
 
 async def settle(
     conn: AsyncConnection, broadcast_id: str, moves: Mapping[str, tuple[str, str]]
-) -> int:
-    """Move recipients' decisions on (subscriber id → ``(outcome, reason)``); how many moved.
+) -> Counter[str]:
+    """Move recipients' decisions on (subscriber id → ``(outcome, reason)``); how many moved,
+    by their new outcome.
 
     Each recipient's old outcome is taken off, and the new one added to, the counts of the
     chunk that decided it: the first whose ``upto_id`` is at or past its id (the database
     compares, as it did when it cut the chunks).
     """
     if not moves:
-        return 0
+        return Counter()
     found = await rows_of(
         conn,
         "SELECT r.subscriber_id, r.outcome, r.reason, (SELECT min(c.seq) FROM broadcast_chunks c"
@@ -108,7 +109,7 @@ async def settle(
             deltas[int(seq)][old] -= 1
             deltas[int(seq)][outcome] += 1
     if not changes:
-        return 0
+        return Counter()
     await conn.execute(
         update(broadcast_recipients)
         .where(
@@ -120,7 +121,7 @@ async def settle(
     )
     await _recount(conn, broadcast_id, deltas)
     await _wake_when_settled(conn, broadcast_id)
-    return len(changes)
+    return Counter(change["o"] for change in changes)
 
 
 async def _wake_when_settled(conn: AsyncConnection, broadcast_id: str) -> None:
@@ -175,12 +176,15 @@ async def settle_notes(
     owners: Mapping[str, tuple[str, str]],
     outcome: str,
     reason: str,
-) -> None:
-    """:func:`settle` the broadcasts' recipients of ``notes`` (others are not broadcasts')."""
+) -> Counter[str]:
+    """:func:`settle` the broadcasts' recipients of ``notes`` (others are not broadcasts');
+    how many moved, by their new outcome."""
     by_broadcast: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
     for note in notes:
         owner = owners.get(note.id)
         if owner is not None:
             by_broadcast[owner[0]][note.subscriber_id] = (outcome, reason)
+    settled: Counter[str] = Counter()
     for broadcast_id, moves in by_broadcast.items():
-        await settle(conn, broadcast_id, moves)
+        settled += await settle(conn, broadcast_id, moves)
+    return settled

@@ -15,7 +15,7 @@ cancelled with it, and their decisions move on as they fire
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +107,8 @@ class Fired:
     cancelled: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
+    settled: Counter[str] = field(default_factory=Counter)
+    """Broadcast recipients whose deferred decision moved on, by their new outcome."""
 
 
 async def _cancel_events(conn: AsyncConnection, notes: Sequence[Any]) -> dict[str, tuple[str, str]]:
@@ -155,21 +157,23 @@ async def fire_due(conn: AsyncConnection, now: float, limit: int = 200) -> Fired
     )
     for reason in set(reasons.values()):
         won = [n for n in notes if reasons.get(n.id) == reason and n.id in fired.cancelled]
-        await broadcast_recipients.settle_notes(conn, won, owners, "cancelled", reason)
+        fired.settled += await broadcast_recipients.settle_notes(
+            conn, won, owners, "cancelled", reason
+        )
     expiring = [
         n for n in notes if n.id not in reasons and n.expires_at is not None and n.expires_at < now
     ]
     stale = {n.id for n in expiring}
     fired.expired = await _expire(conn, sorted(stale), now)
     expired = set(fired.expired)
-    await broadcast_recipients.settle_notes(
+    fired.settled += await broadcast_recipients.settle_notes(
         conn, [n for n in expiring if n.id in expired], owners, "expired", EXPIRED
     )
     going = [n for n in notes if n.id not in reasons and n.id not in stale]
     if going:
         await _fire(conn, going, now, fired)
         gone = set(fired.fired)
-        await broadcast_recipients.settle_notes(
+        fired.settled += await broadcast_recipients.settle_notes(
             conn,
             [n for n in going if n.id in gone],
             owners,
