@@ -19,20 +19,17 @@ directly and answers what it raises with the app's own exception handlers.
 from __future__ import annotations
 
 import inspect
-import json
 
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tidings import json_output
 from tidings.api.deps import authorize, receive_body
 from tidings.api.events import ingest
 from tidings.api.openapi import EVENTS_OPENAPI
 from tidings.runtime.service import Service
-
-_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode
-"""``json.dumps(…, ensure_ascii=False)`` without building an encoder per response."""
 
 
 async def accept(scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,7 +38,7 @@ async def accept(scope: Scope, receive: Receive, send: Send) -> None:
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     authorize(svc, headers.get("authorization", ""), "events")
     status, document = await ingest(svc, headers, await receive_body(headers, receive))
-    payload = _JSON_TEXT(document).encode()
+    payload = json_output.utf8(document)
     length = str(len(payload)).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", length)]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})

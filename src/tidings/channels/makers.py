@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn
 from urllib.parse import quote_plus
 
+from tidings import json_output
 from tidings.channels.base import Message, ProviderContext
 from tidings.channels.http import retry_after_seconds, tls_context
 from tidings.channels.http1 import Http1Pool, InvalidResponse
@@ -44,8 +45,6 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 _FORM_HEADERS = {"Content-Type": FORM}
 _JSON_HEADERS = {"Content-Type": JSON}
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""``json.dumps`` without spaces, without building an encoder per call."""
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
@@ -79,7 +78,7 @@ def transactional(message: Message) -> bool:
 
 def compact(value: Any) -> str:
     """JSON without spaces (request bodies, and form fields that carry JSON)."""
-    return _encode(value)
+    return json_output.text(value)
 
 
 def clip(text: str, limit: int) -> str:
@@ -168,7 +167,7 @@ class ServiceClient:
         self, url: str, value: Any, headers: Mapping[str, str] | None = None
     ) -> Answer:
         """POST ``value`` as JSON."""
-        return await self.post(url, _encode(value).encode(), headers or _JSON_HEADERS)
+        return await self.post(url, json_output.utf8(value), headers or _JSON_HEADERS)
 
     async def aclose(self) -> None:
         """Close the idle connections."""

@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from tidings import json_output
 from tidings.channels.base import Channel, Message, Priority, ProviderContext, Receipt
 from tidings.channels.http import retry_after_seconds, tls_context
 from tidings.channels.http1 import Http1Pool, InvalidResponse, Reply
@@ -30,8 +30,6 @@ from tidings.errors import DestinationGone, PermanentProviderError, TransientPro
 from tidings.ratelimit import Gate
 
 SECRET_PREFIX = "whsec_"
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-"""``json.dumps`` with these options, without building an encoder per call."""
 _CACHED = 4096
 """Entries per cache of a provider (cleared when full: a bound, not an LRU)."""
 
@@ -187,7 +185,7 @@ class WebhookProvider:
                 if len(self._checked) >= _CACHED:
                     self._checked.clear()
                 self._checked[url] = origin
-        body = _encode(payload(message)).encode("utf-8")
+        body = json_output.utf8(payload(message), default=str)
         place = await self._limits.acquire(origin, message.priority)
         try:
             timestamp = int(time.time())  # signed after any wait: receivers allow 5 minutes

@@ -9,7 +9,6 @@ so that one bad operation fails alone.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
@@ -25,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from tidings import json_output
 from tidings.config import sqlalchemy_url
 from tidings.errors import StoreError
 from tidings.store.inline_sqlite import InlineConnection, creator
@@ -62,6 +62,7 @@ def create_engine(url: str, *, reads: bool = False) -> AsyncEngine:
             full,
             poolclass=NullPool if path is None else None,
             async_creator=creator(str(path) if path is not None else ":memory:"),
+            json_serializer=json_output.text,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -77,9 +78,16 @@ def create_engine(url: str, *, reads: bool = False) -> AsyncEngine:
         return engine
     if reads:
         return create_async_engine(
-            full, pool_size=8, max_overflow=8, pool_pre_ping=True, isolation_level="AUTOCOMMIT"
+            full,
+            pool_size=8,
+            max_overflow=8,
+            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            json_serializer=json_output.text,
         )
-    return create_async_engine(full, pool_size=6, max_overflow=6, pool_pre_ping=True)
+    return create_async_engine(
+        full, pool_size=6, max_overflow=6, pool_pre_ping=True, json_serializer=json_output.text
+    )
 
 
 class Checkpointer:
@@ -377,8 +385,6 @@ async def advisory_lock(conn: AsyncConnection, *keys: str) -> None:
 
 
 _INSERTS: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
-_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode
-"""``json.dumps(value, ensure_ascii=False)`` without building an encoder per call."""
 
 
 async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -410,7 +416,7 @@ async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[s
     else:
         values = [take(row) for row in rows]
     if as_json:
-        encode = _JSON_TEXT
+        encode = json_output.text
         listed = [list(value) for value in values]
         for value in listed:
             for i in as_json:
