@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from tidings.ids import new_id
+from tidings.ids import floor_id, new_id, new_ids
 
 
 def test_an_id_is_a_uuid_version_7_with_the_rfc_variant() -> None:
@@ -82,3 +82,13 @@ def test_a_batch_of_ids_follows_the_ids_before_and_precedes_those_after() -> Non
         parsed = uuid.UUID(made)
         assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
     assert new_ids(0) == []
+
+
+def test_the_floor_id_of_a_moment_precedes_every_id_minted_not_before_it() -> None:
+    now = time.time()
+    ahead = now + 86_400  # an injected clock a day ahead of this machine's
+    minted = new_ids(3, not_before=ahead)
+    assert floor_id(ahead) <= minted[0] < minted[1] < minted[2]
+    assert uuid.UUID(minted[0]).version == 7
+    assert floor_id(ahead) < new_id()  # and the ids after them follow them
+    assert floor_id(-5.0) == "00000000-0000-0000-0000-000000000000"

@@ -8,6 +8,7 @@ the items of one batch list in the order they were made. Across processes ids st
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -116,12 +117,19 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def new_ids(count: int) -> list[str]:
+def new_ids(count: int, *, not_before: float | None = None) -> list[str]:
     """``count`` fresh ids in order, as many :func:`new_id` calls would give (one lock for all:
-    a broadcast's chunk mints hundreds at once)."""
+    a broadcast's chunk mints hundreds at once).
+
+    ``not_before`` (epoch seconds, e.g. an injected clock's now): the ids are at or past
+    :func:`floor_id` of it even if this machine's clock reads earlier.
+    """
     if count <= 0:
         return []
-    millis, rand = _sequence.reserve(time.time_ns() // 1_000_000, count)
+    millis = time.time_ns() // 1_000_000
+    if not_before is not None:
+        millis = max(millis, _millis(not_before))
+    millis, rand = _sequence.reserve(millis, count)
     stamp = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76
     made = []
     for step in range(count):
@@ -130,3 +138,19 @@ def new_ids(count: int) -> list[str]:
         h = f"{value:032x}"
         made.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return made
+
+
+def _millis(moment: float) -> int:
+    """The millisecond an id minted at ``moment`` (epoch seconds) carries, within 48 bits."""
+    return min(max(math.floor(moment * 1000), 0), (1 << 48) - 1)
+
+
+def floor_id(moment: float) -> str:
+    """The smallest id of the millisecond of ``moment``: every id minted at or after it (or
+    by :func:`new_ids` with ``not_before`` at or after it) sorts at or after this one.
+
+    >>> floor_id(0.0) <= new_id()
+    True
+    """
+    h = f"{_millis(moment) << 80:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

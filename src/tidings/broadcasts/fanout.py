@@ -120,7 +120,9 @@ def decide_chunk(
     out = ChunkRows(now)
     alike: dict[tuple[Any, ...], Decision] = {}
     parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]] = {}
-    item_ids = iter(new_ids(len(ids)))  # an inbox item a recipient at most
+    # an inbox item a recipient at most; ids not before ``now`` (its created_at): the caps
+    # count such items from the window's floor id (tidings.store.strategy_state)
+    item_ids = iter(new_ids(len(ids), not_before=now))
     shared = isinstance(job.policy.templates, SharedRender) and not job.policy.templates.personal(
         job.rule.template
     )

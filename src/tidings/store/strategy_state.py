@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.ids import floor_id
 from tidings.store.deliveries import rows_of
 from tidings.store.tables import notifications
 from tidings.strategy import lifecycle
@@ -102,7 +103,9 @@ async def _load_cap_counts(
     for category, per in caps.items():
         since = now - per
         sql = _CAP_COUNTS_BY_DIALECT.get(conn.dialect.name, _CAP_COUNTS_BY_DIALECT["postgresql"])
-        counted = await rows_of(conn, sql, people, category, since, people, category, since)
+        counted = await rows_of(
+            conn, sql, people, category, since, people, floor_id(since), category, since
+        )
         for subscriber_id, count in counted:
             state.sent[(subscriber_id, category)] = int(count)
 
@@ -139,15 +142,17 @@ _CAP_COUNTS = (
     "SELECT subscriber_id, count(*) FROM ("
     "SELECT subscriber_id FROM notifications WHERE subscriber_id IN ({{}}) AND category = {{}}"
     " AND created_at > {{}} AND status NOT IN ('cancelled', 'suppressed')"
-    " UNION ALL SELECT subscriber_id FROM inbox_items{} WHERE notification_id IS NULL"
-    " AND subscriber_id IN ({{}}) AND category = {{}} AND created_at > {{}}"
+    " UNION ALL SELECT subscriber_id FROM inbox_items{} WHERE subscriber_id IN ({{}})"
+    " AND id >= {{}} AND notification_id IS NULL AND category = {{}} AND created_at > {{}}"
     ") AS counted GROUP BY subscriber_id"
 )
-"""Messages in a cap's window per subscriber (``ix_notifications_caps``,
-``ix_inbox_broadcast_caps``: named on SQLite, whose planner would rather walk the unique index
-of ``notification_id`` through every null)."""
+"""Messages in a cap's window per subscriber: notifications by ``ix_notifications_caps``, and
+broadcasts' items without one by ``ix_inbox_subscriber`` from the window's
+:func:`~tidings.ids.floor_id` on (such an item's id is minted no earlier than its
+``created_at``: :mod:`tidings.broadcasts.fanout`), the window itself checked on each row;
+named on SQLite, whose planner may not see the id range."""
 _CAP_COUNTS_BY_DIALECT = {
-    "sqlite": _CAP_COUNTS.format(" INDEXED BY ix_inbox_broadcast_caps"),
+    "sqlite": _CAP_COUNTS.format(" INDEXED BY ix_inbox_subscriber"),
     "postgresql": _CAP_COUNTS.format(""),
 }
 _HISTORY = (

@@ -233,7 +233,7 @@ inbox_items = Table(
     Column("id", String(36), primary_key=True),
     Column("subscriber_id", String(256), nullable=False),
     # null: a broadcast's in-app recipient, reached with this item alone (migration 0004i)
-    Column("notification_id", String(36), unique=True),
+    Column("notification_id", String(36)),
     Column("category", String(64), nullable=False),
     Column("title", Text, nullable=False),
     Column("body", Text, nullable=False),
@@ -243,15 +243,16 @@ inbox_items = Table(
     Column("read_at", Float),
     Column("archived_at", Float),
 )
+# also counts a subscriber's broadcast items (no notification) in a cap's window: their ids
+# are minted no earlier than their created_at (tidings.ids.floor_id, migration 0004k)
 Index("ix_inbox_subscriber", inbox_items.c.subscriber_id, inbox_items.c.id)
-# the items without a notification (broadcasts' in-app recipients) count towards the caps
+# one item per notification; a broadcast's items (null) stay out of it (migration 0004k)
 Index(
-    "ix_inbox_broadcast_caps",
-    inbox_items.c.subscriber_id,
-    inbox_items.c.category,
-    inbox_items.c.created_at,
-    sqlite_where=text("notification_id IS NULL"),
-    postgresql_where=text("notification_id IS NULL"),
+    "ix_inbox_notification",
+    inbox_items.c.notification_id,
+    unique=True,
+    sqlite_where=text("notification_id IS NOT NULL"),
+    postgresql_where=text("notification_id IS NOT NULL"),
 )
 
 # issue 14: status callbacks to the shop, their outbox, and the audit trail of API/CLI writes
@@ -360,6 +361,8 @@ broadcast_recipients = Table(
     Column("until", Float),
     Column("notification_id", String(36)),
     Column("created_at", Float, nullable=False),
+    # on SQLite the rows live in the primary key's B-tree, not a rowid's and an index's
+    sqlite_with_rowid=False,
 )
 
 # availability (SPEC §13): each process's run of the service (its heartbeat says until when
