@@ -3,7 +3,10 @@
 Measures, in one run on this machine:
 
 - events/s accepted by the API (HTTP batches of 50, 202 = committed) and deliveries/s
-  (order.paid → one Standard Webhooks call per event to a local verifying receiver);
+  (order.paid → one Standard Webhooks call per event) at the lean sink of the other delivery
+  benchmarks (``bench.webhook_sink``, a process of its own, every 50th signature checked):
+  the Starlette receiver of the fault tests, verifying every call in this process, took a
+  quarter of the machine's two cores at full rate, which the raw ceiling does not pay;
 - the raw aio-pika publish/consume loop on the same broker (bench.baselines.raw_rabbitmq);
 - MTTR: under a steady load, after ``kill -9`` of a worker and during a RabbitMQ restart,
   how far deliveries fell behind the pre-fault rate, in seconds (see :func:`mttr`).
@@ -30,12 +33,14 @@ from typing import Any
 import httpx
 
 from bench.baselines import raw_rabbitmq
+from bench.delivery import Sink
+from bench.webhook_sink import SECRET
 from fakes.webhook_receiver import WebhookReceiver
 from testbed.cluster import CONFIG, SELLERS, Cluster, fresh_database, fresh_vhost
 from testbed.services import Services, arun_script, read_env_file
 
 
-def _events(start: int, n: int, run: str) -> list[dict[str, Any]]:
+def _events(start: int, n: int, run: str, sellers: list[str] = SELLERS) -> list[dict[str, Any]]:
     return [
         {
             "specversion": "1.0",
@@ -45,7 +50,7 @@ def _events(start: int, n: int, run: str) -> list[dict[str, Any]]:
             "data": {
                 "order_id": f"{run}-o-{i}",
                 "buyer_id": f"b-{i}",
-                "seller_id": SELLERS[i % len(SELLERS)],
+                "seller_id": sellers[i % len(sellers)],
                 "amount": "10.00",
                 "currency": "CNY",
             },
@@ -82,9 +87,13 @@ def processes(cluster: Cluster) -> dict[str, int]:
     return {name: process.pid for name, process in named.items() if process is not None}
 
 
-async def throughput(cluster: Cluster, receiver: WebhookReceiver, seconds: float) -> dict[str, Any]:
+SINK_SELLERS = [f"sink-seller-{i}" for i in range(4)]
+"""The sellers whose webhooks go to the lean sink (the throughput run's)."""
+
+
+async def throughput(cluster: Cluster, sink: Sink, seconds: float) -> dict[str, Any]:
     """Flat out: 4 concurrent posters of 50-event batches for ``seconds``."""
-    before = len(set(receiver.ids))
+    sink.reset()
     pids = processes(cluster)
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     sent = 0
@@ -99,24 +108,26 @@ async def throughput(cluster: Cluster, receiver: WebhookReceiver, seconds: float
             while time.perf_counter() - started < seconds:
                 # not ``sent += await …``: that reads ``sent`` before the await, and the
                 # posters' updates would overwrite each other
-                posted = await _post(client, _events(n * 50, 50, f"tp{k}"))
+                posted = await _post(client, _events(n * 50, 50, f"tp{k}", SINK_SELLERS))
                 sent += posted
                 n += 1
 
         await asyncio.gather(*(poster(k) for k in range(4)))
     accepted_for = time.perf_counter() - started
-    while time.perf_counter() - started < 300:  # polling a receiver in another thread
-        if len(set(receiver.ids)) - before >= sent:
+    while time.perf_counter() - started < 300:
+        if sink.count.value - sink.dups.value >= sent:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     delivered_for = time.perf_counter() - started
-    delivered = len(set(receiver.ids)) - before
+    delivered = sink.count.value - sink.dups.value
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     return {
         "events": sent,
         "events_per_s": round(sent / accepted_for, 1),
         "deliveries": delivered,
         "deliveries_per_s": round(delivered / delivered_for, 1),
+        "duplicates": sink.dups.value,
+        "bad_signatures": sink.bad.value,
         "cpu_us_per_delivery": {
             name: round(used * 1e6 / max(1, delivered), 1) for name, used in cpu.items()
         },
@@ -201,6 +212,7 @@ async def mttr(
 async def main_async(services: Services, seconds: float, faults: bool = True) -> dict[str, Any]:
     raw = await asyncio.to_thread(raw_rabbitmq.run, fresh_vhost(services), seconds)
     receiver = WebhookReceiver().start()
+    sink = Sink("webhook")
     database = await asyncio.to_thread(fresh_database, services)
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
     cluster = Cluster(workdir, database.url, fresh_vhost(services), workers=2, config=CONFIG)
@@ -213,7 +225,12 @@ async def main_async(services: Services, seconds: float, faults: bool = True) ->
                     f"/v1/subscribers/{seller}/webhooks",
                     json={"url": receiver.url, "secret": receiver.secret},
                 )
-        result = await throughput(cluster, receiver, seconds)
+            for seller in SINK_SELLERS:
+                client.post(
+                    f"/v1/subscribers/{seller}/webhooks",
+                    json={"url": f"http://127.0.0.1:{sink.port}/hooks", "secret": SECRET},
+                ).raise_for_status()
+        result = await throughput(cluster, sink, seconds)
         if not faults:
             return _summary(result, raw, [])
         rate = max(20.0, min(200.0, result["deliveries_per_s"] * 0.4))
@@ -231,6 +248,7 @@ async def main_async(services: Services, seconds: float, faults: bool = True) ->
     finally:
         cluster.stop()
         receiver.stop()
+        sink.stop()
         await asyncio.to_thread(database.drop)
     return _summary(result, raw, [kill, restart])
 
