@@ -17,6 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,7 +41,8 @@ class ChunkRows:
 
     now: float
     outcomes: Counter[str] = field(default_factory=Counter)
-    recipients: list[dict[str, Any]] = field(default_factory=list)
+    recipients: list[tuple[Any, ...]] = field(default_factory=list)
+    """Each recipient's decision (:data:`~tidings.store.broadcasts.RECIPIENT_COLUMNS`)."""
     notes: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     inbox: list[dict[str, Any]] = field(default_factory=list)
@@ -147,19 +149,22 @@ def decide_chunk(
                     )
             counted = (subscriber_id, plan.category)
             state.sent[counted] = state.sent.get(counted, 0) + 1
-        out.outcomes[decision.outcome] += 1
         out.recipients.append(
-            {
-                "broadcast_id": job.broadcast_id,
-                "subscriber_id": subscriber_id,
-                "outcome": decision.outcome,
-                "reason": decision.reason,
-                "until": decision.until,
-                "notification_id": notification_id,
-                "created_at": now,
-            }
+            (
+                job.broadcast_id,
+                subscriber_id,
+                decision.outcome,
+                decision.reason,
+                decision.until,
+                notification_id,
+                now,
+            )
         )
+    out.outcomes.update(map(_OUTCOME, out.recipients))
     return out
+
+
+_OUTCOME = itemgetter(broadcast_rows.RECIPIENT_COLUMNS.index("outcome"))
 
 
 def _decide_alike(

@@ -91,11 +91,14 @@ class Broadcaster:
         """One round: start, plan, decide one chunk, finish; whether a chunk was decided."""
         now = self.clock.now()
         async with self.store.read() as conn:
-            if not await rows.anything_to_do(conn, now):
-                return False  # nothing to write: an idle round costs one read
-        await self.store.write(lambda conn: rows.promote(conn, now))
-        # one planning step a round: the first chunks are decided while the rest is planned
-        await self.store.write(lambda conn: rows.plan(conn, self.clock.now()))
+            work = await rows.work(conn, now)
+        if not work:
+            return False  # nothing to write: an idle round costs one read
+        if work.due:
+            await self.store.write(lambda conn: rows.promote(conn, now))
+        if work.due or work.unplanned:
+            # one planning step a round: the first chunks are decided while the rest is planned
+            await self.store.write(lambda conn: rows.plan(conn, self.clock.now()))
         if sum(self.broker.depth().values()) >= _MAX_QUEUED:
             return False  # the dispatcher is behind: wait for it (decided work waits there)
         written = await self.store.write(self._chunk)

@@ -28,7 +28,7 @@ from tidings.events.cloudevents import Event
 from tidings.ids import new_id
 from tidings.store.audiences import audience_size, boundary
 from tidings.store.broadcast_recipients import rule_of as _rule_of
-from tidings.store.db import bulk_insert
+from tidings.store.db import bulk_insert, sqlite_many
 from tidings.store.deliveries import rows_of
 from tidings.store.tables import (
     broadcast_chunks,
@@ -54,6 +54,23 @@ class Chunk:
     seq: int
     after_id: str
     upto_id: str | None
+    counts: Any = None
+    """Its counts so far, as claimed (the row is the claiming transaction's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What the broadcaster has to do now (:func:`work`)."""
+
+    due: bool
+    """A scheduled broadcast's ``send_at`` came (:func:`promote`)."""
+    unplanned: bool
+    """A running broadcast has chunks to plan (:func:`plan`)."""
+    ready: bool
+    """A running broadcast is not held until ``next_at`` (chunks to decide, or to finish)."""
+
+    def __bool__(self) -> bool:
+        return self.due or self.ready
 
 
 def _json(value: Any) -> Any:
@@ -256,18 +273,21 @@ async def scheduled_notifications(
     return list(rows)
 
 
-async def anything_to_do(conn: AsyncConnection, now: float) -> bool:
-    """Whether a running broadcast has work now (not held until ``next_at``), or a
-    scheduled one is due."""
+async def work(conn: AsyncConnection, now: float) -> Work:
+    """What there is to do now: one read (``ix_broadcasts_status``), so an idle round, and
+    a busy round's promote and plan steps that would find nothing, write nothing."""
     rows = await rows_of(
         conn,
-        "SELECT id FROM broadcasts"
-        " WHERE (status = 'running' AND (next_at IS NULL OR next_at <= {}))"
-        " OR (status = 'scheduled' AND send_at <= {}) LIMIT 1",
+        "SELECT EXISTS (SELECT 1 FROM broadcasts WHERE status = 'scheduled' AND send_at <= {}),"
+        " EXISTS (SELECT 1 FROM broadcasts WHERE status = 'running' AND planned = {}),"
+        " EXISTS (SELECT 1 FROM broadcasts WHERE status = 'running'"
+        " AND (next_at IS NULL OR next_at <= {}))",
         now,
+        False,
         now,
     )
-    return bool(rows)
+    due, unplanned, ready = rows[0]
+    return Work(bool(due), bool(unplanned), bool(ready))
 
 
 async def promote(conn: AsyncConnection, now: float) -> int:
@@ -342,7 +362,7 @@ async def claim(conn: AsyncConnection, now: float) -> tuple[Chunk, Any] | None:
     transaction, and one committed before it is seen here.
     """
     sql = (
-        "SELECT c.broadcast_id, c.seq, c.after_id, c.upto_id FROM broadcast_chunks c"
+        "SELECT c.broadcast_id, c.seq, c.after_id, c.upto_id, c.counts FROM broadcast_chunks c"
         " JOIN broadcasts b ON b.id = c.broadcast_id"
         " WHERE c.status = 'pending' AND b.status = 'running'"
         " AND (b.next_at IS NULL OR b.next_at <= {})"
@@ -370,29 +390,24 @@ async def advance(
     outcomes: Mapping[str, int],
     now: float,
 ) -> None:
-    """Record a chunk's progress in the transaction that wrote its recipients."""
-    current = (
-        await conn.execute(
-            select(broadcast_chunks.c.counts).where(
-                broadcast_chunks.c.broadcast_id == chunk.broadcast_id,
-                broadcast_chunks.c.seq == chunk.seq,
-            )
-        )
-    ).scalar_one_or_none()
-    total = Counter(_json(current) or {})
+    """Record a chunk's progress in the transaction that claimed it and wrote its
+    recipients (its counts as :func:`claim` read them, plus ``outcomes``)."""
+    total = Counter(_json(chunk.counts) or {})
     total.update(outcomes)
-    values: dict[str, Any] = {"counts": dict(total)}
+    sets = "counts = {}"
+    values: list[Any] = [json.dumps(dict(total))]
     if finished:
-        values.update(status="done", done_at=now)
+        sets += ", status = 'done', done_at = {}"
+        values.append(now)
     elif last is not None:
-        values["after_id"] = last
-    await conn.execute(
-        update(broadcast_chunks)
-        .where(
-            broadcast_chunks.c.broadcast_id == chunk.broadcast_id,
-            broadcast_chunks.c.seq == chunk.seq,
-        )
-        .values(**values)
+        sets += ", after_id = {}"
+        values.append(last)
+    await rows_of(
+        conn,
+        f"UPDATE broadcast_chunks SET {sets} WHERE broadcast_id = {{}} AND seq = {{}}",
+        *values,
+        chunk.broadcast_id,
+        chunk.seq,
     )
 
 
@@ -450,9 +465,32 @@ async def decided(conn: AsyncConnection, broadcast_id: str, ids: Sequence[str]) 
     return {r[0] for r in rows}
 
 
-async def insert_recipients(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Store recipients' decisions."""
-    await bulk_insert(conn, broadcast_recipients, rows)
+RECIPIENT_COLUMNS = (
+    "broadcast_id",
+    "subscriber_id",
+    "outcome",
+    "reason",
+    "until",
+    "notification_id",
+    "created_at",
+)
+"""A decision's values in :func:`insert_recipients`' rows, in this order."""
+_INSERT_RECIPIENTS = (
+    f"INSERT INTO broadcast_recipients ({', '.join(RECIPIENT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(RECIPIENT_COLUMNS))})"
+)
+
+
+async def insert_recipients(conn: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
+    """Store recipients' decisions (each row's values as :data:`RECIPIENT_COLUMNS`)."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        await sqlite_many(conn, _INSERT_RECIPIENTS, rows)
+    else:
+        await bulk_insert(
+            conn, broadcast_recipients, [dict(zip(RECIPIENT_COLUMNS, r, strict=True)) for r in rows]
+        )
 
 
 async def recipient(conn: AsyncConnection, broadcast_id: str, subscriber_id: str) -> Any | None:
