@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.broadcasts.job import Job, SharedRender, next_local
 from tidings.ids import new_id, new_ids
 from tidings.queue.base import Ticket
-from tidings.store import broadcasts as broadcast_rows
+from tidings.store import broadcast_recipients
 from tidings.store.db import bulk_insert, sqlite_many
 from tidings.store.planned import delivery_rows
 from tidings.store.subscribers import Target
@@ -42,7 +42,7 @@ class ChunkRows:
     now: float
     outcomes: Counter[str] = field(default_factory=Counter)
     recipients: list[tuple[Any, ...]] = field(default_factory=list)
-    """Each recipient's decision (:data:`~tidings.store.broadcasts.RECIPIENT_COLUMNS`)."""
+    """Each recipient's decision (:data:`~tidings.store.broadcast_recipients.RECIPIENT_COLUMNS`)."""
     notes: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     inbox: list[dict[str, Any]] = field(default_factory=list)
@@ -60,7 +60,7 @@ class ChunkRows:
         await bulk_insert(conn, notifications, self.notes)
         await bulk_insert(conn, deliveries, self.deliveries)
         await _insert_inbox(conn, self.inbox)
-        await broadcast_rows.insert_recipients(conn, self.recipients)
+        await broadcast_recipients.insert_recipients(conn, self.recipients)
 
 
 _INBOX_COLUMNS = (
@@ -164,7 +164,7 @@ def decide_chunk(
     return out
 
 
-_OUTCOME = itemgetter(broadcast_rows.RECIPIENT_COLUMNS.index("outcome"))
+_OUTCOME = itemgetter(broadcast_recipients.RECIPIENT_COLUMNS.index("outcome"))
 
 
 def _decide_alike(

@@ -128,7 +128,7 @@ class Broadcaster:
         size = audiences.CHUNK if not job.rate else max(1, min(audiences.CHUNK, int(job.rate)))
         audience = row.audience if isinstance(row.audience, dict) else {}
         ids, last, end = await audiences.page(conn, audience, chunk.after_id, chunk.upto_id, size)
-        known = await rows.decided(conn, job.broadcast_id, ids)
+        known = await broadcast_recipients.decided(conn, job.broadcast_id, ids)
         fresh = [i for i in ids if i not in known]
         channels = {*job.rule.channels, *job.rule.fallback}
         recipients, targets = await subscriber_rows.recipients(

@@ -6,6 +6,9 @@ expires it, or cancels it) the decision moves on in the same transaction — ``s
 ``expired``, ``cancelled`` — and so do the counts of the chunk it was decided in, so a
 broadcast's progress ends with no recipient left ``deferred``. While the broadcast is
 paused its due recipients wait (:func:`held`); once it is cancelled they are dropped.
+
+The decisions themselves are written here too (:func:`insert_recipients`, one executemany a
+chunk on SQLite) and looked up before a chunk is decided (:func:`decided`: none twice).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings.store.db import bulk_insert, sqlite_many
 from tidings.store.deliveries import rows_of
 from tidings.store.tables import (
     broadcast_chunks,
@@ -188,3 +192,45 @@ async def settle_notes(
     for broadcast_id, moves in by_broadcast.items():
         settled += await settle(conn, broadcast_id, moves)
     return settled
+
+
+async def decided(conn: AsyncConnection, broadcast_id: str, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` this broadcast has decided for already."""
+    if not ids:
+        return set()
+    rows = await rows_of(
+        conn,
+        "SELECT subscriber_id FROM broadcast_recipients"
+        " WHERE broadcast_id = {} AND subscriber_id IN ({})",
+        broadcast_id,
+        list(ids),
+    )
+    return {r[0] for r in rows}
+
+
+RECIPIENT_COLUMNS = (
+    "broadcast_id",
+    "subscriber_id",
+    "outcome",
+    "reason",
+    "until",
+    "notification_id",
+    "created_at",
+)
+"""A decision's values in :func:`insert_recipients`' rows, in this order."""
+_INSERT_RECIPIENTS = (
+    f"INSERT INTO broadcast_recipients ({', '.join(RECIPIENT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(RECIPIENT_COLUMNS))})"
+)
+
+
+async def insert_recipients(conn: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
+    """Store recipients' decisions (each row's values as :data:`RECIPIENT_COLUMNS`)."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        await sqlite_many(conn, _INSERT_RECIPIENTS, rows)
+    else:
+        await bulk_insert(
+            conn, broadcast_recipients, [dict(zip(RECIPIENT_COLUMNS, r, strict=True)) for r in rows]
+        )

@@ -28,7 +28,7 @@ from tidings.events.cloudevents import Event
 from tidings.ids import new_id
 from tidings.store.audiences import audience_size, boundary
 from tidings.store.broadcast_recipients import rule_of as _rule_of
-from tidings.store.db import bulk_insert, sqlite_many
+from tidings.store.db import bulk_insert
 from tidings.store.deliveries import rows_of
 from tidings.store.tables import (
     broadcast_chunks,
@@ -449,48 +449,6 @@ async def finish(conn: AsyncConnection, now: float) -> list[str]:
             .values(**values)
         )
     return done
-
-
-async def decided(conn: AsyncConnection, broadcast_id: str, ids: Sequence[str]) -> set[str]:
-    """Which of ``ids`` this broadcast has decided for already."""
-    if not ids:
-        return set()
-    rows = await rows_of(
-        conn,
-        "SELECT subscriber_id FROM broadcast_recipients"
-        " WHERE broadcast_id = {} AND subscriber_id IN ({})",
-        broadcast_id,
-        list(ids),
-    )
-    return {r[0] for r in rows}
-
-
-RECIPIENT_COLUMNS = (
-    "broadcast_id",
-    "subscriber_id",
-    "outcome",
-    "reason",
-    "until",
-    "notification_id",
-    "created_at",
-)
-"""A decision's values in :func:`insert_recipients`' rows, in this order."""
-_INSERT_RECIPIENTS = (
-    f"INSERT INTO broadcast_recipients ({', '.join(RECIPIENT_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(RECIPIENT_COLUMNS))})"
-)
-
-
-async def insert_recipients(conn: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
-    """Store recipients' decisions (each row's values as :data:`RECIPIENT_COLUMNS`)."""
-    if not rows:
-        return
-    if conn.dialect.name == "sqlite":
-        await sqlite_many(conn, _INSERT_RECIPIENTS, rows)
-    else:
-        await bulk_insert(
-            conn, broadcast_recipients, [dict(zip(RECIPIENT_COLUMNS, r, strict=True)) for r in rows]
-        )
 
 
 async def recipient(conn: AsyncConnection, broadcast_id: str, subscriber_id: str) -> Any | None:
