@@ -130,14 +130,24 @@ def new_ids(count: int, *, not_before: float | None = None) -> list[str]:
     if not_before is not None:
         millis = max(millis, _millis(not_before))
     millis, rand = _sequence.reserve(millis, count)
-    stamp = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76
-    made = []
-    for step in range(count):
-        bits = rand + step
-        value = stamp | (bits >> 62) << 64 | 0x2 << 62 | (bits & ((1 << 62) - 1))
-        h = f"{value:032x}"
-        made.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    top = (millis & ((1 << 48) - 1)) << 16 | 0x7 << 12  # the high 64 bits but rand_a
+    made: list[str] = []
+    bits, end = rand, rand + count
+    while bits < end:  # a run of ids that differ in their last 48 bits only
+        stop = min(end, ((bits >> 48) + 1) << 48)
+        head = f"{top | bits >> 62:016x}"
+        middle = (_VARIANT | bits & _LOW) >> 48
+        prefix = f"{head[:8]}-{head[8:12]}-{head[12:16]}-{middle:04x}-"
+        first = bits & _LAST48
+        made += [prefix + tail for tail in map(_HEX12, range(first, first + stop - bits))]
+        bits = stop
     return made
+
+
+_VARIANT = 0x2 << 62
+_LOW = (1 << 62) - 1
+_LAST48 = (1 << 48) - 1
+_HEX12 = "{:012x}".format
 
 
 def _millis(moment: float) -> int:
