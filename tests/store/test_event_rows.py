@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -116,3 +117,23 @@ async def test_the_processing_claim_looks_its_rows_up_by_id_not_through_the_back
             assert "ix_events_unprocessed" not in details, details
     finally:
         await store.aclose()
+
+
+async def test_a_race_for_one_key_reports_the_winner_row(store: Store) -> None:
+    """PostgreSQL, several writers: the second transaction to insert a key waits for the
+    first, stores nothing and reports the first one's row (SQLite has one writer)."""
+    if store.is_sqlite:
+        return
+    async with store.engine.connect() as first, store.engine.connect() as second:
+        await first.begin()
+        (won,) = await event_rows.insert_events(first, [event("race")], 1.0)
+        await second.begin()
+        racing = asyncio.create_task(event_rows.insert_events(second, [event("race")], 1.0))
+        await asyncio.sleep(0.2)  # the second waits on the first's uncommitted row
+        await first.commit()
+        (lost,) = await asyncio.wait_for(racing, 60)
+        await second.commit()
+    assert not won.duplicate
+    assert lost.duplicate and lost.pk == won.pk
+    async with store.read() as conn:
+        assert [row.id for row in await event_rows.find(conn, "race", "/shop")] == [won.pk]
