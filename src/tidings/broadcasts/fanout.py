@@ -122,12 +122,14 @@ def decide_chunk(
     out = ChunkRows(now)
     alike: dict[tuple[Any, ...], Decision] = {}
     parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]] = {}
+    shapes: dict[int, tuple[Plan, bool, dict[str, Any]]] = {}
     # an inbox item a recipient at most; ids not before ``now`` (its created_at): the caps
     # count such items from the window's floor id (tidings.store.strategy_state)
     item_ids = iter(new_ids(len(ids), not_before=now))
     shared = isinstance(job.policy.templates, SharedRender) and not job.policy.templates.personal(
         job.rule.template
     )
+    sent = state.sent
     for subscriber_id in ids:
         recipient = recipients.get(subscriber_id)
         if shared:
@@ -137,18 +139,27 @@ def decide_chunk(
         notification_id = None
         plan = decision.plan
         if plan is not None:
-            if _inbox_only(plan, now):
-                out.inbox.append(_item(plan, subscriber_id, None, now, parts, next(item_ids)))
+            shape = shapes.get(id(plan))
+            if shape is None:  # once per decision shared by recipients who look alike
+                shape = shapes[id(plan)] = _shape(plan, now, parts)
+            _, inbox_only, item = shape
+            if inbox_only:
+                out.inbox.append({"id": next(item_ids), "subscriber_id": subscriber_id, **item})
             else:
                 notification_id = new_id()
                 where = targets.get(subscriber_id)
                 _plan_rows(out, job, plan, subscriber_id, notification_id, where, now)
                 if "inapp" in plan.channels and plan.due_at <= now:
                     out.inbox.append(
-                        _item(plan, subscriber_id, notification_id, now, parts, next(item_ids))
+                        {
+                            "id": next(item_ids),
+                            "subscriber_id": subscriber_id,
+                            **item,
+                            "notification_id": notification_id,
+                        }
                     )
             counted = (subscriber_id, plan.category)
-            state.sent[counted] = state.sent.get(counted, 0) + 1
+            sent[counted] = sent.get(counted, 0) + 1
         out.recipients.append(
             (
                 job.broadcast_id,
@@ -273,21 +284,15 @@ def _plan_rows(
         )
 
 
-def _inbox_only(plan: Plan, now: float) -> bool:
-    """Whether the plan is an in-app message now and nothing else (no fallback either)."""
-    return plan.channels == ("inapp",) and not plan.fallback and plan.due_at <= now
+def _shape(
+    plan: Plan, now: float, parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]]
+) -> tuple[Plan, bool, dict[str, Any]]:
+    """``(plan, in-app now and nothing else, its inbox item's fields but id and subscriber)``.
 
-
-def _item(
-    plan: Plan,
-    subscriber_id: str,
-    notification_id: str | None,
-    now: float,
-    parts: dict[int, tuple[dict[str, Any], str, str, dict[str, Any]]],
-    item_id: str,
-) -> dict[str, Any]:
-    """An inbox item of ``plan`` (its title, body and data split once per shared content;
-    ``parts`` holds the content too, so its id is not reused while the chunk is built)."""
+    The item's title, body and data are split once per shared content; ``parts`` and the
+    tuple hold the content and the plan, so their ids are not reused while the chunk is
+    built.
+    """
     content = plan.content
     found = parts.get(id(content))
     if found is None:
@@ -298,10 +303,9 @@ def _item(
             {k: v for k, v in content.items() if k not in ("title", "body")},
         )
     _, title, body, data = found
-    return {
-        "id": item_id,
-        "subscriber_id": subscriber_id,
-        "notification_id": notification_id,
+    inbox_only = plan.channels == ("inapp",) and not plan.fallback and plan.due_at <= now
+    item = {
+        "notification_id": None,
         "category": plan.category,
         "title": title,
         "body": body,
@@ -311,3 +315,4 @@ def _item(
         "read_at": None,
         "archived_at": None,
     }
+    return plan, inbox_only, item
