@@ -9,7 +9,6 @@ delivery id, so APNs can tell a retry from a new notification.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tidings import json_output
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.common import merge, resolve_path
 from tidings.channels.http import make_client, retry_after_seconds, transport_errors
@@ -162,7 +162,7 @@ class ApnsProvider:
         if message.subject:
             headers["apns-collapse-id"] = collapse_id(message.subject)
         headers.update({str(k): str(v) for k, v in (overrides.get("headers") or {}).items()})
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        body = json_output.utf8(payload)
         return headers, body
 
     async def send(self, message: Message) -> Receipt:

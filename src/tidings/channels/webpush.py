@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import time
@@ -23,6 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tidings import json_output
 from tidings.channels.base import Channel, Message, ProviderContext, Receipt
 from tidings.channels.common import resolve_path
 from tidings.channels.http import make_client, retry_after_seconds, transport_errors
@@ -144,7 +144,7 @@ class WebPushProvider:
             "data": dict(message.data),
             "url": message.content.get("url"),
         }
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return json_output.utf8(payload)
 
     def encrypt(self, message: Message, plaintext: bytes) -> bytes:
         """RFC 8291 aes128gcm body for the subscription of ``message``."""

@@ -16,7 +16,6 @@ their notifications:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ from weakref import WeakKeyDictionary
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings import json_output
 from tidings.channels.http import retry_after_seconds
 from tidings.channels.ssrf import ForbiddenDestination, guard
 from tidings.channels.webhook import secret_key, sign
@@ -315,7 +315,7 @@ class CallbackSender:
             return "dead", str(exc), None
         except OSError as exc:  # the name did not resolve: maybe later
             return "pending", f"{type(exc).__name__}: {exc}", None
-        body = json.dumps(item.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        body = json_output.utf8(item.payload)
         stamp = int(time.time())
         headers = {
             "content-type": "application/json",

@@ -25,7 +25,6 @@ committed, and the workers' recovery loop processes them a few seconds later.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from tidings import json_input
+from tidings import json_input, json_output
 from tidings.errors import BrokerError, InvalidInput
 from tidings.events.cloudevents import Event, checked, parse_structured
 from tidings.events.poison import apart
@@ -105,9 +104,9 @@ class EventIngest:
         messages = []
         for start in range(0, len(accepted), HANDOFF_BATCH):
             chunk = accepted[start : start + HANDOFF_BATCH]
-            body = json.dumps([item.event.envelope() for item in chunk], ensure_ascii=False)
+            body = json_output.utf8([item.event.envelope() for item in chunk])
             message = aio_pika.Message(
-                body.encode(),
+                body,
                 content_type=BATCH_TYPE,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 headers={
