@@ -128,8 +128,10 @@ class Broadcaster:
         size = audiences.CHUNK if not job.rate else max(1, min(audiences.CHUNK, int(job.rate)))
         audience = row.audience if isinstance(row.audience, dict) else {}
         ids, last, end = await audiences.page(conn, audience, chunk.after_id, chunk.upto_id, size)
-        known = await broadcast_recipients.decided(conn, job.broadcast_id, ids)
-        fresh = [i for i in ids if i not in known]
+        fresh = ids
+        if chunk.counts is not None:  # taken up again (a rate's part, a segment's misses)
+            known = await broadcast_recipients.decided(conn, job.broadcast_id, ids)
+            fresh = [i for i in ids if i not in known]
         channels = {*job.rule.channels, *job.rule.fallback}
         recipients, targets = await subscriber_rows.recipients(
             conn, fresh, destinations=bool(channels & _DESTINED), blank=False

@@ -55,7 +55,9 @@ class Chunk:
     after_id: str
     upto_id: str | None
     counts: Any = None
-    """Its counts so far, as claimed (the row is the claiming transaction's)."""
+    """Its counts so far, as claimed (the row is the claiming transaction's); ``None`` until
+    a transaction that wrote some of its recipients' decisions recorded them (:func:`advance`),
+    so none of its range is decided yet."""
 
 
 @dataclass(frozen=True, slots=True)
