@@ -61,3 +61,25 @@ async def test_a_malformed_relayed_message_is_dropped_and_relaying_goes_on(
     here.publish("buyer-1", {"type": "item", "n": 1})
     await until(lambda: stream.qsize() == 1)
     assert stream.get_nowait() == {"type": "item", "n": 1}
+
+
+async def test_a_chunk_of_items_is_relayed_as_one_packed_message(
+    hubs: list[RelayedHub],
+) -> None:
+    here, there = hubs
+    rows = [
+        {"id": f"i-{n}", "subscriber_id": f"m-{n}", "title": "Sale", "data": {"n": 1}}
+        for n in range(2000)
+    ]
+    theirs = there.subscribe("m-1999")
+    mine = here.subscribe("m-3")
+    here.publish_items(rows)
+    here.publish("m-3", {"type": "item", "n": 0})  # same pass: the same message
+    await until(lambda: theirs.qsize() == 1)
+    assert theirs.get_nowait() == {"type": "item", "item": rows[1999]}
+    await asyncio.sleep(0.3)
+    assert [mine.get_nowait(), mine.get_nowait()] == [
+        {"type": "item", "item": rows[3]},
+        {"type": "item", "n": 0},
+    ]
+    assert mine.empty() and theirs.empty()

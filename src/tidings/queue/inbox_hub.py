@@ -8,7 +8,8 @@ import json
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,62 @@ class InboxHub:
             if not queue.full():
                 queue.put_nowait(message)
 
+    def publish_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        """New inbox items (a broadcast chunk's, a batch's), each to its subscriber's open
+        streams as ``{"type": "item", "item": row}``; relayed as one message."""
+        self.deliver_items(rows)
+
+    def deliver_items(self, rows: Iterable[dict[str, Any]]) -> None:
+        """:meth:`publish_items` to this process's streams only (a message only for a
+        subscriber with one open: most have none)."""
+        listeners = self._listeners
+        for row in rows:
+            subscriber_id = row["subscriber_id"]
+            if subscriber_id in listeners:
+                InboxHub.publish(self, subscriber_id, {"type": "item", "item": row})
+
+
+_OWN = ("id", "subscriber_id")
+"""The fields every inbox item has of its own."""
+_ABSENT = object()
+
+
+def packed(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Inbox items as one message: the values they all share once (a broadcast chunk's
+    items differ in their id and subscriber only), the other fields' values per item."""
+    first = rows[0]
+    common = {
+        key: value
+        for key, value in first.items()
+        if key not in _OWN and all(row.get(key, _ABSENT) == value for row in rows)
+    }
+    keys = [key for key in first if key not in common]
+    take = itemgetter(*keys)
+    fields = list(first)
+    return {"fields": fields, "common": common, "keys": keys, "rows": [take(r) for r in rows]}
+
+
+def unpacked(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The inbox items of a :func:`packed` message (their fields in their order)."""
+    common, keys = message["common"], [str(key) for key in message["keys"]]
+    shared = {str(field): common.get(field) for field in message["fields"]}
+    return [{**shared, **dict(zip(keys, values, strict=True))} for values in message["rows"]]
+
+
+def _datagrams(message: dict[str, Any], limit: int) -> list[bytes]:
+    """A :func:`packed` message encoded as datagrams of at most ``limit`` bytes (its items
+    split between several when they do not fit one; an item too large alone is dropped)."""
+    data = _ENCODE(message).encode()
+    if len(data) <= limit:
+        return [data]
+    rows = message["rows"]
+    if len(rows) < 2:
+        return []
+    half = len(rows) // 2
+    return _datagrams({**message, "rows": rows[:half]}, limit) + _datagrams(
+        {**message, "rows": rows[half:]}, limit
+    )
+
 
 class PeerHub(InboxHub):
     """An :class:`InboxHub` shared by the processes of one machine (``--processes N``).
@@ -72,6 +129,7 @@ class PeerHub(InboxHub):
         self.directory = directory
         self.path = directory / f"{index}.sock"
         self._outbox: list[dict[str, Any]] = []
+        self._batches: list[Sequence[dict[str, Any]]] = []
         self._sender: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._peers: tuple[float, list[str]] = (0.0, [])
@@ -119,14 +177,27 @@ class PeerHub(InboxHub):
         super().publish(subscriber_id, message)
         if self._sender is None:
             return
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._later()
         self._outbox.append({"to": subscriber_id, "message": message})
+
+    def publish_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Deliver locally; relay them to the other processes as one :func:`packed` message
+        (in as few datagrams as fit) after this loop pass."""
+        self.deliver_items(rows)
+        if self._sender is None or not rows:
+            return
+        self._later()
+        self._batches.append(rows)
+
+    def _later(self) -> None:
+        if not self._outbox and not self._batches:
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         items, self._outbox = self._outbox, []
+        batches, self._batches = self._batches, []
         sender = self._sender
-        if sender is None or not items:
+        if sender is None or not (items or batches):
             return
         # each item encoded once; a datagram is a JSON array of them
         chunks: list[bytes] = []
@@ -139,7 +210,10 @@ class PeerHub(InboxHub):
                 chunk, size = [], 0
             chunk.append(encoded)
             size += len(encoded) + 1
-        chunks.append(b"[" + b",".join(chunk) + b"]")
+        if chunk:
+            chunks.append(b"[" + b",".join(chunk) + b"]")
+        for batch in batches:
+            chunks += _datagrams(packed(batch), self.MAX_DATAGRAM)
         for peer in self._peer_paths():
             for data in chunks:
                 try:
@@ -160,6 +234,9 @@ class PeerHub(InboxHub):
     def _received(self, data: bytes) -> None:
         try:
             items = json.loads(data)
+            if isinstance(items, dict):  # a packed batch of items
+                self.deliver_items(unpacked(items))
+                return
             for item in items:
                 InboxHub.publish(self, str(item["to"]), item["message"])
         except (ValueError, KeyError, TypeError):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from tidings.queue.amqp import quietly
-from tidings.queue.inbox_hub import InboxHub
+from tidings.queue.inbox_hub import InboxHub, packed, unpacked
 
 INBOX = "tidings.inbox"
 
@@ -25,7 +26,9 @@ INBOX = "tidings.inbox"
 class RelayedHub(InboxHub):
     """An :class:`InboxHub` whose items reach the SSE streams of every process, via RabbitMQ.
 
-    Items published in one pass of the event loop (a processed batch) travel as one message.
+    Items published in one pass of the event loop (a processed batch) travel as one message;
+    so do those of :meth:`publish_items` (a broadcast chunk's), :func:`packed`: the values
+    they share once.
     """
 
     def __init__(self) -> None:
@@ -33,6 +36,7 @@ class RelayedHub(InboxHub):
         self.origin = f"{os.getpid()}-{id(self):x}"
         self._exchange: AbstractExchange | None = None
         self._relaying: list[dict[str, Any]] = []
+        self._batches: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, connection: AbstractRobustConnection) -> None:
@@ -48,15 +52,28 @@ class RelayedHub(InboxHub):
         super().publish(subscriber_id, message)
         if self._exchange is None:
             return
-        if not self._relaying:
-            asyncio.get_running_loop().call_soon(self._relay)
+        self._later()
         self._relaying.append({"to": subscriber_id, "message": message})
+
+    def publish_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Deliver locally; relay them to the other processes as one :func:`packed` batch."""
+        self.deliver_items(rows)
+        if self._exchange is None or not rows:
+            return
+        self._later()
+        self._batches.append(packed(rows))
+
+    def _later(self) -> None:
+        if not self._relaying and not self._batches:
+            asyncio.get_running_loop().call_soon(self._relay)
 
     def _relay(self) -> None:
         exchange, items, self._relaying = self._exchange, self._relaying, []
-        if exchange is None or not items:
+        batches, self._batches = self._batches, []
+        if exchange is None or not (items or batches):
             return
-        body = json.dumps({"from": self.origin, "items": items}, default=str)
+        relayed = {"from": self.origin, "items": items, "batches": batches}
+        body = json.dumps(relayed, default=str)
         task = asyncio.create_task(quietly(exchange.publish(aio_pika.Message(body.encode()), "")))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -69,6 +86,8 @@ class RelayedHub(InboxHub):
                 return
             for item in relayed["items"]:
                 super().publish(str(item["to"]), item["message"])
+            for batch in relayed.get("batches", ()):
+                self.deliver_items(unpacked(batch))
         except (ValueError, KeyError, TypeError, AttributeError):
             return
 

@@ -108,8 +108,7 @@ class Broadcaster:
         tickets = written.tickets()
         if tickets:
             await self.broker.publish(tickets)
-        for row in written.inbox:
-            self.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
+        self.hub.publish_items(written.inbox)  # to the streams of every process, one message
         self.metrics.count_recipients(written.outcomes)
         return True
 
