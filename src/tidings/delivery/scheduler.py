@@ -120,8 +120,7 @@ class Scheduler:
             tickets = [Ticket(d, _lane(lane), subject) for d, lane, subject in fired.tickets]
             if tickets:
                 await self.broker.publish(tickets)
-            for row in fired.inbox:
-                self.processor.hub.publish(row["subscriber_id"], {"type": "item", "item": row})
+            self.processor.hub.publish_items(fired.inbox)  # every process's streams, one message
             if fired.inbox:  # an in-app delivery is delivered as its inbox item is written
                 self.metrics.child(self.metrics.deliveries, "inapp", "inbox", "delivered").inc(
                     len(fired.inbox)
