@@ -191,7 +191,8 @@ def webhooks(size: int) -> dict[str, Any]:
     try:
         bare = ceiling("webhook", sink.port, 4.0, 64)
         with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
-            server = Tidings(Path(tmp), _webhook_config(sink.port))
+            # as a user runs it: a process per core, each sending what it decides
+            server = Tidings(Path(tmp), _webhook_config(sink.port), processes=None)
             try:
                 setup = asyncio.run(_endpoints(server.url, size, sink.port))
                 sink.reset()

@@ -221,7 +221,7 @@ def config(channel: str, sink_port: int) -> dict[str, Any]:
 class Tidings:
     """``tidings serve`` on a fresh SQLite database."""
 
-    def __init__(self, workdir: Path, cfg: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, cfg: dict[str, Any], processes: int | None = 1) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -233,9 +233,9 @@ class Tidings:
             "TIDINGS_LOG_LEVEL": "WARNING",
             "TIDINGS_INBOX_SECRET": "bench-inbox-secret-0123456789",
         }
-        # one process: the CPU per delivery is read off its /proc entry
+        # one process unless asked: the CPU per delivery is read off its /proc entry
         command = [sys.executable, "-m", "tidings.cli", "serve", "--port", str(self.port)]
-        command += ["--processes", "1"]
+        command += [] if processes is None else ["--processes", str(processes)]
         command += ["--config", str(workdir / "tidings.yaml")]
         self.log = (workdir / "serve.log").open("wb")
         self.proc = subprocess.Popen(
