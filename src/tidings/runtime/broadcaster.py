@@ -63,7 +63,7 @@ class Broadcaster:
         self.hub = hub
         self.metrics = metrics
         self.tick = tick
-        self._jobs: OrderedDict[str, Job | str] = OrderedDict()
+        self._jobs: OrderedDict[str, tuple[dict[str, Any], Job | str]] = OrderedDict()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -115,17 +115,15 @@ class Broadcaster:
     async def _chunk(self, conn: AsyncConnection) -> ChunkRows | None:
         """Claim a chunk, decide it and write it (one transaction); ``None``: nothing to do."""
         now = self.clock.now()
-        claimed = await rows.claim(conn, now)
-        if claimed is None:
+        chunk = await rows.claim(conn, now)
+        if chunk is None:
             return None
-        chunk, row = claimed
-        job = await self._job(conn, row)
+        audience, job = await self._job(conn, chunk.broadcast_id)
         if isinstance(job, str):
-            log.warning("broadcast %s cannot run: %s", row.id, job)
-            await rows.change_status(conn, row.id, "cancel", now)
+            log.warning("broadcast %s cannot run: %s", chunk.broadcast_id, job)
+            await rows.change_status(conn, chunk.broadcast_id, "cancel", now)
             return ChunkRows(now)
         size = audiences.CHUNK if not job.rate else max(1, min(audiences.CHUNK, int(job.rate)))
-        audience = row.audience if isinstance(row.audience, dict) else {}
         ids, last, end = await audiences.page(conn, audience, chunk.after_id, chunk.upto_id, size)
         fresh = ids
         if chunk.counts is not None:  # taken up again (a rate's part, a segment's misses)
@@ -154,24 +152,31 @@ class Broadcaster:
             await rows.finish(conn, now)  # the last chunk: done now, not a pace later
         return written
 
-    async def _job(self, conn: AsyncConnection, row: Any) -> Job | str:
-        """The broadcast's job (kept for the next chunks; a few broadcasts run at once)."""
-        found = self._jobs.get(row.id)
+    async def _job(
+        self, conn: AsyncConnection, broadcast_id: str
+    ) -> tuple[dict[str, Any], Job | str]:
+        """The broadcast's audience and job, or why it cannot run (read once, kept for the
+        next chunks: they do not change; a few broadcasts run at once)."""
+        found = self._jobs.get(broadcast_id)
         if found is not None:
-            self._jobs.move_to_end(row.id)
+            self._jobs.move_to_end(broadcast_id)
             return found
-        stored = (
-            await conn.execute(
-                select(events.c.envelope, events.c.received_at).where(events.c.id == row.event_pk)
-            )
-        ).first()
-        if stored is None:
-            made: Job | str = "its event is gone"
-        else:
-            made = job_of(
-                row, event_of(stored.envelope, stored.received_at), row.created_at, self.policy
-            )
-        self._jobs[row.id] = made
+        row = await rows.get(conn, broadcast_id)
+        stored = None
+        if row is not None:
+            stored = (
+                await conn.execute(
+                    select(events.c.envelope, events.c.received_at).where(
+                        events.c.id == row.event_pk
+                    )
+                )
+            ).first()
+        made: tuple[dict[str, Any], Job | str] = ({}, "its event is gone")
+        if row is not None and stored is not None:
+            audience = row.audience if isinstance(row.audience, dict) else {}
+            event = event_of(stored.envelope, stored.received_at)
+            made = (audience, job_of(row, event, row.created_at, self.policy))
+        self._jobs[broadcast_id] = made
         while len(self._jobs) > 64:
             self._jobs.popitem(last=False)
         return made

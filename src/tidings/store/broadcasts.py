@@ -357,11 +357,12 @@ async def plan(conn: AsyncConnection, now: float) -> bool:
     return True
 
 
-async def claim(conn: AsyncConnection, now: float) -> tuple[Chunk, Any] | None:
-    """A pending chunk of a running broadcast (none of another worker's), with its broadcast.
+async def claim(conn: AsyncConnection, now: float) -> Chunk | None:
+    """A pending chunk of a running broadcast (none of another worker's).
 
-    The broadcast is read ``FOR KEY SHARE`` on PostgreSQL: a pause or cancel waits for this
-    transaction, and one committed before it is seen here.
+    On PostgreSQL the broadcast is then read ``FOR KEY SHARE``: a pause or cancel waits for
+    this transaction, and one committed before it is seen here (no chunk then). SQLite's
+    one writer saw its status in the same transaction.
     """
     sql = (
         "SELECT c.broadcast_id, c.seq, c.after_id, c.upto_id, c.counts FROM broadcast_chunks c"
@@ -375,13 +376,15 @@ async def claim(conn: AsyncConnection, now: float) -> tuple[Chunk, Any] | None:
     if not rows:
         return None
     chunk = Chunk(*rows[0])
-    locked = select(broadcasts).where(broadcasts.c.id == chunk.broadcast_id)
     if conn.dialect.name == "postgresql":
-        locked = locked.with_for_update(key_share=True)
-    row = (await conn.execute(locked)).first()
-    if row is None or row.status != "running":
-        return None
-    return chunk, row
+        running = await rows_of(
+            conn,
+            "SELECT id FROM broadcasts WHERE id = {} AND status = 'running' FOR KEY SHARE",
+            chunk.broadcast_id,
+        )
+        if not running:
+            return None
+    return chunk
 
 
 async def advance(
