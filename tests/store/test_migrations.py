@@ -11,8 +11,9 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from testbed.services import create_database, drop_database
@@ -124,3 +125,57 @@ async def test_sqlite_tables_and_indexes_are_create_alls(tmp_path: Path) -> None
     (tables,) = await _run(f"sqlite:///{tmp_path / 'c.db'}", created)
     assert history == tables
     assert history["tables"]["broadcast_recipients"] is True  # its rows in its key's B-tree
+
+
+_ITEM = (
+    "INSERT INTO inbox_items (id, subscriber_id, notification_id, category, title, body, data,"
+    " created_at) VALUES (:id, 'buyer-1', :notification, 'marketing', 'Sale', 'On', '{}', 1.0)"
+)
+_DECISION = (
+    "INSERT INTO broadcast_recipients (broadcast_id, subscriber_id, outcome, reason,"
+    " created_at) VALUES ('b-1', :subscriber, 'sent', 'sent on inapp', 1.0)"
+)
+
+
+async def test_0004k_keeps_the_rows_and_one_item_per_notification(database_url: str) -> None:
+    """Rows written at 0004i survive the rebuild (and the way back); a notification still
+    has one item at most, while broadcast items without one are not limited."""
+
+    def at_0004i(connection: Connection) -> None:
+        command.upgrade(migrations.config(connection), "0004i")
+        for n, notification in enumerate(("n-1", "n-2", None, None)):
+            connection.execute(text(_ITEM), {"id": f"i-{n}", "notification": notification})
+        for subscriber in ("buyer-1", "buyer-2"):
+            connection.execute(text(_DECISION), {"subscriber": subscriber})
+
+    def rows(connection: Connection) -> tuple[list[Any], list[Any]]:
+        items = connection.execute(
+            text("SELECT id, notification_id FROM inbox_items ORDER BY id")
+        ).all()
+        decided = connection.execute(
+            text("SELECT subscriber_id, outcome FROM broadcast_recipients ORDER BY 2, 1")
+        ).all()
+        return [tuple(r) for r in items], [tuple(r) for r in decided]
+
+    def twice(connection: Connection, notification: str | None) -> bool:
+        """Whether a second item of ``notification`` is refused."""
+        try:
+            with connection.begin_nested():
+                connection.execute(text(_ITEM), {"id": "i-9", "notification": notification})
+        except IntegrityError:
+            return True
+        return False
+
+    def down(connection: Connection) -> None:
+        command.downgrade(migrations.config(connection), "0004i")
+
+    expected = (
+        [("i-0", "n-1"), ("i-1", "n-2"), ("i-2", None), ("i-3", None)],
+        [("buyer-1", "sent"), ("buyer-2", "sent")],
+    )
+    steps = (at_0004i, migrations.upgrade, rows, lambda c: twice(c, "n-1"))
+    _, _, upgraded, refused = await _run(database_url, *steps)
+    assert upgraded == expected and refused
+    assert await _run(database_url, lambda c: twice(c, None)) == [False]
+    expected[0].append(("i-9", None))
+    assert await _run(database_url, down, rows) == [None, expected]
