@@ -147,8 +147,12 @@ async def test_0004k_keeps_the_rows_and_one_item_per_notification(database_url: 
             connection.execute(text(_ITEM), {"id": f"i-{n}", "notification": notification})
         for subscriber in ("buyer-1", "buyer-2"):
             connection.execute(text(_DECISION), {"subscriber": subscriber})
+        # another revision's index: SQLite's rebuild makes it again
+        connection.execute(text("CREATE INDEX ix_inbox_other ON inbox_items (category)"))
 
     def rows(connection: Connection) -> tuple[list[Any], list[Any]]:
+        indexes = {str(i["name"]) for i in inspect(connection).get_indexes("inbox_items")}
+        assert {"ix_inbox_other", "ix_inbox_subscriber"} <= indexes
         items = connection.execute(
             text("SELECT id, notification_id FROM inbox_items ORDER BY id")
         ).all()

@@ -13,9 +13,9 @@ B-tree a row goes into is work that grows with the audience.
   earlier than its ``created_at``).
 
 SQLite changes a table's shape by building it anew: both tables are copied, dropped and
-renamed, and their indexes made again (whatever they were, so a database made by
-``create_all`` and adopted at 0001 ends up the same). PostgreSQL keeps its tables and swaps
-the constraint for the index.
+renamed, and their other indexes made again as they were (a database made by ``create_all``
+and adopted at 0001 ends up the same; other revisions' indexes stay). PostgreSQL keeps its
+tables and swaps the constraint for the index.
 
 Revision ID: 0004k
 Revises: 0004i
@@ -33,6 +33,7 @@ down_revision: str | tuple[str, ...] | None = "0004i"
 branch_labels: str | None = None
 depends_on: str | None = None
 
+_NONE: frozenset[str] = frozenset()
 WITH_NOTIFICATION = "notification_id IS NOT NULL"
 WITHOUT_NOTIFICATION = "notification_id IS NULL"
 
@@ -68,14 +69,24 @@ def _inbox_columns(*, unique_notification: bool) -> list[SchemaItem]:
     ]
 
 
-def _rebuild(name: str, items: list[SchemaItem], *, with_rowid: bool = True) -> None:
-    """SQLite: ``name`` made anew from ``items`` with its rows (its indexes go with it)."""
+def _rebuild(
+    name: str, items: list[SchemaItem], *, with_rowid: bool = True, leave: frozenset[str] = _NONE
+) -> None:
+    """SQLite: ``name`` made anew from ``items`` with its rows, and its indexes made again
+    as they were (but those named in ``leave``)."""
+    indexes = op.get_bind().exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master"
+        f" WHERE type = 'index' AND tbl_name = '{name}' AND sql IS NOT NULL"
+    )
+    kept = [sql for index, sql in indexes.all() if index not in leave]
     fresh = f"_new_{name}"
     op.create_table(fresh, *items, sqlite_with_rowid=with_rowid)
     columns = ", ".join(item.name for item in items if isinstance(item, sa.Column))
     op.execute(sa.text(f"INSERT INTO {fresh} ({columns}) SELECT {columns} FROM {name}"))
     op.drop_table(name)
     op.rename_table(fresh, name)
+    for sql in kept:
+        op.execute(sa.text(sql))
 
 
 def _indexes(table: str) -> set[str]:
@@ -114,8 +125,11 @@ def upgrade() -> None:
     """Recipients without a rowid (SQLite); the partial unique index; no caps index."""
     if op.get_bind().dialect.name == "sqlite":
         _rebuild("broadcast_recipients", _recipient_columns(), with_rowid=False)
-        _rebuild("inbox_items", _inbox_columns(unique_notification=False))
-        op.create_index("ix_inbox_subscriber", "inbox_items", ["subscriber_id", "id"])
+        _rebuild(
+            "inbox_items",
+            _inbox_columns(unique_notification=False),
+            leave=frozenset({"ix_inbox_broadcast_caps", "ix_inbox_notification"}),
+        )
         _notification_index()
         return
     indexes = _indexes("inbox_items")
@@ -131,8 +145,11 @@ def downgrade() -> None:
     """Back to 0004i: rowid recipients, the unique constraint and the caps index."""
     if op.get_bind().dialect.name == "sqlite":
         _rebuild("broadcast_recipients", _recipient_columns())
-        _rebuild("inbox_items", _inbox_columns(unique_notification=True))
-        op.create_index("ix_inbox_subscriber", "inbox_items", ["subscriber_id", "id"])
+        _rebuild(
+            "inbox_items",
+            _inbox_columns(unique_notification=True),
+            leave=frozenset({"ix_inbox_notification"}),
+        )
     else:
         op.drop_index("ix_inbox_notification", table_name="inbox_items")
         op.create_unique_constraint(
