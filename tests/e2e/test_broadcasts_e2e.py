@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.webhook_receiver import WebhookReceiver
 from testbed.harness import Server, cloudevent, wait_for
 
 CONTENT = {
@@ -207,3 +208,49 @@ def test_a_subscriber_follows_known_or_addressed_topics_only(server: Server) -> 
         assert client.get("/v1/topics/product.one-more.restock").status_code == 404
         assert li.delete("/v1/inbox/topics/product.p0.restock").status_code == 200
         assert li.put("/v1/inbox/topics/product.one-more.restock").status_code == 200
+
+
+def test_a_webhook_broadcast_calls_every_endpoint_once(tmp_path: Path) -> None:
+    """Two processes decide chunks and send what they decide (born leased): each of the
+    audience's endpoints gets one signed call, none twice."""
+    size = 150
+    cfg = {"providers": {"webhook": [{"kind": "webhook", "allow_private_networks": True}]}}
+    with WebhookReceiver() as receiver:
+        server = Server(tmp_path, config=cfg, processes=2).start()
+        try:
+            client = server.client()
+            assert client.put("/v1/topics/sellers", json={}).status_code == 201
+            ids = [f"s-{i:03d}" for i in range(size)]
+            assert client.post("/v1/topics/sellers/subscribers", json={"add": ids}).is_success
+            for seller in ids:
+                body = {"url": receiver.url, "secret": receiver.secret}
+                registered = client.post(f"/v1/subscribers/{seller}/webhooks", json=body)
+                assert registered.status_code == 201, registered.text
+            launched = client.post(
+                "/v1/broadcasts",
+                json={
+                    "id": "sellers-news",
+                    "audience": {"topic": "sellers"},
+                    "category": "marketing",
+                    "channels": ["webhook"],
+                    "content": CONTENT,
+                    "data": {"name": "Double 11"},
+                },
+            )
+            assert launched.status_code == 202, launched.text
+            finished = wait_for(lambda: done(client, "sellers-news"), timeout=60)
+            wait_for(lambda: len(receiver.ids) >= size or None, timeout=60)
+            assert finished["counts"]["sent"] == size
+            # every outcome committed (a call still owed would be counted apart from these)
+            labels = 'channel="webhook",provider="webhook",status="delivered"'
+            delivered = f"tidings_deliveries_total{{{labels}}} {size}.0"
+            wait_for(lambda: delivered in client.get("/metrics").text or None, timeout=60)
+            calls = list(receiver.deliveries)
+        finally:
+            server.stop()
+    assert len(calls) == size
+    assert len({call.webhook_id for call in calls}) == size
+    assert all(call.verified for call in calls)
+    notified = {call.payload["data"]["notification"]["id"] for call in calls}
+    assert len(notified) == size
+    assert {call.payload["data"]["notification"]["title"] for call in calls} == {"Flash sale"}

@@ -23,10 +23,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.broadcasts.job import Job, SharedRender, next_local
+from tidings.delivery.handoff import Leased, Sender, born_leased
 from tidings.ids import new_id, new_ids
 from tidings.queue.base import Ticket
 from tidings.store import broadcast_recipients
 from tidings.store.db import bulk_insert, sqlite_many
+from tidings.store.deliveries import Outgoing
 from tidings.store.planned import delivery_rows
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
@@ -46,6 +48,8 @@ class ChunkRows:
     notes: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     inbox: list[dict[str, Any]] = field(default_factory=list)
+    leased: list[Leased] = field(default_factory=list)
+    """Deliveries born leased to this process's dispatcher: sent once the chunk commits."""
 
     def tickets(self) -> list[Ticket]:
         """The deliveries due now for the dispatcher (in-app ones are done already)."""
@@ -54,6 +58,33 @@ class ChunkRows:
             for row in self.deliveries
             if row["status"] == "pending" and row["due_at"] <= self.now
         ]
+
+    async def lease(self, conn: AsyncConnection, sender: Sender, job: Job) -> None:
+        """Make the due external deliveries that ``sender`` has room for born leased (before
+        :meth:`write`): no ticket, no claim transaction, no read of what they carry."""
+        notes = {row["id"]: row for row in self.notes}
+        event = job.event
+        envelope = event.envelope()
+        occurred_at = event.time if event.time is not None else job.accepted_at
+
+        def outgoing_of(notification_id: str) -> Outgoing:
+            note = notes[notification_id]
+            return Outgoing(
+                note["id"],
+                note["subscriber_id"],
+                note["category"],
+                note["priority"],
+                note["subject"],
+                note["locale"],
+                note["content"],
+                note["fallback"],
+                note["expires_at"],
+                job.event_pk,
+                envelope,
+                occurred_at,
+            )
+
+        self.leased = await born_leased(conn, sender, self.deliveries, self.now, outgoing_of)
 
     async def write(self, conn: AsyncConnection) -> None:
         """Insert every row (in the caller's transaction)."""

@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.config import RuleSettings
-from tidings.delivery.handoff import Leased, Sender
+from tidings.delivery.handoff import Leased, Sender, born_leased
 from tidings.ids import new_id
 from tidings.queue.base import Ticket
 from tidings.store import broadcasts as broadcast_rows
 from tidings.store import events as event_rows
 from tidings.store import schedule
 from tidings.store.db import bulk_insert
-from tidings.store.deliveries import Claimed, Outgoing, open_order_keys
+from tidings.store.deliveries import Outgoing
 from tidings.store.events import StoredEvent
 from tidings.store.planned import delivery_rows, notification_row
 from tidings.store.subscribers import Target
@@ -211,67 +211,15 @@ class Batch:
         return written
 
     async def _lease(self, conn: AsyncConnection) -> list[Leased]:
-        """Turn the due external deliveries that may go at once into born-leased ones.
-
-        Per (subject, channel, destination) only the first of the batch may, and only if no
-        delivery of it is open in the store: the rest are ``pending`` and wait their turn
-        (see :func:`~tidings.store.deliveries.claim`). At most the sender's room.
-        """
-        sender = self.sender
-        assert sender is not None
-        now = self.now
-        room = sender.room()
-        due = [r for r in self.deliveries if r["status"] == "pending" and r["due_at"] <= now]
-        if room <= 0 or not due:
-            return []
-        first: dict[tuple[str, str, str], dict[str, Any]] = {}
-        free: set[str] = set()
-        for row in due:
-            order_key = row["order_key"]
-            if order_key is None:
-                free.add(row["id"])
-                continue
-            key = (order_key, row["channel"], row["device_id"] or "")
-            held = first.get(key)
-            if held is None or (row["seq"] or 0.0, row["id"]) < (held["seq"] or 0.0, held["id"]):
-                first[key] = row
-        if first:
-            busy = await open_order_keys(conn, [key[0] for key in first])
-            free.update(row["id"] for key, row in first.items() if key not in busy)
-        chosen = [row for row in due if row["id"] in free][:room]
-        if not chosen:
-            return []
-        lease_until = now + sender.lease
-        owner = sender.owner
-        claimed = []
-        for row in chosen:
-            row["status"] = "sending"
-            row["lease_until"] = lease_until
-            row["leased_by"] = owner
-            row["started_at"] = now
-            claimed.append(
-                Claimed(
-                    row["id"],
-                    row["notification_id"],
-                    row["channel"],
-                    row["destination_kind"],
-                    row["device_id"],
-                    row["lane"],
-                    0,
-                    row["accepted_at"],
-                    row["created_at"],
-                    row["due_at"],
-                    row["enqueued_at"],
-                    row["is_fallback"],
-                )
-            )
-        notes: dict[str, Outgoing] = {}
-        for c in claimed:
-            if c.notification_id not in notes:
-                notes[c.notification_id] = self._outgoing(self.notes[c.notification_id])
-        owners = {c.id: notes[c.notification_id].subscriber_id for c in claimed}
-        found = await sender.destinations(conn, claimed, owners)
-        return [(c, notes[c.notification_id], found.get(c.id)) for c in claimed]
+        """The due external deliveries born leased to this process's dispatcher."""
+        assert self.sender is not None
+        return await born_leased(
+            conn,
+            self.sender,
+            self.deliveries,
+            self.now,
+            lambda notification_id: self._outgoing(self.notes[notification_id]),
+        )
 
     def _outgoing(self, note: dict[str, Any]) -> Outgoing:
         """What :func:`~tidings.store.deliveries.outgoing` would read back for ``note``."""

@@ -24,6 +24,7 @@ from tidings.broadcasts import fanout
 from tidings.broadcasts.fanout import ChunkRows
 from tidings.broadcasts.job import Job, event_of, job_of
 from tidings.clock import Clock
+from tidings.delivery.handoff import sender_of
 from tidings.metrics import Metrics
 from tidings.queue.base import Broker
 from tidings.queue.inbox_hub import InboxHub
@@ -105,6 +106,10 @@ class Broadcaster:
         if written is None:
             await self.store.write(lambda conn: rows.finish(conn, self.clock.now()))
             return False
+        if written.leased:
+            sender = sender_of(self.broker)
+            assert sender is not None
+            sender.send_leased(written.leased)
         tickets = written.tickets()
         if tickets:
             await self.broker.publish(tickets)
@@ -144,6 +149,9 @@ class Broadcaster:
             now=now,
         )
         written = fanout.decide_chunk(job, fresh, recipients, targets, state, now)
+        sender = sender_of(self.broker)
+        if sender is not None and written.deliveries:
+            await written.lease(conn, sender, job)
         await written.write(conn)
         await rows.advance(conn, chunk, last, end, written.outcomes, now)
         if job.rate:
