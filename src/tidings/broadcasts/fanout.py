@@ -29,6 +29,7 @@ from tidings.queue.base import Ticket
 from tidings.store import broadcast_recipients
 from tidings.store.db import bulk_insert, sqlite_many
 from tidings.store.deliveries import Outgoing
+from tidings.store.outgoing import outgoing_of_row
 from tidings.store.planned import delivery_rows
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
@@ -68,21 +69,7 @@ class ChunkRows:
         occurred_at = event.time if event.time is not None else job.accepted_at
 
         def outgoing_of(notification_id: str) -> Outgoing:
-            note = notes[notification_id]
-            return Outgoing(
-                note["id"],
-                note["subscriber_id"],
-                note["category"],
-                note["priority"],
-                note["subject"],
-                note["locale"],
-                note["content"],
-                note["fallback"],
-                note["expires_at"],
-                job.event_pk,
-                envelope,
-                occurred_at,
-            )
+            return outgoing_of_row(notes[notification_id], envelope, occurred_at)
 
         self.leased = await born_leased(conn, sender, self.deliveries, self.now, outgoing_of)
 

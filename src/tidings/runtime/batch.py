@@ -24,6 +24,7 @@ from tidings.store import schedule
 from tidings.store.db import bulk_insert
 from tidings.store.deliveries import Outgoing
 from tidings.store.events import StoredEvent
+from tidings.store.outgoing import outgoing_of_row
 from tidings.store.planned import delivery_rows, notification_row
 from tidings.store.subscribers import Target
 from tidings.store.tables import deliveries, inbox_items, notifications
@@ -225,17 +226,5 @@ class Batch:
         """What :func:`~tidings.store.deliveries.outgoing` would read back for ``note``."""
         item = self.items[note["event_pk"]]
         event = item.event
-        return Outgoing(
-            note["id"],
-            note["subscriber_id"],
-            note["category"],
-            note["priority"],
-            note["subject"],
-            note["locale"],
-            note["content"],
-            note["fallback"],
-            note["expires_at"],
-            item.pk,
-            event.envelope(),
-            event.time if event.time is not None else item.received_at,
-        )
+        occurred_at = event.time if event.time is not None else item.received_at
+        return outgoing_of_row(note, event.envelope(), occurred_at)

@@ -39,6 +39,27 @@ class Outgoing:
     """The event's ``time``, else when it was accepted."""
 
 
+def outgoing_of_row(
+    note: dict[str, Any], envelope: dict[str, Any], occurred_at: float | None
+) -> Outgoing:
+    """What :func:`outgoing` would read back for a ``notifications`` row about to be written
+    (``note``), whose event's envelope and time the caller holds (born-leased deliveries)."""
+    return Outgoing(
+        note["id"],
+        note["subscriber_id"],
+        note["category"],
+        note["priority"],
+        note["subject"],
+        note["locale"],
+        note["content"],
+        note["fallback"],
+        note["expires_at"],
+        note["event_pk"],
+        envelope,
+        occurred_at,
+    )
+
+
 _OUTGOING = (
     "SELECT n.id, n.subscriber_id, n.category, n.priority, n.subject, n.locale, n.content,"
     " n.fallback, n.expires_at, n.event_pk, e.envelope, coalesce(e.time, e.received_at)"
