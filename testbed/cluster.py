@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from testbed.harness import READY_WAIT, Server, kill_process, track
+from testbed.harness import READY_WAIT, Server, kill_process, stop_process, track
 from testbed.services import (
     Services,
     create_database,
@@ -77,12 +77,8 @@ class Worker:
 
     def stop(self) -> None:
         """Terminate gracefully (kill after 10 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 class Cluster(Server):

@@ -38,6 +38,16 @@ def kill_process(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """Terminate gracefully, ``kill -9`` after ``grace`` seconds (nothing when it ended)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            kill_process(process)
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     for process in _STARTED:
@@ -134,12 +144,8 @@ class Server:
 
     def stop(self) -> None:
         """Terminate gracefully (kill after 10 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process)
 
     def client(self, key: str | None = None) -> httpx.Client:
         """A client authenticated with the admin key (or ``key``)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings import json_output
 from tidings.broadcasts.job import Job, SharedRender, next_local
 from tidings.delivery.handoff import Leased, Sender, born_leased
 from tidings.ids import new_id, new_ids
@@ -95,7 +96,6 @@ _INBOX_SQL = (
     f"INSERT INTO inbox_items ({', '.join(_INBOX_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(_INBOX_COLUMNS))})"
 )
-_JSON = json.JSONEncoder(ensure_ascii=False).encode
 
 
 async def _insert_inbox(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -112,7 +112,7 @@ async def _insert_inbox(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
         data = row["data"]
         text = encoded.get(id(data))
         if text is None:
-            text = encoded[id(data)] = _JSON(data)
+            text = encoded[id(data)] = json_output.text(data)
         values.append(
             (
                 row["id"],
