@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from testbed.harness import READY_WAIT, Server, kill_process, stop_process, track
+from testbed.harness import READY_WAIT, Server, Started, track
 from testbed.services import (
     Services,
     create_database,
@@ -24,7 +24,7 @@ from testbed.services import (
 from tidings.crypto import generate_key
 
 
-class Worker:
+class Worker(Started):
     """One ``tidings worker`` subprocess."""
 
     def __init__(self, workdir: Path, env: Mapping[str, str], config: Path | None, n: int) -> None:
@@ -69,16 +69,6 @@ class Worker:
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"worker did not start: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """``kill -9``."""
-        if self.process is not None:
-            kill_process(self.process)
-
-    def stop(self) -> None:
-        """Terminate gracefully (kill after 10 s)."""
-        if self.process is not None:
-            stop_process(self.process)
 
 
 class Cluster(Server):

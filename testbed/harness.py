@@ -61,7 +61,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Server:
+class Started:
+    """A process a test started (``process``, once launched): stopped or killed on demand."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """``kill -9``."""
+        if self.process is not None:
+            kill_process(self.process)
+
+    def stop(self) -> None:
+        """Terminate gracefully (kill after 10 s)."""
+        if self.process is not None:
+            stop_process(self.process)
+
+
+class Server(Started):
     """A ``tidings serve`` subprocess with its own directory, database and admin key."""
 
     def __init__(
@@ -136,16 +152,6 @@ class Server:
         raise RuntimeError(
             f"server did not become ready within {timeout:g} s: {self.log.read_text()[-3000:]}"
         )
-
-    def kill(self) -> None:
-        """``kill -9``."""
-        if self.process is not None:
-            kill_process(self.process)
-
-    def stop(self) -> None:
-        """Terminate gracefully (kill after 10 s)."""
-        if self.process is not None:
-            stop_process(self.process)
 
     def client(self, key: str | None = None) -> httpx.Client:
         """A client authenticated with the admin key (or ``key``)."""
