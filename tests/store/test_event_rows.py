@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,30 +36,40 @@ async def test_duplicates_within_and_across_batches(store: Store) -> None:
 
 
 async def test_duplicate_lookup_searches_the_unique_index(tmp_path: Path) -> None:
-    """The (source, id) lookup of every accept must not scan the events table."""
+    """A batch of new events is inserted without a lookup; one with a stored duplicate looks
+    the keys up (one query per source), through the unique index, not a scan of events."""
     store = Store(f"sqlite:///{tmp_path / 't.db'}", Cipher.from_text(generate_key()))
     await store.start()
     statements: list[str] = []
 
-    async def accept(conn: AsyncConnection) -> list[event_rows.Accepted]:
-        raw = inline_sqlite(conn)
-        assert raw is not None
-        raw.set_trace_callback(statements.append)  # the SQL with its values filled in
-        try:
-            batch = [event("a"), event("b"), event("c", "/other")]
-            return await event_rows.insert_events(conn, batch, 1.0)
-        finally:
-            raw.set_trace_callback(None)
+    def accepting(batch: list[Event]) -> Any:
+        async def accept(conn: AsyncConnection) -> list[event_rows.Accepted]:
+            raw = inline_sqlite(conn)
+            assert raw is not None
+            raw.set_trace_callback(statements.append)  # the SQL with its values filled in
+            try:
+                return await event_rows.insert_events(conn, batch, 1.0)
+            finally:
+                raw.set_trace_callback(None)
+
+        return accept
+
+    def lookups() -> list[str]:
+        return [s for s in statements if s.lstrip().upper().startswith("SELECT")]
 
     try:
-        await store.write(accept)
-        lookups = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-        assert len(lookups) == 2  # one per source
+        fresh = await store.write(accepting([event("a"), event("x", "/other")]))
+        assert not any(r.duplicate for r in fresh) and lookups() == []
+        again = await store.write(accepting([event("a"), event("b"), event("c", "/other")]))
+        assert [r.duplicate for r in again] == [True, False, False]
+        assert again[0].pk == fresh[0].pk
+        assert len(lookups()) == 2  # one per source
         async with store.read() as conn:
-            for sql in lookups:
+            for sql in lookups():
                 plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
                 details = " ".join(str(row[-1]) for row in plan)
                 assert "USING INDEX" in details and "SCAN events" not in details, details
+            assert len(await event_rows.unprocessed(conn, 100, 10.0)) == 4
     finally:
         await store.aclose()
 

@@ -65,9 +65,10 @@ class Intake:
     async def _insert(self, callers: Sequence[_Waiting], now: float) -> list[list[Accepted]]:
         """One insert of every caller's events; the results sliced per caller."""
         events = [event for batch, _ in callers for event in batch]
+        offered = event_rows.offer(events, now, sqlite=self.store.is_sqlite)
 
         async def statement(conn: AsyncConnection) -> list[Accepted]:
-            return await event_rows.insert_events(conn, events, now)
+            return await event_rows.insert_offered(conn, offered)
 
         results = await self.store.write(statement)
         sliced = []

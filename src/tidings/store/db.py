@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -384,28 +385,45 @@ async def advisory_lock(conn: AsyncConnection, *keys: str) -> None:
     )
 
 
-_INSERTS: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
+_INSERTS: dict[tuple[str, tuple[str, ...], bool], tuple[str, list[int]]] = {}
 
 
-async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT`` many rows (all with the same keys) as one executemany.
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An ``INSERT`` of many rows made ready before its transaction (:func:`prepare_insert`)."""
 
-    On SQLite the statement is compiled once per column set and the rows are passed as plain
-    tuples with JSON columns serialised here: SQLAlchemy's per-row parameter processing costs
-    ~25 µs a row, more than SQLite's insert itself, and the processor writes ~10 rows an
-    event. Other backends take SQLAlchemy's ordinary executemany.
+    table: Table
+    rows: Sequence[dict[str, Any]]
+    sql: str
+    """The plain SQLite statement ('' for another backend)."""
+    values: list[Any]
+    """Its parameters, a tuple (or list) a row, JSON columns encoded."""
+    keep_first: bool
+
+
+def prepare_insert(
+    table: Table, rows: Sequence[dict[str, Any]], *, sqlite: bool = True, keep_first: bool = False
+) -> Prepared:
+    """``rows`` (all with the same keys) as one executemany, built outside any transaction.
+
+    On SQLite the statement is compiled once per column set and the rows become plain tuples
+    with JSON columns serialised here: SQLAlchemy's per-row parameter processing costs ~25 µs
+    a row, more than SQLite's insert itself, and the processor writes ~10 rows an event. Done
+    before the transaction, none of it holds the one write lock that every process of
+    ``tidings serve --processes N`` takes turns on. ``keep_first``: a row whose unique key is
+    stored already is skipped (``ON CONFLICT DO NOTHING``) rather than failing the statement.
+    Other backends (``sqlite=False``) take SQLAlchemy's ordinary executemany of ``rows``.
     """
-    if not rows:
-        return
-    if conn.dialect.name != "sqlite":
-        await conn.execute(table.insert(), list(rows))
-        return
+    if not rows or not sqlite:
+        return Prepared(table, rows, "", [], keep_first)
     columns = tuple(rows[0])
-    key = (table.name, columns)
+    key = (table.name, columns, keep_first)
     compiled = _INSERTS.get(key)
     if compiled is None:
         names = ", ".join(columns)
         sql = f"INSERT INTO {table.name} ({names}) VALUES ({placeholders(len(columns))})"
+        if keep_first:
+            sql += " ON CONFLICT DO NOTHING"
         json_at = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
         compiled = _INSERTS[key] = (sql, json_at)
     sql, as_json = compiled
@@ -423,4 +441,28 @@ async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[s
                 if value[i] is not None:
                     value[i] = encode(value[i])
         values = listed
-    await sqlite_many(conn, sql, values)
+    return Prepared(table, rows, sql, values, keep_first)
+
+
+async def insert_prepared(conn: AsyncConnection, prepared: Prepared) -> int | None:
+    """Run a :func:`prepare_insert` in ``conn``'s transaction; the rows inserted on SQLite
+    (fewer than given when ``keep_first`` skipped some), ``None`` elsewhere."""
+    if not prepared.rows:
+        return 0
+    if conn.dialect.name != "sqlite":
+        assert not prepared.keep_first, "SQLite only (PostgreSQL: ON CONFLICT … RETURNING)"
+        await conn.execute(prepared.table.insert(), list(prepared.rows))
+        return None
+    raw = inline_sqlite(conn)
+    if raw is not None:
+        return raw.executemany(prepared.sql, prepared.values).rowcount
+    result = await conn.exec_driver_sql(prepared.sql, list(prepared.values))
+    return result.rowcount
+
+
+async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT`` many rows (all with the same keys) as one executemany
+    (:func:`prepare_insert` and :func:`insert_prepared` at once)."""
+    if rows:
+        sqlite = conn.dialect.name == "sqlite"
+        await insert_prepared(conn, prepare_insert(table, rows, sqlite=sqlite))

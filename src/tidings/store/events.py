@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.events.cloudevents import Event
 from tidings.ids import new_id
-from tidings.store.db import bulk_insert
+from tidings.store.db import Prepared, bulk_insert, insert_prepared, prepare_insert
 from tidings.store.statements import for_backend, rows_of
 from tidings.store.tables import decisions, events
 from tidings.strategy.model import Decision
@@ -35,46 +35,61 @@ class StoredEvent:
     received_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """A batch of events made ready to insert before the write transaction (:func:`offer`)."""
+
+    results: list[Accepted]
+    """Each event's outcome if none of them is stored yet (duplicates within the batch are)."""
+    rows: list[dict[str, Any]]
+    insert: Prepared
+
+
+def offer(batch: Sequence[Event], now: float, *, sqlite: bool) -> Offered:
+    """The rows of ``batch``: ids minted, envelopes encoded — work that need not hold the
+    write lock, which every process of ``tidings serve --processes N`` takes turns on."""
+    results, rows = _new_rows(batch, now, {})
+    return Offered(results, rows, prepare_insert(events, rows, sqlite=sqlite, keep_first=True))
+
+
 async def insert_events(
     conn: AsyncConnection, batch: Sequence[Event], now: float
 ) -> list[Accepted]:
-    """Insert the new events of ``batch``; duplicates (also within the batch) are reported
-    with the row id of the event stored first.
-
-    SQLite, one writer: one ``SELECT`` for the keys already stored (per source), then one
-    executemany ``INSERT`` of the rest. PostgreSQL: :func:`_insert_first`.
-    """
-    if conn.dialect.name == "postgresql":
-        return await _insert_first(conn, batch, now)
-    existing = await _stored_keys(conn, [(event.source, event.id) for event in batch])
-    results, rows = _new_rows(batch, now, existing)
-    if rows:
-        await bulk_insert(conn, events, rows)
-    return results
+    """:func:`offer` and :func:`insert_offered` at once."""
+    return await insert_offered(conn, offer(batch, now, sqlite=conn.dialect.name == "sqlite"))
 
 
-async def _insert_first(
-    conn: AsyncConnection, batch: Sequence[Event], now: float
-) -> list[Accepted]:
-    """PostgreSQL: ``INSERT … ON CONFLICT DO NOTHING RETURNING id``, then a lookup of only the
-    keys that were stored already (a retry; another writer's race) — usually none.
+async def insert_offered(conn: AsyncConnection, offered: Offered) -> list[Accepted]:
+    """Insert the events of ``offered`` not stored yet; duplicates (also within the batch) are
+    reported with the row id of the event stored first.
 
-    Looking up first cost a round trip per batch and, on a young table, far more: with the
+    Insert first (``ON CONFLICT DO NOTHING``), then look up the keys only when a row was
+    skipped — a retry, another writer's race: usually none. PostgreSQL's ``RETURNING id``
+    names the skipped rows; SQLite's executemany has no ``RETURNING``, so a short count of
+    inserted rows sends every key of the batch to the lookup. Looking up first cost a query
+    per batch under the write lock and, on a young PostgreSQL table, far more: with the
     statistics of its first minutes the planner took the unique index ``(source, event_id)``
     for ``source = $1`` alone and filtered every event of that source (14 ms a batch at 6,000
     rows, growing with the table, in ``bench.scaleout``).
     """
-    results, rows = _new_rows(batch, now, {})
+    rows = offered.rows
     if not rows:
-        return results
-    statement = pg_insert(events).on_conflict_do_nothing().returning(events.c.id)
-    inserted = set((await conn.execute(statement, rows)).scalars())
-    lost = [row for row in rows if row["id"] not in inserted]
+        return offered.results
+    if conn.dialect.name == "postgresql":
+        statement = pg_insert(events).on_conflict_do_nothing().returning(events.c.id)
+        inserted = set((await conn.execute(statement, rows)).scalars())
+        lost = [row for row in rows if row["id"] not in inserted]
+    else:
+        lost = rows if await insert_prepared(conn, offered.insert) != len(rows) else []
     if not lost:
-        return results
+        return offered.results
     stored = await _stored_keys(conn, [(row["source"], row["event_id"]) for row in lost])
-    first = {row["id"]: stored[(row["source"], row["event_id"])] for row in lost}
-    return [Accepted(first[r.pk], True) if r.pk in first else r for r in results]
+    first = {
+        row["id"]: pk
+        for row in lost
+        if (pk := stored[(row["source"], row["event_id"])]) != row["id"]
+    }
+    return [Accepted(first[r.pk], True) if r.pk in first else r for r in offered.results]
 
 
 def _new_rows(
