@@ -60,6 +60,12 @@ _MAX_QUEUED = 4096
 """Tickets waiting in this process's lanes past which the processor waits before deciding."""
 _ROOM_CHECK = 0.005
 _ROOM_PATIENCE = 5.0
+_STEAL_FIRST = 0.02
+"""Seconds without a submitted event before an idle processor looks at the others' backlog
+(doubling, up to :data:`_STEAL_LAST`, while it finds none)."""
+_STEAL_LAST = 1.0
+_STEAL_AGE = 0.05
+"""Events younger than this are left to the process that accepted them: it is about to."""
 
 
 class Processor:
@@ -76,6 +82,7 @@ class Processor:
         *,
         batch: int = 64,
         sender: Sender | None = None,
+        steals: bool = False,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -91,6 +98,9 @@ class Processor:
         # stall intake; per event it costs about what 256 did.
         self._batch = batch
         self._sender = sender
+        self._steals = steals
+        self._stole = False
+        """Whether, idle, it decides events another process accepted (:meth:`_steal`)."""
 
     @property
     def sender(self) -> Sender | None:
@@ -110,7 +120,7 @@ class Processor:
     async def run(self) -> None:
         """Process submitted events in batches, forever."""
         while True:
-            batch = [await self._queue.get()]
+            batch = await self._next()
             await self._delivery_room()
             while len(batch) < self._batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -122,6 +132,47 @@ class Processor:
                 await asyncio.sleep(1)
             finally:
                 self._held.difference_update(item.pk for item in batch)
+
+    async def _next(self) -> list[StoredEvent]:
+        """The first event of the next batch: a submitted one, or (see :meth:`_steal`) events
+        of another process's backlog while this one has none."""
+        if not self._steals:
+            return [await self._queue.get()]
+        idle = 0.0 if self._stole else _STEAL_FIRST  # found some last time: look again now
+        while True:
+            if not self._queue.empty():
+                return [self._queue.get_nowait()]
+            if idle > 0:
+                try:
+                    async with asyncio.timeout(idle):
+                        return [await self._queue.get()]
+                except TimeoutError:
+                    pass
+            stolen = await self._steal()
+            self._stole = bool(stolen)
+            if stolen:
+                return stolen
+            idle = min(max(idle * 2, _STEAL_FIRST), _STEAL_LAST)
+
+    async def _steal(self) -> list[StoredEvent]:
+        """Events another process of this run accepted and has not decided yet: the newest
+        of its backlog older than :data:`_STEAL_AGE` (it works from the oldest).
+
+        ``tidings serve --processes N`` decides each event in the process that accepted it,
+        and a producer with few connections lands them all on one process: in batches of 500
+        from 4 connections one process used 0.84 of a core and the other 0.34. Claiming is
+        idempotent (:func:`~tidings.store.events.claim`): an event the owner reaches first is
+        skipped here, and one taken here is skipped there.
+        """
+        try:
+            async with self.store.read() as conn:
+                found = await event_rows.unprocessed(
+                    conn, self._batch, self.clock.now() - _STEAL_AGE, newest=True
+                )
+        except Exception:  # noqa: BLE001 - the next round tries again
+            log.warning("looking for undecided events failed", exc_info=True)
+            return []
+        return [item for item in found if item.pk not in self._held]
 
     async def _delivery_room(self) -> None:
         """Wait while the deliveries already decided outrun the dispatcher.

@@ -194,6 +194,8 @@ class Service:
             self.metrics,
             self.hub,
             sender=self.dispatcher,
+            # several processes on one SQLite file: an idle one helps with another's backlog
+            steals=self.share.count > 1 and self.store.is_sqlite and self.ingest is None,
         )
         # In-memory lanes never lose a published ticket while the process lives (a restart
         # republishes everything), so only RabbitMQ needs a prompt re-publish of rows whose

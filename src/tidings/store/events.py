@@ -176,12 +176,17 @@ def _stored(row: Any) -> StoredEvent:
     return StoredEvent(row.id, parse_structured(row.envelope), row.received_at)
 
 
-async def unprocessed(conn: AsyncConnection, limit: int, older_than: float) -> list[StoredEvent]:
-    """Accepted events not processed yet (after a crash or a lost hand-off)."""
+async def unprocessed(
+    conn: AsyncConnection, limit: int, older_than: float, *, newest: bool = False
+) -> list[StoredEvent]:
+    """Accepted events not processed yet (after a crash or a lost hand-off): the oldest, or
+    with ``newest`` the latest of those received by ``older_than`` (what a process with
+    nothing to do takes from another's backlog, whose owner works from the oldest)."""
+    order = (events.c.received_at, events.c.id)
     rows = await conn.execute(
         select(events)
         .where(events.c.processed_at.is_(None), events.c.received_at <= older_than)
-        .order_by(events.c.received_at, events.c.id)
+        .order_by(*(column.desc() for column in order) if newest else order)
         .limit(limit)
     )
     return [_stored(row) for row in rows]
