@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.strategy.helpers import buyer, event, policy
-from tidings.strategy.decide import cancellations, decide
+from tidings.strategy.decide import cancellations, decide, prerender
 from tidings.strategy.model import OpenDigest, PastEvent, Scheduled, State
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC
@@ -267,3 +267,25 @@ def test_without_fallback_after_an_unreachable_channel_falls_back_at_once() -> N
 def test_ttl_sets_the_expiry(rule: dict[str, Any], expires: float | None) -> None:
     (decision,) = decide(policy(rule), event("x.y"), buyer(), NOW)
     assert decision.plan is not None and decision.plan.expires_at == expires
+
+
+def test_content_rendered_ahead_is_the_content_decided() -> None:
+    """The processor renders before its write transaction (``prerender``): a plan takes that
+    content, the same as it renders itself; a digest's content waits for the decision."""
+    rules = policy(UNPAID, {**DIGEST, "on": "order.created", "to": "buyer"})
+    created = event("order.created", order_id="o-42")
+    people = buyer("Asia/Shanghai")
+    ahead = prerender(rules, created, people)
+    assert set(ahead) == {("/shop", "evt-1", "unpaid-reminder", "buyer-1")}
+    assert ahead[("/shop", "evt-1", "unpaid-reminder", "buyer-1")] == (
+        "en-US",
+        {"title": "order.created", "body": "order o-42"},
+    )
+    inline = decide(rules, created, people, NOW)
+    rendered = decide(rules, created, people, NOW, State(rendered=ahead))
+    assert [d.plan for d in rendered] == [d.plan for d in inline]
+    # what the plan carries is what was rendered ahead, not a fresh render
+    marked = {key: ("en-US", {"title": "ahead", "body": ""}) for key in ahead}
+    unpaid, digest = decide(rules, created, people, NOW, State(rendered=marked))
+    assert unpaid.plan is not None and unpaid.plan.content["title"] == "ahead"
+    assert digest.plan is not None and digest.plan.content["title"] == "You have 1 new paid orders"

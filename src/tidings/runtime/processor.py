@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.clock import Clock
+from tidings.config import RuleSettings
 from tidings.delivery import callbacks as status_callbacks
 from tidings.delivery.handoff import Sender, sender_of
 from tidings.metrics import Metrics
@@ -47,7 +48,14 @@ from tidings.store.deliveries import existing_dedup_keys
 from tidings.store.events import StoredEvent
 from tidings.store.subscribers import Target
 from tidings.strategy import dedup
-from tidings.strategy.decide import Policy, cancellations, decide, recipient_ids, recipients_of
+from tidings.strategy.decide import (
+    Policy,
+    cancellations,
+    decide,
+    prerender,
+    recipient_ids,
+    recipients_of,
+)
 from tidings.strategy.model import (
     PastEvent,
     Recipient,
@@ -212,11 +220,14 @@ class Processor:
             wanted |= recipients_of(self.policy, item.event)
         async with self.store.read() as conn:
             recipients, targets = await subscriber_rows.recipients(conn, wanted)
+        # what does not depend on the state is made before the write lock is taken: the
+        # notifications' dedup keys and their content (rendering is most of a decision)
+        ahead = Ahead(self.policy, batch, recipients)
 
         async def write(conn: AsyncConnection) -> Written:
             # "now" is when the transaction runs, not when the batch was taken: time spent
             # waiting for the writer belongs to Tp (accept → decided), not to the queue wait
-            return await self._write(conn, batch, recipients, targets, self.clock.now())
+            return await self._write(conn, batch, ahead, targets, self.clock.now())
 
         sender = self.sender
         if sender is not None:
@@ -243,7 +254,7 @@ class Processor:
         self,
         conn: AsyncConnection,
         batch: Sequence[StoredEvent],
-        recipients: dict[str, Recipient],
+        ahead: Ahead,
         targets: dict[str, dict[Any, list[Target]]],
         now: float,
     ) -> Written:
@@ -266,7 +277,7 @@ class Processor:
             conn,
             subjects={i.event.subject for i in items if i.event.subject},
             exclude_pks=[i.pk for i in items],
-            subscribers=recipients,
+            subscribers=ahead.recipients,
             caps={
                 name: c.cap.per for name, c in settings.categories.items() if c.cap and name in used
             },
@@ -274,17 +285,13 @@ class Processor:
             digest_rules={r.id for r in matched if r.digest is not None},
             now=now,
         )
-        keys = {
-            (i.pk, rule.id, rid): (dedup.key(rule, i.event, i.pk, rid), rule)
-            for i in items
-            for rule in self.policy.rules_for(i.event.type)
-            for rid in recipient_ids(rule, i.event.data)
-        }
+        state.rendered = ahead.rendered
+        keys = ahead.keys
         taken = await existing_dedup_keys(conn, list({k for k, _ in keys.values()}))
         seen = await notified_by(conn, taken) if taken else {}
         out = Batch(now, seen, self.sender, keys)
         for item in items:
-            made = decide(self.policy, item.event, recipients, now, state)
+            made = decide(self.policy, item.event, ahead.recipients, now, state)
             subject = item.event.subject
             for decision in made:
                 out.record(item, decision, targets, state)
@@ -309,6 +316,28 @@ class Processor:
             await callbacks.record_inbox(conn, written.inbox, now)
             await callbacks.record(conn, status_callbacks.suppressed(out.decisions, items), now)
         return written
+
+
+class Ahead:
+    """What a batch's decisions need that the state does not change, made before the write
+    transaction: the recipients' profiles (read already), each possible notification's
+    dedup key and its rendered content (:func:`~tidings.strategy.decide.prerender`)."""
+
+    __slots__ = ("keys", "recipients", "rendered")
+
+    def __init__(
+        self, policy: Policy, batch: Sequence[StoredEvent], recipients: dict[str, Recipient]
+    ) -> None:
+        self.recipients = recipients
+        self.keys: dict[tuple[str, str, str], tuple[str, RuleSettings]] = {
+            (i.pk, rule.id, rid): (dedup.key(rule, i.event, i.pk, rid), rule)
+            for i in batch
+            for rule in policy.rules_for(i.event.type)
+            for rid in recipient_ids(rule, i.event.data)
+        }
+        self.rendered: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
+        for item in batch:
+            self.rendered.update(prerender(policy, item.event, recipients))
 
 
 async def _lock_keys(conn: AsyncConnection, batch: Sequence[StoredEvent], policy: Policy) -> None:

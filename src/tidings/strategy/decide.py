@@ -190,7 +190,7 @@ def decide_for(
     if expires_at is not None and due > expires_at:
         ttl = timing.duration(rule.ttl or 0)
         return _suppressed(rule, recipient, f"would expire (ttl {ttl}) before {why[-1]}")
-    plan = _plan(policy, rule, event, recipient, route, due, expires_at, now)
+    plan = _plan(policy, rule, event, recipient, route, due, expires_at, now, state)
     where = route.described(rule)
     if due > now:
         reason = "; ".join(why) + f"; then on {where}"
@@ -293,14 +293,17 @@ def _plan(
     due: float,
     expires_at: float | None,
     now: float,
+    state: State,
 ) -> Plan:
     """The notification to create: its content rendered, its channels and times."""
-    context = _context(event, recipient)
     digest: list[dict[str, Any]] | None = None
     if rule.digest is not None:
         digest = [dict(event.data)]
-        context = {**context, "count": 1, "events": digest}
-    locale, content = policy.templates.render(rule.template, recipient.locale, context)
+        context = {**_context(event, recipient), "count": 1, "events": digest}
+        locale, content = policy.templates.render(rule.template, recipient.locale, context)
+    else:
+        ahead = state.rendered.get((event.source, event.id, rule.id, recipient.id))
+        locale, content = ahead if ahead is not None else _render(policy, rule, event, recipient)
     return Plan(
         rule_id=rule.id,
         subscriber_id=recipient.id,
@@ -319,6 +322,32 @@ def _plan(
         cancel_on=tuple(rule.cancel_on) if due > now else (),
         digest=digest,
     )
+
+
+def prerender(
+    policy: Policy, event: Event, recipients: Mapping[str, Recipient]
+) -> dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]]:
+    """The content of every notification ``event`` may make, rendered ahead (for
+    :attr:`State.rendered`): it depends on the event, the rule and the recipient's profile
+    only — not on the state — so the processor renders it before its write transaction, not
+    while it holds the write lock. Digests (whose content counts the open digest's events)
+    and topic rules are left to the decision."""
+    rendered: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
+    for rule in policy.rules_for(event.type):
+        if rule.digest is not None or topics.addresses_topic(rule) or not matches(rule, event.data):
+            continue
+        for recipient_id in recipient_ids(rule, event.data):
+            recipient = recipients.get(recipient_id) or Recipient(id=recipient_id)
+            key = (event.source, event.id, rule.id, recipient_id)
+            rendered[key] = _render(policy, rule, event, recipient)
+    return rendered
+
+
+def _render(
+    policy: Policy, rule: RuleSettings, event: Event, recipient: Recipient
+) -> tuple[str, dict[str, Any]]:
+    """A notification's (locale, content) from ``rule``'s template for ``recipient``."""
+    return policy.templates.render(rule.template, recipient.locale, _context(event, recipient))
 
 
 def _when(

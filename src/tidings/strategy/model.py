@@ -69,6 +69,11 @@ class State:
     sent: dict[tuple[str, str], int] = field(default_factory=dict)
     digests: dict[tuple[str, str], OpenDigest] = field(default_factory=dict)
     scheduled: dict[str, list[Scheduled]] = field(default_factory=dict)
+    rendered: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    """(event source, event id, rule, subscriber) → (locale, content) rendered ahead
+    (:func:`~tidings.strategy.decide.prerender`); a plan not found here is rendered when made."""
 
 
 @dataclass(frozen=True, slots=True)
