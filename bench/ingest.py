@@ -22,7 +22,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.baselines import BaselineResult, free_port, on_uvloop, raw_sqlite, summarize, wait_port
+from bench.baselines import (
+    BaselineResult,
+    free_port,
+    on_uvloop,
+    raw_sqlite,
+    summarize,
+    wait_listeners,
+    wait_port,
+)
 from bench.baselines.bare_uvicorn import run as bare_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +88,8 @@ class TidingsProcess:
             stderr=subprocess.DEVNULL,
         )
         wait_port(self.port, 30)
+        if processes != 1:  # the shared socket and each child's own
+            wait_listeners(self.port, 1 + (processes or os.cpu_count() or 1), 60)
         time.sleep(0.5)
 
     def rss_mb(self) -> tuple[float, float]:

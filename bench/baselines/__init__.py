@@ -89,6 +89,27 @@ def free_port() -> int:
         return port
 
 
+def wait_listeners(port: int, count: int, timeout: float = 30.0) -> None:
+    """Block until ``count`` sockets listen on ``port`` (``/proc/net/tcp``), or raise.
+
+    ``tidings serve --processes N`` listens on a shared socket at once and each child on one of
+    its own (``SO_REUSEPORT``) once it is up: connections opened before that all land on the
+    shared socket and stay with whichever child accepted them, for their whole keep-alive
+    life — a bench of a few connections then measured one child out of N.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        listening = sum(
+            1 for row in rows if row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port
+        )
+        if listening >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{listening} of {count} listeners on port {port}")
+        time.sleep(0.05)
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     """Block until something accepts connections on 127.0.0.1:port, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
