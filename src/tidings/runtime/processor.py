@@ -107,8 +107,9 @@ class Processor:
         self._batch = batch
         self._sender = sender
         self._steals = steals
-        self._stole = False
         """Whether, idle, it decides events another process accepted (:meth:`_steal`)."""
+        self._stole = False
+        """Whether the last look at the others' backlog found some (look again at once)."""
 
     @property
     def sender(self) -> Sender | None:

@@ -453,6 +453,8 @@ async def insert_prepared(conn: AsyncConnection, prepared: Prepared) -> int | No
         assert not prepared.keep_first, "SQLite only (PostgreSQL: ON CONFLICT … RETURNING)"
         await conn.execute(prepared.table.insert(), list(prepared.rows))
         return None
+    if not prepared.sql:  # made for another backend
+        prepared = prepare_insert(prepared.table, prepared.rows, keep_first=prepared.keep_first)
     raw = inline_sqlite(conn)
     if raw is not None:
         return raw.executemany(prepared.sql, prepared.values).rowcount
