@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.baselines import free_port, percentile, wait_port
+from bench.baselines import free_port, percentile, wait_listeners, wait_port
 from bench.webhook_sink import SECRET
 from bench.webhook_sink import serve_webhooks as _webhook_sink
 
@@ -242,6 +242,8 @@ class Tidings:
             command, cwd=workdir, env=env, stdout=self.log, stderr=self.log
         )
         wait_port(self.port, 30)
+        if processes != 1:  # every child up before the load (see wait_listeners)
+            wait_listeners(self.port, 1 + (processes or os.cpu_count() or 1), 60)
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
         )
